@@ -1,0 +1,45 @@
+"""Messages passed from the rules engine to the sinks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+EventPhase = Literal["start", "update", "end"]
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    """One phase of a detected sound event. Times are UNIX seconds (float)."""
+
+    phase: EventPhase
+    event_id: str
+    label: str
+    score: float  # latest window score
+    peak_score: float
+    mean_score: float
+    started_at: float
+    ended_at: float | None  # set on "end"
+    duration_s: float
+    level_dbfs: float  # loudest window level seen in the event
+    source: str  # source name from the config (e.g. "mic:pulse", "file:x.wav")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LevelReport:
+    """Periodic health/level snapshot of the running monitor."""
+
+    timestamp: float
+    source: str
+    level_dbfs: float  # level of the latest window
+    windows_scored: int
+    windows_dropped: int
+    overflows: int  # capture overflow flags counted so far
+    realtime_factor: float  # audio seconds processed per wall second (>1 keeps up)
+    scores: dict[str, float]  # latest per-label scores
+
+    def to_dict(self) -> dict:
+        return asdict(self)
