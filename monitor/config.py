@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    type: Literal["mic", "file", "stdin"] = "mic"
+    name: str | None = None  # shown in messages; default derived by the source ("mic:<device>", "file:<name>", "stdin")
+    device: str | int | None = None  # mic: PortAudio index or name substring; None = default input
+    sample_rate: int | None = None  # mic: capture rate (None = device default); stdin: rate of the raw PCM (required)
+    channels: int = 1  # mic/stdin: channels captured or in the stream; mixed to mono
+    path: str | None = None  # file: audio file to replay (required)
+    realtime: bool = True  # file: pace at real time (live) or read as fast as the pipeline consumes
+    format: Literal["s16le", "f32le"] = "s16le"  # stdin: raw PCM sample format
 
 
 @dataclass(frozen=True)
