@@ -1,9 +1,34 @@
-"""Monitor configuration: the YAML schema as typed, validated objects."""
+"""Monitor configuration: the YAML schema as typed, validated objects.
+
+`load_config(path)` composes the YAML node tree (so every value keeps its line)
+and builds the frozen dataclasses below from their type hints. Each dataclass
+may define `problems()` yielding `(field, message)` for range/consistency
+checks; the loader turns them into a `ConfigError` pointing at that field's line.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import re
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Iterator, Literal
+
+import yaml
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+Problems = Iterator[tuple[str, str]]
+
+
+class ConfigError(ValueError):
+    def __init__(self, file: str, path: str, line: int | None, message: str):
+        self.file, self.path, self.line, self.message = file, path, line, message
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {path or '<top>'}: {message}")
 
 
 @dataclass(frozen=True)
@@ -16,6 +41,161 @@ class SourceConfig:
     path: str | None = None  # file: audio file to replay (required)
     realtime: bool = True  # file: pace at real time (live) or read as fast as the pipeline consumes
     format: Literal["s16le", "f32le"] = "s16le"  # stdin: raw PCM sample format
+
+    def problems(self) -> Problems:
+        if self.type == "file" and not self.path:
+            yield "path", "required when type is 'file'"
+        if self.type == "stdin" and self.sample_rate is None:
+            yield "sample_rate", "required when type is 'stdin' (raw PCM carries no rate)"
+        if self.sample_rate is not None and not 8000 <= self.sample_rate <= 384000:
+            yield "sample_rate", f"must be between 8000 and 384000 Hz, got {self.sample_rate}"
+        if not 1 <= self.channels <= 64:
+            yield "channels", f"must be between 1 and 64, got {self.channels}"
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    seconds: float = 30.0  # audio kept in the ring buffer (windows, clip pre-roll)
+
+    def problems(self) -> Problems:
+        if not 1 <= self.seconds <= 3600:
+            yield "seconds", f"must be between 1 and 3600, got {self.seconds}"
+
+
+@dataclass(frozen=True)
+class WindowsConfig:
+    length_s: float = 5.0
+    hop_s: float = 1.0
+    min_dbfs: float | None = None  # gate: quieter windows are not scored (level still reported)
+
+    def problems(self) -> Problems:
+        if not 0.1 <= self.length_s <= 60:
+            yield "length_s", f"must be between 0.1 and 60 seconds, got {self.length_s}"
+        if not 0 < self.hop_s <= self.length_s:
+            yield "hop_s", f"must be > 0 and <= length_s ({self.length_s}), got {self.hop_s}"
+        if self.min_dbfs is not None and not -200 <= self.min_dbfs <= 0:
+            yield "min_dbfs", f"must be between -200 and 0 dBFS, got {self.min_dbfs}"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    model: str = "clap-htsat-fused"  # registry name or local hub-layout folder
+    batch_size: int = 4  # most windows scored in one model call when behind
+    max_pending: int = 8  # windows queued for the detector; the oldest are dropped past it
+    background: tuple[str, ...] = ("silence", "background noise", "people talking quietly")
+    prompt_template: str = "the sound of {}"  # prompt for labels without explicit prompts
+
+    def problems(self) -> Problems:
+        if not 1 <= self.batch_size <= 64:
+            yield "batch_size", f"must be between 1 and 64, got {self.batch_size}"
+        if self.max_pending < 1:
+            yield "max_pending", f"must be >= 1, got {self.max_pending}"
+        if not self.background:
+            yield "background", "needs at least one prompt"
+        if "{}" not in self.prompt_template:
+            yield "prompt_template", "must contain '{}' (replaced by the label name)"
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    quiet_hours: str  # "HH:MM-HH:MM" local time; may cross midnight
+    days: tuple[str, ...] = DAYS  # days on which quiet hours start
+
+    def problems(self) -> Problems:
+        try:
+            parse_hours(self.quiet_hours)
+        except ValueError as e:
+            yield "quiet_hours", str(e)
+        for day in self.days:
+            if day not in DAYS:
+                yield "days", f"unknown day {day!r}; allowed: {', '.join(DAYS)}"
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    name: str
+    prompts: tuple[str, ...] = ()  # averaged text embeddings; default: prompt_template(name)
+    threshold: float = 0.5  # a window is a hit at score >= threshold
+    end_threshold: float | None = None  # an event continues while score >= this (default: threshold)
+    k: int = 1  # start after k hits among the last n windows
+    n: int = 1
+    max_not_heard: int = 2  # end after this many consecutive windows below end_threshold
+    cooldown_s: float = 0.0  # no new event this long after an end
+    min_dbfs: float | None = None  # windows quieter than this never count as hits
+    schedule: ScheduleConfig | None = None  # quiet hours: no new events
+    require: tuple[str, ...] = ()  # only when all these labels are present too
+    unless: tuple[str, ...] = ()  # never while any of these labels is present
+
+    def problems(self) -> Problems:
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", self.name):
+            yield "name", f"{self.name!r}: use letters, digits, '_' or '-' (it becomes an MQTT topic and entity id)"
+        if not 0 < self.threshold <= 1:
+            yield "threshold", f"must be in (0, 1], got {self.threshold}"
+        if self.end_threshold is not None and not 0 < self.end_threshold <= self.threshold:
+            yield "end_threshold", f"must be in (0, threshold={self.threshold}], got {self.end_threshold}"
+        if self.n < 1:
+            yield "n", f"must be >= 1, got {self.n}"
+        if not 1 <= self.k <= self.n:
+            yield "k", f"must be between 1 and n={self.n}, got {self.k}"
+        if self.max_not_heard < 1:
+            yield "max_not_heard", f"must be >= 1, got {self.max_not_heard}"
+        if self.cooldown_s < 0:
+            yield "cooldown_s", f"must be >= 0, got {self.cooldown_s}"
+        if self.name in self.require or self.name in self.unless:
+            yield "require" if self.name in self.require else "unless", "a label cannot depend on itself"
+
+    @property
+    def stop_threshold(self) -> float:
+        return self.threshold if self.end_threshold is None else self.end_threshold
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    timezone: str | None = None  # IANA name for schedules; None = the machine's local time
+    update_interval_s: float = 10.0  # an ongoing event sends an "update" at most this often
+
+    def problems(self) -> Problems:
+        if self.timezone is not None:
+            try:
+                import zoneinfo
+
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                yield "timezone", f"unknown time zone {self.timezone!r} (IANA name like 'Europe/Berlin')"
+        if self.update_interval_s <= 0:
+            yield "update_interval_s", f"must be > 0, got {self.update_interval_s}"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    path: str | None = "sound-monitor.jsonl"  # JSON lines; None = no file
+    max_bytes: int = 10_000_000  # rotate past this size
+    backups: int = 3
+    console: bool = False  # also print the JSON lines to stderr
+    level: Literal["debug", "info", "warning", "error"] = "info"  # debug adds per-window scores
+    level_interval_s: float = 10.0  # period of level reports
+
+    def problems(self) -> Problems:
+        if self.max_bytes < 0:
+            yield "max_bytes", f"must be >= 0 (0 = never rotate), got {self.max_bytes}"
+        if self.backups < 0:
+            yield "backups", f"must be >= 0, got {self.backups}"
+        if self.level_interval_s <= 0:
+            yield "level_interval_s", f"must be > 0, got {self.level_interval_s}"
+
+
+@dataclass(frozen=True)
+class ClipsConfig:
+    enabled: bool = False
+    dir: str = "clips"
+    pre_roll_s: float = 2.0
+    post_roll_s: float = 2.0
+
+    def problems(self) -> Problems:
+        if self.pre_roll_s < 0:
+            yield "pre_roll_s", f"must be >= 0, got {self.pre_roll_s}"
+        if self.post_roll_s < 0:
+            yield "post_roll_s", f"must be >= 0, got {self.post_roll_s}"
 
 
 @dataclass(frozen=True)
@@ -52,3 +232,190 @@ class MqttConfig:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+
+    def problems(self) -> Problems:
+        if not 1 <= self.port <= 65535:
+            yield "port", f"must be between 1 and 65535, got {self.port}"
+        if self.qos not in (0, 1, 2):
+            yield "qos", f"must be 0, 1 or 2, got {self.qos}"
+        if self.queue_limit < 1:
+            yield "queue_limit", f"must be >= 1, got {self.queue_limit}"
+        if self.password_env and self.password_file:
+            yield "password_file", "set password_env or password_file, not both"
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            yield "reconnect_min_s", "must be > 0 and <= reconnect_max_s"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    labels: tuple[LabelConfig, ...]
+    source: SourceConfig = field(default_factory=SourceConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    windows: WindowsConfig = field(default_factory=WindowsConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    mqtt: MqttConfig = field(default_factory=lambda: MqttConfig(enabled=False))
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
+
+    def problems(self) -> Problems:
+        if not self.labels:
+            yield "labels", "needs at least one label"
+        names = [label.name for label in self.labels]
+        for i, label in enumerate(self.labels):
+            if label.name in names[:i]:
+                yield f"labels[{i}].name", f"duplicate label {label.name!r}"
+            for key in ("require", "unless"):
+                for other in getattr(label, key):
+                    if other not in names:
+                        yield f"labels[{i}].{key}", f"unknown label {other!r}{_suggest(other, names)}"
+        needed = self.windows.length_s + (self.clips.pre_roll_s if self.clips.enabled else 0) + 1
+        if self.buffer.seconds < needed:
+            yield "buffer.seconds", f"must be >= {needed:g} (window length + clip pre-roll + 1 s slack)"
+
+    def prompts(self, label: LabelConfig) -> tuple[str, ...]:
+        return label.prompts or (self.detector.prompt_template.format(label.name.replace("_", " ")),)
+
+
+def parse_hours(text: str) -> tuple[int, int]:
+    """'22:00-07:00' -> (start, end) in minutes after midnight; start > end crosses midnight."""
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not 'HH:MM-HH:MM' (e.g. '22:00-07:00')")
+    h1, m1, h2, m2 = map(int, match.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+        raise ValueError(f"{text!r} has an invalid time of day")
+    if (h1, m1) == (h2, m2):
+        raise ValueError(f"{text!r} is empty (start equals end)")
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
+def load_config(path: str | Path) -> MonitorConfig:
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(file, "", None, f"cannot read: {e.strerror}") from e
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ConfigError(file, "", line, f"invalid YAML: {getattr(e, 'problem', e)}") from e
+    if root is None:
+        raise ConfigError(file, "", 1, "the file is empty; it needs at least a 'labels:' section")
+    return _Builder(file).build(MonitorConfig, root, "")
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+
+
+class _Builder:
+    """Turns composed YAML nodes into dataclasses, remembering where each value was."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.scalars = yaml.SafeLoader("")
+
+    def error(self, path: str, node: yaml.Node, message: str) -> ConfigError:
+        return ConfigError(self.file, path, node.start_mark.line + 1, message)
+
+    def build(self, cls: type, node: yaml.Node, path: str):
+        if _is_null(node):
+            node = yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(path, node, "must be a mapping of settings")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        values, nodes = {}, {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            sub = f"{path}.{key}" if path else key
+            if key not in fields:
+                raise self.error(sub, key_node, f"unknown setting{_suggest(key, fields)}; allowed: {', '.join(fields)}")
+            if key in values:
+                raise self.error(sub, key_node, "given twice")
+            values[key] = self.convert(hints[key], value_node, sub)
+            nodes[key] = value_node
+        for name, f in fields.items():
+            if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise self.error(f"{path}.{name}" if path else name, node, "required setting is missing")
+        obj = cls(**values)
+        for name, message in getattr(obj, "problems", lambda: ())():
+            raise self.error(f"{path}.{name}" if path else name, self.locate(name, nodes, node), message)
+        return obj
+
+    def locate(self, dotted: str, nodes: dict, fallback: yaml.Node) -> yaml.Node:
+        """The node of a (possibly nested, e.g. 'labels[1].require') field for error lines."""
+        head, _, rest = dotted.partition(".")
+        name, _, index = head.partition("[")
+        node = nodes.get(name, fallback)
+        if index and isinstance(node, yaml.SequenceNode):
+            node = node.value[int(index.rstrip("]"))]
+        if rest and isinstance(node, yaml.MappingNode):
+            inner = {str(k.value): v for k, v in node.value}
+            return self.locate(rest, inner, node)
+        return node
+
+    def convert(self, hint, node: yaml.Node, path: str):
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            if _is_null(node) and type(None) in args:
+                return None
+            # str accepts any scalar's text, so it is tried last (device: 3 stays an int)
+            options = sorted((a for a in args if a is not type(None)), key=lambda a: a is str)
+            errors = []
+            for option in options:
+                try:
+                    return self.convert(option, node, path)
+                except ConfigError as e:
+                    errors.append(e)
+            if len(options) == 1:
+                raise errors[0]
+            raise self.error(path, node, "must be " + " or ".join(_describe(o) for o in options))
+        if origin is Literal:
+            value = self.scalar(node, path)
+            if value not in args:
+                raise self.error(path, node, f"{value!r} is not allowed; choose one of: {', '.join(map(str, args))}")
+            return value
+        if origin is tuple:
+            if isinstance(node, yaml.ScalarNode) and not _is_null(node):
+                node = yaml.SequenceNode("tag:yaml.org,2002:seq", [node], node.start_mark, node.end_mark)
+            if not isinstance(node, yaml.SequenceNode):
+                raise self.error(path, node, "must be a list")
+            return tuple(self.convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(node.value))
+        if dataclasses.is_dataclass(hint):
+            return self.build(hint, node, path)
+        return self.primitive(hint, node, path)
+
+    def primitive(self, hint: type, node: yaml.Node, path: str):
+        value = self.scalar(node, path)
+        if hint is str and node.tag != "tag:yaml.org,2002:null":
+            return str(node.value)  # the text as written (e.g. "0123" or "22:00")
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+            return value
+        raise self.error(path, node, f"must be {_describe(hint)}, got {node.value!r}")
+
+    def scalar(self, node: yaml.Node, path: str):
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(path, node, "must be a single value, not a list or mapping")
+        return self.scalars.construct_object(node)
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+def _describe(hint) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
