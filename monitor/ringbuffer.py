@@ -1,0 +1,98 @@
+"""Fixed-size float32 ring keeping the newest audio, addressed by absolute sample index.
+
+One writer (the source thread) and any number of readers. Readers copy a range
+by absolute index without taking a lock; the writer announces the range it is
+about to overwrite before touching the array, so a reader can tell afterwards
+whether its copy raced with an overwrite. The only lock is the condition that
+wakes readers waiting for new audio.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+
+class Overwritten(LookupError):
+    """The requested audio is older than what the ring still holds."""
+
+
+class RingBuffer:
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"ring buffer capacity must be >= 1 sample, got {capacity}")
+        self.capacity = capacity
+        self._data = np.zeros(capacity, np.float32)
+        self._end = 0  # one past the newest complete sample
+        self._reserved = 0  # one past the newest sample being written (>= _end)
+        self._closed = False
+        self._changed = threading.Condition()
+
+    @property
+    def end(self) -> int:
+        return self._end
+
+    @property
+    def oldest(self) -> int:
+        """Oldest absolute index that is safe to read right now."""
+        return max(0, self._reserved - self.capacity)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def write(self, block: np.ndarray) -> None:
+        n = len(block)
+        if n == 0:
+            return
+        tail = block[-self.capacity :]  # only the newest samples can be kept
+        start = self._end + n - len(tail)
+        self._reserved = self._end + n
+        first = start % self.capacity
+        split = min(len(tail), self.capacity - first)
+        self._data[first : first + split] = tail[:split]
+        self._data[: len(tail) - split] = tail[split:]
+        self._publish(self._end + n)
+
+    def write_silence(self, n: int) -> None:
+        """Advance by n zero samples (lost input) without allocating n samples."""
+        if n <= 0:
+            return
+        kept = min(n, self.capacity)
+        self._reserved = self._end + n
+        first = (self._end + n - kept) % self.capacity
+        split = min(kept, self.capacity - first)
+        self._data[first : first + split] = 0
+        self._data[: kept - split] = 0
+        self._publish(self._end + n)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Copy of samples [start, stop); raises Overwritten if any of it is gone."""
+        if not 0 <= start <= stop <= self._end:
+            raise ValueError(f"range [{start}, {stop}) is not within the written audio [0, {self._end})")
+        if stop - start > self.capacity:
+            raise Overwritten(f"range of {stop - start} samples exceeds the ring capacity {self.capacity}")
+        first = start % self.capacity
+        split = min(stop - start, self.capacity - first)
+        out = np.concatenate([self._data[first : first + split], self._data[: stop - start - split]])
+        if start < self._reserved - self.capacity:  # checked after copying: catches a racing write
+            raise Overwritten(f"samples from {start} were overwritten (oldest kept: {self.oldest})")
+        return out
+
+    def wait_until(self, index: int, timeout: float | None = None) -> bool:
+        """Wait until audio up to `index` is written or the ring is closed; True if written."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._end >= index or self._closed, timeout)
+            return self._end >= index
+
+    def close(self) -> None:
+        """No more writes: wakes every waiting reader."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _publish(self, end: int) -> None:
+        with self._changed:
+            self._end = end
+            self._changed.notify_all()
