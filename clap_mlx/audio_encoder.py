@@ -1,0 +1,405 @@
+"""HTSAT-Swin audio tower of CLAP, numerically matching transformers' `ClapAudioEncoder`.
+
+Activations are channels-last (NHWC / [B, tokens, C]); parameter names mirror the PyTorch
+state dict with the `audio_model.audio_encoder.` prefix removed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from . import ops
+from .config import AudioConfig
+
+BICUBIC_A = -0.75  # torch's cubic convolution constant
+
+
+def bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """[out_size, in_size] weights of torch's 1-D bicubic resize (align_corners=True).
+
+    Source positions and tap weights are computed in float32 like torch's CPU kernel, so the
+    matmul reproduces `F.interpolate(mode="bicubic")` up to summation order.
+    """
+    scale = np.float32(in_size - 1) / np.float32(max(out_size - 1, 1))
+    source = scale * np.arange(out_size, dtype=np.float32)
+    left = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
+    t = np.clip(source - left.astype(np.float32), 0, 1).astype(np.float32)
+    a = np.float32(BICUBIC_A)
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    weights = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
+    taps = np.clip(left[:, None] + np.arange(-1, 3), 0, in_size - 1)
+    matrix = np.zeros((out_size, in_size), dtype=np.float32)
+    np.add.at(matrix, (np.repeat(np.arange(out_size), 4), taps.ravel()), weights.ravel())
+    return matrix
+
+
+@functools.lru_cache(maxsize=8)
+def bicubic_resize(in_size: int, out_size: int) -> mx.array:
+    return mx.array(bicubic_matrix(in_size, out_size))
+
+
+def relative_position_index(window: int) -> np.ndarray:
+    """[window², window²] index into the relative position bias table (Swin's layout)."""
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(2, -1)
+    relative = coords[:, :, None] - coords[:, None, :] + window - 1
+    return relative[0] * (2 * window - 1) + relative[1]
+
+
+def window_partition(x: mx.array, window: int) -> mx.array:
+    """[B, H, W, C] -> [B * windows, window², C], windows in row-major order."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // window, window, w // window, window, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window * window, c)
+
+
+def window_reverse(windows: mx.array, window: int, height: int, width: int) -> mx.array:
+    """Inverse of `window_partition`: [B * windows, window², C] -> [B, H, W, C]."""
+    c = windows.shape[-1]
+    x = windows.reshape(-1, height // window, width // window, window, window, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """[windows, window², window²] additive mask (0 / -100) keeping attention inside each
+    region of the cyclically shifted map, as transformers' `get_attn_mask`."""
+
+    def regions(size: int) -> np.ndarray:
+        index = np.arange(size)
+        return (index >= size - window).astype(np.int64) + (index >= size - shift)
+
+    image = regions(height)[:, None] * 3 + regions(width)[None, :]
+    labels = window_partition(mx.array(image[None, :, :, None]), window)
+    labels = np.array(labels)[..., 0]
+    return np.where(labels[:, None, :] != labels[:, :, None], -100.0, 0.0).astype(np.float32)
+
+
+def layer_norm(norm: nn.LayerNorm, x: mx.array) -> mx.array:
+    return ops.layer_norm(x, norm.weight, norm.bias, norm.eps)
+
+
+class FrozenBatchNorm(nn.Module):
+    """BatchNorm over the last axis with running statistics only (inference port: no mode)."""
+
+    def __init__(self, dims: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = mx.ones((dims,))
+        self.bias = mx.zeros((dims,))
+        self.running_mean = mx.zeros((dims,))
+        self.running_var = mx.ones((dims,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return (x - self.running_mean) / mx.sqrt(self.running_var + self.eps) * self.weight + self.bias
+
+
+class Dense(nn.Module):
+    """A linear layer named `<owner>.dense`, as in transformers' parameter names."""
+
+    def __init__(self, in_dims: int, out_dims: int):
+        super().__init__()
+        self.dense = nn.Linear(in_dims, out_dims)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.dense(x)
+
+
+class AttentionalFeatureFusion(nn.Module):
+    """transformers' `ClapAudioAFFBlock`: sigmoid-gated blend of global and local patch maps."""
+
+    def __init__(self, channels: int, reduction: int):
+        super().__init__()
+        inner = channels // reduction
+        # List indices match the PyTorch nn.Sequential ones (ReLU/pool hold no parameters).
+        self.local_att = [
+            nn.Conv2d(channels, inner, 1),
+            FrozenBatchNorm(inner),
+            nn.ReLU(),
+            nn.Conv2d(inner, channels, 1),
+            FrozenBatchNorm(channels),
+        ]
+        self.global_att = [
+            None,  # AdaptiveAvgPool2d(1)
+            nn.Conv2d(channels, inner, 1),
+            FrozenBatchNorm(inner),
+            nn.ReLU(),
+            nn.Conv2d(inner, channels, 1),
+            FrozenBatchNorm(channels),
+        ]
+
+    def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
+        """x, residual: [B, H, W, C]."""
+        both = x + residual
+        local = both
+        for layer in self.local_att:
+            local = layer(local)
+        pooled = mx.mean(both, axis=(1, 2), keepdims=True)
+        for layer in self.global_att[1:]:
+            pooled = layer(pooled)
+        gate = ops.sigmoid(local + pooled)
+        return 2 * x * gate + 2 * residual * (1 - gate)
+
+
+class PatchEmbed(nn.Module):
+    """4x4 patch projection of channel 0 (the global mel image); with fusion, rows flagged
+    `is_longer` are blended with the three local crops through `mel_conv2d` and AFF."""
+
+    def __init__(self, cfg: AudioConfig):
+        super().__init__()
+        kernel = (cfg.patch_size, cfg.patch_size)
+        padding = ((cfg.patch_size - cfg.patch_stride[0]) // 2, (cfg.patch_size - cfg.patch_stride[1]) // 2)
+        dims = cfg.patch_embeds_hidden_size
+        self.enable_fusion = cfg.enable_fusion
+        self.proj = nn.Conv2d(cfg.patch_embed_input_channels, dims, kernel, cfg.patch_stride, padding)
+        self.norm = nn.LayerNorm(dims) if cfg.enable_patch_layer_norm else None
+        if cfg.enable_fusion:
+            self.fusion_model = AttentionalFeatureFusion(dims, cfg.aff_block_r)
+            self.mel_conv2d = nn.Conv2d(
+                cfg.patch_embed_input_channels,
+                dims,
+                (kernel[0], kernel[1] * 3),
+                (cfg.patch_stride[0], cfg.patch_stride[1] * 3),
+                padding,
+            )
+
+    def local_patches(self, crops: mx.array) -> mx.array:
+        """[N, H, W, 3] local crops -> [N, H', W', C]: the 3 crops' patch columns side by side."""
+        n, h, w, k = crops.shape
+        x = self.mel_conv2d(crops.transpose(0, 3, 1, 2).reshape(n * k, h, w, 1))
+        _, out_h, out_w, c = x.shape
+        x = x.reshape(n, k, out_h, out_w, c).transpose(0, 2, 1, 3, 4).reshape(n, out_h, k * out_w, c)
+        return x
+
+    def __call__(self, image: mx.array, longer_rows: np.ndarray) -> mx.array:
+        """image: [B, H, W, C_in]; returns patch tokens [B, H/4 * W/4, dims]."""
+        x = self.proj(image[..., :1] if self.enable_fusion else image)
+        if self.enable_fusion and longer_rows.size:
+            rows = mx.array(longer_rows)
+            local = self.local_patches(image[rows, :, :, 1:])
+            local = mx.pad(local, [(0, 0), (0, 0), (0, x.shape[2] - local.shape[2]), (0, 0)])
+            x[rows] = self.fusion_model(x[rows], local)
+        x = x.reshape(x.shape[0], -1, x.shape[-1])
+        return layer_norm(self.norm, x) if self.norm is not None else x
+
+
+class WindowSelfAttention(nn.Module):
+    """Multi-head attention inside each window, with Swin's relative position bias."""
+
+    def __init__(self, dims: int, num_heads: int, window: int, qkv_bias: bool):
+        super().__init__()
+        if dims % num_heads:
+            raise ValueError(f"AudioConfig: stage width {dims} is not a multiple of its {num_heads} attention heads")
+        self.num_heads = num_heads
+        self.scale = (dims // num_heads) ** -0.5
+        self.query = nn.Linear(dims, dims, bias=qkv_bias)
+        self.key = nn.Linear(dims, dims, bias=qkv_bias)
+        self.value = nn.Linear(dims, dims, bias=qkv_bias)
+        self.relative_position_bias_table = mx.zeros(((2 * window - 1) ** 2, num_heads))
+        self._bias_index = mx.array(relative_position_index(window).reshape(-1))
+
+    def position_bias(self) -> mx.array:
+        """[heads, window², window²] bias added to the attention scores."""
+        tokens = int(self._bias_index.size**0.5)
+        bias = self.relative_position_bias_table[self._bias_index]
+        return bias.reshape(tokens, tokens, self.num_heads).transpose(2, 0, 1)
+
+    def __call__(self, windows: mx.array, mask: mx.array | None) -> mx.array:
+        """windows: [B * windows, window², C]; mask: [windows, window², window²] or None."""
+        count, tokens, dims = windows.shape
+
+        def split_heads(x: mx.array) -> mx.array:
+            return x.reshape(count, tokens, self.num_heads, -1).transpose(0, 2, 1, 3)
+
+        queries = split_heads(self.query(windows) * self.scale)
+        keys = split_heads(self.key(windows))
+        values = split_heads(self.value(windows))
+        bias = self.position_bias()[None]
+        if mask is not None:
+            bias = bias + mask[:, None]
+        # Scores grouped per image so the per-window bias/mask broadcasts over the batch.
+        scores = (queries @ keys.swapaxes(-1, -2)).reshape(-1, *bias.shape) + bias
+        probs = ops.softmax(scores, axis=-1).reshape(count, self.num_heads, tokens, tokens)
+        return (probs @ values).transpose(0, 2, 1, 3).reshape(count, tokens, dims)
+
+
+class WindowAttention(nn.Module):
+    def __init__(self, dims: int, num_heads: int, window: int, qkv_bias: bool):
+        super().__init__()
+        self.self = WindowSelfAttention(dims, num_heads, window, qkv_bias)
+        self.output = Dense(dims, dims)
+
+    def __call__(self, windows: mx.array, mask: mx.array | None) -> mx.array:
+        return self.output(self.self(windows, mask))
+
+
+class SwinLayer(nn.Module):
+    """Pre-norm Swin block: (shifted) window attention, then the GELU MLP."""
+
+    def __init__(self, cfg: AudioConfig, dims: int, resolution: tuple[int, int], num_heads: int, shift: int):
+        super().__init__()
+        window = cfg.window_size
+        if min(resolution) <= window:
+            # transformers' set_shift_and_window_size: one window covers the map, no shift.
+            shift, window = 0, min(resolution)
+        if window != cfg.window_size:
+            raise ValueError(
+                f"AudioConfig: a {resolution[0]}x{resolution[1]} stage is smaller than window_size "
+                f"{cfg.window_size} (transformers cannot run this configuration either)"
+            )
+        self.resolution = resolution
+        self.window = window
+        self.shift = shift
+        self.padding = (-resolution[0] % window, -resolution[1] % window)
+        self.layernorm_before = nn.LayerNorm(dims, eps=cfg.layer_norm_eps)
+        self.attention = WindowAttention(dims, num_heads, window, cfg.qkv_bias)
+        self.layernorm_after = nn.LayerNorm(dims, eps=cfg.layer_norm_eps)
+        hidden = int(cfg.mlp_ratio * dims)
+        self.intermediate = Dense(dims, hidden)
+        self.output = Dense(hidden, dims)
+        padded = (resolution[0] + self.padding[0], resolution[1] + self.padding[1])
+        self._padded = padded
+        self._mask = mx.array(shifted_window_mask(*padded, window, shift)) if shift else None
+
+    def attend(self, x: mx.array) -> mx.array:
+        """[B, H, W, C] -> [B, H, W, C] through the (shifted) windows."""
+        height, width = self.resolution
+        if any(self.padding):
+            x = mx.pad(x, [(0, 0), (0, self.padding[0]), (0, self.padding[1]), (0, 0)])
+        if self.shift:
+            x = mx.roll(x, (-self.shift, -self.shift), axis=(1, 2))
+        windows = self.attention(window_partition(x, self.window), self._mask)
+        x = window_reverse(windows, self.window, *self._padded)
+        if self.shift:
+            x = mx.roll(x, (self.shift, self.shift), axis=(1, 2))
+        return x[:, :height, :width] if any(self.padding) else x
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """x: [B, H*W, C]."""
+        batch, tokens, dims = x.shape
+        normed = layer_norm(self.layernorm_before, x).reshape(batch, *self.resolution, dims)
+        x = x + self.attend(normed).reshape(batch, tokens, dims)
+        return x + self.output(ops.gelu(self.intermediate(layer_norm(self.layernorm_after, x))))
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhoods -> one token of twice the width."""
+
+    def __init__(self, dims: int, resolution: tuple[int, int]):
+        super().__init__()
+        self.resolution = resolution
+        self.reduction = nn.Linear(4 * dims, 2 * dims, bias=False)
+        self.norm = nn.LayerNorm(4 * dims)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        batch, _, dims = x.shape
+        height, width = self.resolution
+        x = x.reshape(batch, height, width, dims)
+        if height % 2 or width % 2:
+            x = mx.pad(x, [(0, 0), (0, height % 2), (0, width % 2), (0, 0)])
+        x = x.reshape(batch, x.shape[1] // 2, 2, x.shape[2] // 2, 2, dims)
+        # transformers concatenates (row, col) = (0,0), (1,0), (0,1), (1,1): column-major.
+        x = x.transpose(0, 1, 3, 4, 2, 5).reshape(batch, -1, 4 * dims)
+        return self.reduction(layer_norm(self.norm, x))
+
+
+class SwinStage(nn.Module):
+    def __init__(self, cfg: AudioConfig, dims: int, resolution: tuple[int, int], depth: int, num_heads: int, downsample: bool):
+        super().__init__()
+        self.blocks = [
+            SwinLayer(cfg, dims, resolution, num_heads, shift=cfg.window_size // 2 if i % 2 else 0)
+            for i in range(depth)
+        ]
+        self.downsample = PatchMerging(dims, resolution) if downsample else None
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for block in self.blocks:
+            x = block(x)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+class HTSATAudioEncoder(nn.Module):
+    """transformers' `ClapAudioEncoder`: log-mel [B, C, T, mels] -> pooled features [B, hidden]."""
+
+    def __init__(self, cfg: AudioConfig):
+        super().__init__()
+        if cfg.enable_fusion and cfg.fusion_type == "channel_map":
+            raise ValueError('AudioConfig: fusion_type "channel_map" is not supported (transformers cannot run it)')
+        if cfg.hidden_act != "gelu":
+            raise ValueError(f'AudioConfig: hidden_act {cfg.hidden_act!r} is not supported (only "gelu")')
+        self.cfg = cfg
+        self.freq_ratio = cfg.spec_size // cfg.num_mel_bins
+        self.input_channels = 4 if cfg.enable_fusion else 1
+        self.batch_norm = FrozenBatchNorm(cfg.num_mel_bins)
+        self.patch_embed = PatchEmbed(cfg)
+        grid = (cfg.spec_size // cfg.patch_stride[0], cfg.spec_size // cfg.patch_stride[1])
+        stages = len(cfg.depths)
+        self.layers = [
+            SwinStage(
+                cfg,
+                dims=cfg.patch_embeds_hidden_size * 2**i,
+                resolution=(grid[0] // 2**i, grid[1] // 2**i),
+                depth=depth,
+                num_heads=num_heads,
+                downsample=i < stages - 1,
+            )
+            for i, (depth, num_heads) in enumerate(zip(cfg.depths, cfg.num_attention_heads))
+        ]
+        self.num_features = cfg.patch_embeds_hidden_size * 2 ** (stages - 1)
+        self.norm = nn.LayerNorm(self.num_features)
+
+    def mel_image(self, features: mx.array) -> mx.array:
+        """[B, C, T, mels] -> [B, spec_size, spec_size, C]: time resized to spec_size * freq_ratio
+        (bicubic), then cut into freq_ratio chunks stacked along the frequency axis."""
+        batch, channels, frames, mels = features.shape
+        chunk = self.cfg.spec_size
+        if frames < chunk * self.freq_ratio:
+            features = bicubic_resize(frames, chunk * self.freq_ratio) @ features
+        features = features.reshape(batch, channels, self.freq_ratio, chunk, mels)
+        return features.transpose(0, 2, 4, 3, 1).reshape(batch, self.freq_ratio * mels, chunk, channels)
+
+    def check_inputs(self, input_features: mx.array, is_longer: mx.array) -> None:
+        expected = f"[batch, {self.input_channels}, frames <= {self.cfg.spec_size * self.freq_ratio}, {self.cfg.num_mel_bins}]"
+        shape = tuple(input_features.shape)
+        if (
+            len(shape) != 4
+            or shape[1] != self.input_channels
+            or shape[3] != self.cfg.num_mel_bins
+            or shape[3] * self.freq_ratio != self.cfg.spec_size
+            or shape[2] > self.cfg.spec_size * self.freq_ratio
+        ):
+            raise ValueError(f"input_features: expected shape {expected}, got {list(shape)}")
+        if is_longer.size != shape[0]:
+            raise ValueError(f"is_longer: expected {shape[0]} flags (one per clip), got shape {list(is_longer.shape)}")
+
+    def __call__(self, input_features: mx.array, is_longer: mx.array) -> mx.array:
+        """input_features: [B, C, T, mels] float32; is_longer: [B] bool -> [B, num_features]."""
+        self.check_inputs(input_features, is_longer)
+        image = self.mel_image(self.batch_norm(input_features))
+        # Only clips flagged longer go through fusion, so the row selection is host-side.
+        longer_rows = np.flatnonzero(np.array(is_longer).reshape(-1)) if self.cfg.enable_fusion else np.empty(0, np.int64)
+        x = self.patch_embed(image, longer_rows)
+        for stage in self.layers:
+            x = stage(x)
+        # transformers' pooler regroups the tokens before averaging them all: a plain mean.
+        return layer_norm(self.norm, x).mean(axis=1)
+
+
+def sanitize_audio_encoder(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """PyTorch `audio_model.audio_encoder.*` entries (prefix stripped) -> this module's params."""
+    sanitized = {}
+    for key, value in weights.items():
+        if key.endswith(("num_batches_tracked", "relative_position_index")):
+            continue  # counters and buffers this port recomputes
+        if value.ndim == 4:
+            value = value.transpose(0, 2, 3, 1)  # Conv2d OIHW -> OHWI
+        sanitized[key] = value
+    return sanitized

@@ -1,0 +1,165 @@
+"""HTSATAudioEncoder against transformers' ClapAudioModel (random weights, eval mode, float32)."""
+
+import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx.core)
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from transformers import ClapAudioConfig, ClapAudioModel
+
+from clap_mlx.audio_encoder import HTSATAudioEncoder, bicubic_matrix, sanitize_audio_encoder
+from clap_mlx.config import AudioConfig
+
+torch.set_num_threads(2)
+
+TINY = dict(depths=[2, 2], num_attention_heads=[2, 4], patch_embeds_hidden_size=16, hidden_size=32, window_size=8)
+FULL: dict = {}  # ClapAudioConfig defaults: depths 2,2,6,2, heads 4,8,16,32, hidden 768
+FUSED = dict(enable_fusion=True, fusion_type="aff_2d")
+UNFUSED = dict(enable_fusion=False)
+
+LONGER_PATTERNS = {
+    "b1-short": [False],
+    "b1-longer": [True],
+    "b4-none": [False] * 4,
+    "b4-all": [True] * 4,
+    "b4-mixed": [True, False, False, True],
+}
+
+
+def randomize_(model: torch.nn.Module, seed: int) -> None:
+    """Weights far from identity: non-trivial norms, BatchNorm statistics and position biases,
+    and projections at PyTorch's fan-in scale so attention is sharp enough to expose mask errors."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(like, mean=0.0, std=1.0):
+        return torch.randn(like.shape, generator=generator) * std + mean
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.LayerNorm, torch.nn.BatchNorm2d)):
+                module.weight.copy_(normal(module.weight, 1.0, 0.2))
+                module.bias.copy_(normal(module.bias, 0.0, 0.2))
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.copy_(normal(module.running_mean, 0.0, 3.0))
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) * 40 + 0.5)
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(normal(module.weight, std=fan_in**-0.5))
+                if module.bias is not None:
+                    module.bias.copy_(normal(module.bias, std=0.1))
+            if hasattr(module, "relative_position_bias_table"):
+                module.relative_position_bias_table.copy_(normal(module.relative_position_bias_table))
+
+
+def build_pair(overrides: dict, seed: int = 0):
+    torch.manual_seed(seed)
+    torch_config = ClapAudioConfig(**overrides)
+    reference = ClapAudioModel(torch_config).float().eval()
+    randomize_(reference, seed)
+    encoder = HTSATAudioEncoder(AudioConfig.from_dict(torch_config.to_dict()))
+    state = reference.audio_encoder.state_dict()
+    encoder.load_weights(list(sanitize_audio_encoder({k: mx.array(v.numpy()) for k, v in state.items()}).items()))
+    return reference, encoder
+
+
+def mel_batch(is_longer: list[bool], channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """dB-like log-mel features and their is_longer flags."""
+    rng = np.random.default_rng(seed)
+    features = (rng.standard_normal((len(is_longer), channels, 1001, 64)) * 20 - 50).astype(np.float32)
+    return features, np.array(is_longer)
+
+
+def compare(reference: ClapAudioModel, encoder: HTSATAudioEncoder, is_longer: list[bool], seed: int) -> dict:
+    channels = encoder.input_channels
+    features, longer = mel_batch(is_longer, channels, seed)
+    with torch.no_grad():
+        expected = reference(
+            input_features=torch.from_numpy(features), is_longer=torch.from_numpy(longer)[:, None]
+        ).pooler_output.numpy()
+    got = np.array(encoder(mx.array(features), mx.array(longer)))
+    assert got.shape == expected.shape == (len(is_longer), encoder.num_features)
+    scale = float(np.abs(expected).max())
+    max_abs = float(np.abs(got - expected).max())
+    cosine = np.sum(got * expected, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
+    assert max_abs <= 1e-4 * max(1.0, scale), (max_abs, scale)
+    assert cosine.min() >= 0.99999, cosine
+    return dict(max_abs=max_abs, relative=max_abs / scale, cosine=float(cosine.min()))
+
+
+@pytest.fixture(scope="module")
+def tiny_fused():
+    return build_pair({**TINY, **FUSED}, seed=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_unfused():
+    return build_pair({**TINY, **UNFUSED}, seed=2)
+
+
+@pytest.fixture(scope="module")
+def full_fused():
+    return build_pair({**FULL, **FUSED}, seed=3)
+
+
+@pytest.mark.parametrize("pattern", LONGER_PATTERNS)
+def test_tiny_fused_matches_transformers(tiny_fused, pattern):
+    compare(*tiny_fused, LONGER_PATTERNS[pattern], seed=10)
+
+
+@pytest.mark.parametrize("pattern", ["b1-short", "b4-none"])
+def test_tiny_unfused_matches_transformers(tiny_unfused, pattern):
+    compare(*tiny_unfused, LONGER_PATTERNS[pattern], seed=11)
+
+
+def test_window_not_dividing_the_map_pads_like_transformers():
+    # 64x64 and 32x32 maps in windows of 6: zero padding, and the shifted mask on the padded map.
+    reference, encoder = build_pair({**TINY, **FUSED, "window_size": 6}, seed=4)
+    compare(reference, encoder, [True, False], seed=12)
+
+
+def test_last_stage_as_large_as_the_window_is_not_shifted():
+    # Four stages: the last map is 8x8 = one window, where transformers turns the shift off.
+    overrides = dict(depths=[1, 1, 1, 2], num_attention_heads=[1, 2, 2, 4], patch_embeds_hidden_size=8, hidden_size=64)
+    reference, encoder = build_pair({**overrides, **FUSED}, seed=5)
+    assert [block.shift for block in encoder.layers[-1].blocks] == [0, 0]
+    compare(reference, encoder, [False, True], seed=13)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("pattern", LONGER_PATTERNS)
+def test_full_fused_matches_transformers(full_fused, pattern):
+    compare(*full_fused, LONGER_PATTERNS[pattern], seed=20)
+
+
+@pytest.mark.full
+def test_full_unfused_matches_transformers():
+    compare(*build_pair({**FULL, **UNFUSED}, seed=6), LONGER_PATTERNS["b4-mixed"], seed=21)
+
+
+def test_bicubic_matrix_matches_torch_interpolate():
+    # torch's response to each unit impulse along time is its interpolation matrix; the
+    # remaining differences are float32 rounding of the cubic weights (torch contracts to FMA).
+    impulses = torch.eye(1001)[None, None]
+    expected = torch.nn.functional.interpolate(impulses, (1024, 1001), mode="bicubic", align_corners=True)
+    np.testing.assert_allclose(bicubic_matrix(1001, 1024), expected[0, 0].numpy(), rtol=0, atol=1e-6)
+
+
+def test_sanitize_drops_buffers_and_transposes_convolutions():
+    weights = {
+        "patch_embed.proj.weight": mx.zeros((96, 1, 4, 12)),
+        "batch_norm.num_batches_tracked": mx.array(0),
+        "layers.0.blocks.0.attention.self.relative_position_index": mx.zeros((64, 64)),
+        "norm.weight": mx.ones((768,)),
+    }
+    sanitized = sanitize_audio_encoder(weights)
+    assert set(sanitized) == {"patch_embed.proj.weight", "norm.weight"}
+    assert sanitized["patch_embed.proj.weight"].shape == (96, 4, 12, 1)
+
+
+def test_bad_input_shapes_are_named(tiny_fused):
+    _, encoder = tiny_fused
+    with pytest.raises(ValueError, match="input_features"):
+        encoder(mx.zeros((2, 1, 1001, 64)), mx.array([False, False]))
+    with pytest.raises(ValueError, match="is_longer"):
+        encoder(mx.zeros((2, 4, 1001, 64)), mx.array([False]))
