@@ -40,6 +40,7 @@ class SourceConfig:
     channels: int = 1  # mic/stdin: channels captured or in the stream; mixed to mono
     path: str | None = None  # file: audio file to replay (required)
     realtime: bool = True  # file: pace at real time (live) or read as fast as the pipeline consumes
+    loop: bool = False  # file: start over at the end (demos, soak tests)
     loop: bool = False  # file: start over at the end (long replays, soak tests)
     format: Literal["s16le", "f32le"] = "s16le"  # stdin: raw PCM sample format
 
