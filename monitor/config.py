@@ -41,7 +41,6 @@ class SourceConfig:
     path: str | None = None  # file: audio file to replay (required)
     realtime: bool = True  # file: pace at real time (live) or read as fast as the pipeline consumes
     loop: bool = False  # file: start over at the end (demos, soak tests)
-    loop: bool = False  # file: start over at the end (long replays, soak tests)
     format: Literal["s16le", "f32le"] = "s16le"  # stdin: raw PCM sample format
 
     def problems(self) -> Problems:
