@@ -3,3 +3,4 @@
 from ._blas import preload_openblas
 
 preload_openblas()  # must run before anything imports mlx.core
+from .loading import load

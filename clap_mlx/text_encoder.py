@@ -1,0 +1,155 @@
+"""RoBERTa text tower: transformers' `ClapTextModel` (embeddings, post-LN encoder, tanh pooler).
+
+Module and attribute names follow transformers' parameter names (`encoder.layer.N.attention.self.query`,
+`LayerNorm`, ...) so PyTorch checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from . import ops
+from .config import TextConfig
+
+
+def layer_norm(norm: nn.LayerNorm, x: mx.array) -> mx.array:
+    return ops.layer_norm(x, norm.weight, norm.bias, norm.eps)
+
+
+def position_ids_from_input_ids(input_ids: mx.array, padding_idx: int) -> mx.array:
+    """RoBERTa positions: padding tokens get `padding_idx`, the others count up from `padding_idx + 1`."""
+    not_pad = (input_ids != padding_idx).astype(mx.int32)
+    return mx.cumsum(not_pad, axis=1) * not_pad + padding_idx
+
+
+def additive_attention_mask(attention_mask: mx.array) -> mx.array:
+    """[B, L] 1/0 mask -> [B, 1, 1, L] bias: 0 for kept keys, float32 min for padding (as transformers)."""
+    keep = attention_mask.astype(mx.bool_)[:, None, None, :]
+    return mx.where(keep, 0.0, mx.finfo(mx.float32).min)
+
+
+class TextEmbeddings(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.padding_idx = cfg.pad_token_id
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def __call__(self, input_ids: mx.array) -> mx.array:
+        positions = position_ids_from_input_ids(input_ids, self.padding_idx)
+        # CLAP never passes token_type_ids: every token has type 0.
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        return layer_norm(self.LayerNorm, x + self.token_type_embeddings.weight[0])
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise ValueError(
+                f"TextConfig: hidden_size {cfg.hidden_size} is not a multiple of "
+                f"num_attention_heads {cfg.num_attention_heads}"
+            )
+        self.num_heads = cfg.num_attention_heads
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
+        batch, length, dims = x.shape
+        head_dims = dims // self.num_heads
+
+        def heads(t: mx.array) -> mx.array:
+            return t.reshape(batch, length, self.num_heads, head_dims).transpose(0, 2, 1, 3)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = (q * head_dims**-0.5) @ k.transpose(0, 1, 3, 2) + mask
+        out = ops.softmax(scores, axis=-1) @ v
+        return out.transpose(0, 2, 1, 3).reshape(batch, length, dims)
+
+
+class ResidualOutput(nn.Module):
+    """dense -> add residual -> LayerNorm (BERT's post-LN `*Output` blocks)."""
+
+    def __init__(self, in_dims: int, out_dims: int, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(in_dims, out_dims)
+        self.LayerNorm = nn.LayerNorm(out_dims, eps=eps)
+
+    def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
+        return layer_norm(self.LayerNorm, self.dense(x) + residual)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.self = SelfAttention(cfg)
+        self.output = ResidualOutput(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps)
+
+    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
+        return self.output(self.self(x, mask), x)
+
+
+class Intermediate(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return ops.gelu(self.dense(x))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.intermediate = Intermediate(cfg)
+        self.output = ResidualOutput(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps)
+
+    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
+        x = self.attention(x, mask)
+        return self.output(self.intermediate(x), x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.layer = [TransformerLayer(cfg) for _ in range(cfg.num_hidden_layers)]
+
+    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
+        for layer in self.layer:
+            x = layer(x, mask)
+        return x
+
+
+class Pooler(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def __call__(self, hidden: mx.array) -> mx.array:
+        return ops.tanh(self.dense(hidden[:, 0]))
+
+
+class RobertaTextEncoder(nn.Module):
+    """input_ids [B, L] int32, attention_mask [B, L] (1 = token, 0 = padding) -> pooled [B, hidden]."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        if cfg.hidden_act != "gelu":
+            raise ValueError(f'TextConfig: hidden_act {cfg.hidden_act!r} is not supported (only "gelu")')
+        self.embeddings = TextEmbeddings(cfg)
+        self.encoder = Encoder(cfg)
+        self.pooler = Pooler(cfg)
+
+    def __call__(self, input_ids: mx.array, attention_mask: mx.array) -> mx.array:
+        if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
+            raise ValueError(
+                f"input_ids {list(input_ids.shape)} and attention_mask {list(attention_mask.shape)} "
+                "must both be [batch, length]"
+            )
+        hidden = self.encoder(self.embeddings(input_ids), additive_attention_mask(attention_mask))
+        return self.pooler(hidden)
