@@ -1,0 +1,344 @@
+"""MQTT sink: event alerts, per-label state, level status and availability (paho-mqtt 2.x).
+
+Delivery model. Every outgoing alert goes into our own bounded queue; a sender thread hands
+messages from it to paho only while the session is *ready* (connected and our `online` was
+acknowledged), at most `INFLIGHT_WINDOW` unacknowledged at a time. A message leaves our books
+only when paho reports it published (PUBACK for QoS 1). Messages paho already held when the
+connection dropped are re-sent by paho right after the next CONNACK, before the session
+turns ready, so order is kept and nothing is lost (QoS 1 may duplicate). Past `queue_limit`
+the oldest queued message is dropped and counted in `dropped_messages`.
+
+Session messages (availability, current states, discovery configs) are retained and rebuilt
+on every (re)connect, so they bypass the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from ..config import MqttConfig
+from ..events import EventMessage, LevelReport
+from . import homeassistant as ha
+from .homeassistant import PAYLOAD_OFF, PAYLOAD_OFFLINE, PAYLOAD_ON, PAYLOAD_ONLINE, Topics
+
+log = logging.getLogger(__name__)
+
+INFLIGHT_WINDOW = 20
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    payload: str
+    retain: bool = False
+    supersedes: bool = False  # a newer queued message on the same topic replaces this one
+
+
+def default_node_id() -> str:
+    return re.sub(r"[^a-z0-9_]+", "_", socket.gethostname().lower()).strip("_") or "monitor"
+
+
+def resolve_node_id(cfg: MqttConfig) -> str:
+    node_id = cfg.node_id or default_node_id()
+    if not NODE_ID_PATTERN.fullmatch(node_id):
+        raise ValueError(f"mqtt.node_id {node_id!r}: only letters, digits, '_' and '-' are allowed")
+    return node_id
+
+
+def read_password(cfg: MqttConfig) -> str | None:
+    if cfg.password_env and cfg.password_file:
+        raise ValueError("mqtt: set either password_env or password_file, not both")
+    if cfg.password_env:
+        password = os.environ.get(cfg.password_env)
+        if password is None:
+            raise ValueError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
+        return password
+    if cfg.password_file:
+        try:
+            return Path(cfg.password_file).read_text().rstrip("\r\n")
+        except OSError as err:
+            raise ValueError(f"mqtt.password_file: cannot read {cfg.password_file}: {err.strerror}") from None
+    return None
+
+
+def iso_time(unix: float | None) -> str | None:
+    return None if unix is None else datetime.fromtimestamp(unix, timezone.utc).isoformat()
+
+
+def event_payload(event: EventMessage) -> dict:
+    return {
+        "id": event.event_id,
+        "label": event.label,
+        "phase": event.phase,
+        "score": event.score,
+        "peak_score": event.peak_score,
+        "mean_score": event.mean_score,
+        "started_at": iso_time(event.started_at),
+        "started_ts": event.started_at,
+        "ended_at": iso_time(event.ended_at),
+        "ended_ts": event.ended_at,
+        "duration_s": event.duration_s,
+        "level_dbfs": event.level_dbfs,
+        "source": event.source,
+    }
+
+
+def status_payload(report: LevelReport, dropped_messages: int, queued_messages: int) -> dict:
+    return {
+        **report.to_dict(),
+        "time": iso_time(report.timestamp),
+        "mqtt_dropped_messages": dropped_messages,
+        "mqtt_queued_messages": queued_messages,
+    }
+
+
+def check_labels(labels: list[str]) -> None:
+    """Each label needs its own non-empty slug: it names the state topic and entity."""
+    by_slug: dict[str, str] = {}
+    for label in labels:
+        slug = ha.slugify(label)
+        if not slug:
+            raise ValueError(f"label {label!r} has no letters or digits to name its MQTT topic")
+        if slug in by_slug:
+            raise ValueError(f"labels {by_slug[slug]!r} and {label!r} map to the same MQTT topic '{slug}'")
+        by_slug[slug] = label
+
+
+class MqttSink:
+    def __init__(self, cfg: MqttConfig, labels: list[str], source: str):
+        check_labels(labels)
+        self.cfg = cfg
+        self.labels = list(labels)
+        self.source = source
+        self.node_id = resolve_node_id(cfg)
+        self.topics = Topics(f"{cfg.base_topic}/{self.node_id}")
+        self.dropped_messages = 0
+        self._window = max(1, min(INFLIGHT_WINDOW, cfg.queue_limit))
+        self._active_labels: set[str] = set()
+        self._last_status_ts: float | None = None
+        self._discovery = (
+            ha.discovery_configs(cfg.discovery, self.node_id, self.labels, self.topics, cfg.qos)
+            if cfg.discovery.enabled
+            else {}
+        )
+        # Everything below is guarded by _cond; paho is never called while holding it
+        # (paho calls on_publish under its own locks: the other order would deadlock).
+        self._cond = threading.Condition()
+        self._queue: deque[Outgoing] = deque()
+        self._inflight: dict[int, Outgoing | None] = {}  # mid -> queued message (None: session)
+        self._early_acks: set[int] = set()  # acked before publish() returned its mid
+        self._online_mid: int | None = None
+        self._ready = False
+        self._stopping = False
+        self._failing_since: float | None = None
+        self._client = self._build_client(read_password(cfg))
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+
+    # ---- public API -------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        with self._cond:
+            return self._ready
+
+    @property
+    def queued_messages(self) -> int:
+        """Messages not yet acknowledged by the broker (queued + in flight)."""
+        with self._cond:
+            return len(self._queue) + self._inflight_queued()
+
+    def start(self) -> None:
+        self._sender.start()
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        self._client.loop_start()
+        log.info("MQTT: connecting to %s:%d as %s", self.cfg.host, self.cfg.port, self._client_id)
+
+    def handle_event(self, event: EventMessage) -> None:
+        if event.phase == "update":
+            return
+        on = event.phase == "start"
+        with self._cond:
+            (self._active_labels.add if on else self._active_labels.discard)(event.label)
+        self._enqueue(Outgoing(self.topics.state(event.label), PAYLOAD_ON if on else PAYLOAD_OFF, retain=True))
+        self._enqueue(Outgoing(self.topics.event, json.dumps(event_payload(event))))
+
+    def handle_level(self, report: LevelReport) -> None:
+        """Publishes at most one status per `level_interval_s` (by report time)."""
+        if self._last_status_ts is not None and report.timestamp - self._last_status_ts < self.cfg.level_interval_s:
+            return
+        self._last_status_ts = report.timestamp
+        payload = status_payload(report, self.dropped_messages, self.queued_messages)
+        self._enqueue(Outgoing(self.topics.status, json.dumps(payload), supersedes=True))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued, publish `offline`, disconnect; gives up after `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.wait_for(lambda: not self._ready or not self._queue and not self._inflight_queued(),
+                                timeout=max(0.0, deadline - time.monotonic()))
+            ready, left = self._ready, len(self._queue) + self._inflight_queued()
+            self._stopping = True
+            self._cond.notify_all()
+        if left:
+            log.warning("MQTT: closing with %d undelivered messages", left)
+        if ready:
+            info = self._publish(Outgoing(self.topics.availability, PAYLOAD_OFFLINE, retain=True), None)
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as err:
+                log.warning("MQTT: could not publish offline: %s", err)
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._sender.is_alive():
+            self._sender.join(timeout=1.0)
+
+    # ---- queue -------------------------------------------------------------------------
+
+    def _inflight_queued(self) -> int:
+        return sum(message is not None for message in self._inflight.values())
+
+    def _enqueue(self, message: Outgoing) -> None:
+        with self._cond:
+            if self._stopping:
+                return
+            if message.supersedes:
+                self._queue = deque(m for m in self._queue if m.topic != message.topic)
+            self._queue.append(message)
+            dropped = []
+            while self._queue and len(self._queue) + self._inflight_queued() > self.cfg.queue_limit:
+                dropped.append(self._queue.popleft())
+            self.dropped_messages += len(dropped)
+            self._cond.notify_all()
+        for message in dropped:
+            log.warning("MQTT: queue full (%d), dropped oldest message on %s (%d dropped so far)",
+                        self.cfg.queue_limit, message.topic, self.dropped_messages)
+
+    def _can_send(self) -> bool:
+        return self._stopping or (self._ready and bool(self._queue) and self._inflight_queued() < self._window)
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._can_send)
+                if self._stopping:
+                    return
+                message = self._queue.popleft()
+            info = self._publish(message, message)
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.cfg.qos == 0:
+                with self._cond:  # paho keeps only QoS>0 messages for the next connection
+                    self._queue.appendleft(message)
+                    self._inflight.pop(info.mid, None)
+
+    # ---- paho --------------------------------------------------------------------------
+
+    def _build_client(self, password: str | None) -> mqtt.Client:
+        cfg = self.cfg
+        self._client_id = cfg.client_id or f"sound-monitor-{self.node_id}"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id)
+        if cfg.username:
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls is not None:
+            client.tls_set(ca_certs=cfg.tls.ca_certs, certfile=cfg.tls.certfile, keyfile=cfg.tls.keyfile)
+            client.tls_insecure_set(cfg.tls.insecure)
+        client.will_set(self.topics.availability, PAYLOAD_OFFLINE, qos=cfg.qos, retain=True)
+        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        client.max_inflight_messages_set(self._window)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _publish(self, message: Outgoing, tracked: Outgoing | None) -> mqtt.MQTTMessageInfo:
+        info = self._client.publish(message.topic, message.payload, qos=self.cfg.qos, retain=message.retain)
+        with self._cond:
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
+                self._acknowledge(info.mid)
+            else:
+                self._inflight[info.mid] = tracked
+        return info
+
+    def _acknowledge(self, mid: int) -> None:
+        if mid == self._online_mid:
+            self._ready = True
+            log.info("MQTT: online at %s:%d (%d messages queued)", self.cfg.host, self.cfg.port, len(self._queue))
+        self._cond.notify_all()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._cond:
+            if mid in self._inflight:
+                del self._inflight[mid]
+                self._acknowledge(mid)
+            else:
+                self._early_acks.add(mid)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._log_failure(f"broker refused the connection: {reason_code} (reason code {reason_code.value})")
+            return
+        self._failing_since = None
+        # Its ack cannot overtake us: paho handles acks on this (network) thread after we return.
+        online = self._publish(Outgoing(self.topics.availability, PAYLOAD_ONLINE, retain=True), None)
+        with self._cond:
+            self._online_mid = online.mid
+            active = set(self._active_labels)
+        for label in self.labels:
+            state = PAYLOAD_ON if label in active else PAYLOAD_OFF
+            self._publish(Outgoing(self.topics.state(label), state, retain=True), None)
+        if self.cfg.discovery.enabled:
+            client.subscribe([(ha.birth_topic(self.cfg.discovery), self.cfg.qos),
+                              (ha.config_topic_filter(self.cfg.discovery, self.node_id), self.cfg.qos)])
+            self._publish_discovery()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._log_failure(f"cannot reach broker {self.cfg.host}:{self.cfg.port}")
+
+    def _log_failure(self, why: str) -> None:
+        """First failure of a streak at ERROR, repeats at DEBUG: retries never stop."""
+        first = self._failing_since is None
+        if first:
+            self._failing_since = time.monotonic()
+        log.log(logging.ERROR if first else logging.DEBUG,
+                "MQTT: %s; retrying every %g-%g s", why, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._cond:
+            was_ready, self._ready = self._ready, False
+            self._online_mid = None
+            stopping = self._stopping
+            if self.cfg.qos == 0:  # unwritten QoS 0 messages are gone from paho: queue them again
+                unsent = [message for message in self._inflight.values() if message is not None]
+                self._queue.extendleft(reversed(unsent))
+                self._inflight.clear()
+        if was_ready and not stopping:
+            log.warning("MQTT: connection lost (%s); queueing until reconnected", reason_code)
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        payload = message.payload.decode(errors="replace")
+        if message.topic == ha.birth_topic(self.cfg.discovery):
+            if payload == PAYLOAD_ONLINE:
+                log.info("MQTT: Home Assistant came online, re-sending discovery")
+                self._publish_discovery()
+        elif payload and message.topic not in self._discovery:
+            log.info("MQTT: removing stale discovery config %s", message.topic)
+            self._publish(Outgoing(message.topic, "", retain=True), None)
+
+    def _publish_discovery(self) -> None:
+        for topic, config in self._discovery.items():
+            self._publish(Outgoing(topic, json.dumps(config), retain=True), None)
