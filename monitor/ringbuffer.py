@@ -96,3 +96,16 @@ class RingBuffer:
         with self._changed:
             self._end = end
             self._changed.notify_all()
+
+
+class StreamClock:
+    """Maps absolute sample indices to UNIX time: sample 0 was captured at `t0`."""
+
+    def __init__(self, t0: float, sample_rate: int):
+        self.t0, self.sample_rate = t0, sample_rate
+
+    def time(self, sample: int) -> float:
+        return self.t0 + sample / self.sample_rate
+
+    def sample(self, time_s: float) -> int:
+        return max(0, round((time_s - self.t0) * self.sample_rate))

@@ -1,0 +1,98 @@
+"""`sound-monitor run|check-config|devices` (also `python -m monitor`)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from .config import ConfigError, MonitorConfig, load_config
+
+EXIT_CONFIG = 2
+
+
+def summary(cfg: MonitorConfig) -> str:
+    src = cfg.source
+    where = {"mic": f"device {src.device if src.device is not None else 'default'}", "file": src.path,
+             "stdin": f"{src.format} @ {src.sample_rate} Hz"}[src.type]
+    lines = [
+        f"source: {src.type} ({where})",
+        f"windows: {cfg.windows.length_s:g} s every {cfg.windows.hop_s:g} s"
+        + (f", gate {cfg.windows.min_dbfs:g} dBFS" if cfg.windows.min_dbfs is not None else ""),
+        f"model: {cfg.detector.model} (batch {cfg.detector.batch_size})",
+        f"labels: {len(cfg.labels)}",
+    ]
+    for label in cfg.labels:
+        rule = f"{label.k}/{label.n} >= {label.threshold:g}, end after {label.max_not_heard} < {label.stop_threshold:g}"
+        extras = [f"require {','.join(label.require)}"] if label.require else []
+        extras += [f"unless {','.join(label.unless)}"] if label.unless else []
+        extras += [f"quiet {label.schedule.quiet_hours}"] if label.schedule else []
+        lines.append(f"  - {label.name}: {rule}" + (f" ({'; '.join(extras)})" if extras else ""))
+    lines.append(f"log: {cfg.log.path or '-'}" + (" + console" if cfg.log.console else ""))
+    lines.append(f"mqtt: {f'{cfg.mqtt.host}:{cfg.mqtt.port}' if cfg.mqtt.enabled else 'off'}")
+    lines.append(f"clips: {cfg.clips.dir if cfg.clips.enabled else 'off'}")
+    return "\n".join(lines)
+
+
+def check_config(args) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"OK {args.file}\n{summary(cfg)}")
+    return 0
+
+
+def devices(args) -> int:
+    from .sources import format_devices
+    from .sources_base import SourceError
+
+    try:
+        print(format_devices())
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    from .pipeline import Pipeline, load_model
+    from .sources import open_source
+    from .sources_base import SourceError
+
+    try:
+        source = open_source(cfg.source)
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    pipeline = Pipeline(cfg, source, load_model(cfg, args.model))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: pipeline.stop())
+    pipeline.run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sound-monitor", description="Real-time sound event monitor (CLAP).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("run", help="monitor a source and report events")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--model", help="model name or local folder (overrides detector.model)")
+    p.set_defaults(func=run)
+    p = commands.add_parser("check-config", help="validate a config file and print a summary")
+    p.add_argument("file")
+    p.set_defaults(func=check_config)
+    p = commands.add_parser("devices", help="list audio input devices")
+    p.set_defaults(func=devices)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

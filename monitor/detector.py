@@ -1,0 +1,128 @@
+"""Scores windows against the configured labels with CLAP, on its own thread.
+
+The windower feeds a bounded `WindowQueue`; the `DetectorThread` takes whatever
+is pending (up to `batch_size`) per model call, so a backlog is worked off in
+batches. For live sources the queue drops its OLDEST windows when full: the
+monitor stays current instead of accumulating latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from clap_mlx.scoring import contrast_probabilities, l2_normalize
+
+from .windower import Window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Detection:
+    window: Window
+    scores: dict[str, float] | None  # None: the window was gated (too quiet to score)
+
+
+class Detector:
+    """Holds the model and the precomputed label/background text embeddings."""
+
+    def __init__(self, clap, label_prompts: dict[str, Sequence[str]], background_prompts: Sequence[str]):
+        self.clap = clap
+        self.labels = list(label_prompts)
+        # one direction per label: the renormalised mean of its prompts' embeddings
+        self.label_embeddings = np.stack(
+            [l2_normalize(clap.embed_text(list(prompts)).mean(axis=0)) for prompts in label_prompts.values()]
+        )
+        self.background = clap.embed_text(list(background_prompts))
+        self.logit_scale = clap.logit_scale_audio
+
+    def score(self, waveforms: Sequence[np.ndarray]) -> list[dict[str, float]]:
+        """48 kHz mono windows -> one {label: probability} per window."""
+        if not waveforms:
+            return []
+        probs = contrast_probabilities(
+            self.clap.embed_audio(list(waveforms)), self.label_embeddings, self.background, self.logit_scale
+        )
+        return [dict(zip(self.labels, map(float, row))) for row in probs]
+
+
+class WindowQueue:
+    """Bounded FIFO between windower and detector.
+
+    `put(block=False)` (live sources) evicts the oldest window when full and counts
+    it; `put(block=True)` waits for room instead (non-live sources: nothing lost).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.dropped = 0
+        self._items: deque[Window] = deque()
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, window: Window, block: bool = False) -> None:
+        with self._cond:
+            if block:
+                self._cond.wait_for(lambda: len(self._items) < self.limit or self._closed)
+            elif len(self._items) >= self.limit:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(window)
+            self._cond.notify_all()
+
+    def take(self, limit: int) -> list[Window]:
+        """Up to `limit` oldest windows; waits for at least one. [] once closed and drained."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._closed)
+            batch = [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+            self._cond.notify_all()
+            return batch
+
+    def close(self) -> None:
+        """No more windows; `take` drains what is left, then returns []."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class DetectorThread(threading.Thread):
+    """Takes batches from the queue, scores the ungated windows, hands detections on in order."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        queue: WindowQueue,
+        on_detections: Callable[[list[Detection]], None],
+        batch_size: int,
+    ):
+        super().__init__(name="detector", daemon=True)
+        self.detector, self.queue, self.on_detections, self.batch_size = detector, queue, on_detections, batch_size
+        self.windows_scored = 0
+        self.busy_s = 0.0  # wall time spent in the model
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while batch := self.queue.take(self.batch_size):
+                self.on_detections(self._score(batch))
+        except BaseException as error:  # surfaced by the pipeline; the thread must not die silently
+            log.exception("detector stopped by an error")
+            self.error = error
+
+    def _score(self, batch: list[Window]) -> list[Detection]:
+        audible = [w for w in batch if not w.gated]
+        started = time.perf_counter()
+        scores = iter(self.detector.score([w.samples for w in audible]))
+        self.busy_s += time.perf_counter() - started
+        self.windows_scored += len(audible)
+        return [Detection(w, None if w.gated else next(scores)) for w in batch]

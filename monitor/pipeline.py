@@ -1,0 +1,250 @@
+"""The one place that wires the monitor together:
+
+    source -> resampler -> ring buffer -> windower -> WindowQueue -> detector -> rules -> sinks
+
+Threads: the source's own thread runs `_on_audio` (resample + ring write, nothing
+else); the windower thread cuts windows and computes levels; the detector thread
+scores, runs the rules and feeds the sinks. Shutdown drains in that order, so
+every captured window is scored and every open event gets its end message.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Protocol
+
+import numpy as np
+
+from .config import MonitorConfig
+from .detector import Detection, Detector, DetectorThread, WindowQueue
+from .events import EventMessage, LevelReport
+from .resample import MODEL_RATE, Resampler
+from .ringbuffer import RingBuffer, StreamClock
+from .rules import RulesEngine
+from .sinks.clips import ClipSink
+from .sinks.jsonlog import JsonLogSink
+from .sources_base import AudioSource
+from .windower import SILENCE_DBFS, Windower
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    def start(self) -> None: ...
+    def handle_event(self, event: EventMessage) -> None: ...
+    def handle_level(self, report: LevelReport) -> None: ...
+    def close(self) -> None: ...
+
+
+class Pipeline:
+    def __init__(self, cfg: MonitorConfig, source: AudioSource, clap):
+        self.cfg, self.source = cfg, source
+        self.ring = RingBuffer(round(cfg.buffer.seconds * MODEL_RATE))
+        self.clock = StreamClock(time.time(), MODEL_RATE)
+        self.resampler = Resampler(source.sample_rate)
+        self.windower = Windower(
+            self.ring, round(cfg.windows.length_s * MODEL_RATE), round(cfg.windows.hop_s * MODEL_RATE),
+            cfg.windows.min_dbfs,
+        )
+        self.queue = WindowQueue(cfg.detector.max_pending)
+        detector = Detector(clap, {label.name: cfg.prompts(label) for label in cfg.labels}, cfg.detector.background)
+        self.detector = DetectorThread(detector, self.queue, self._on_detections, cfg.detector.batch_size)
+        self.rules = RulesEngine(cfg.labels, source.name, cfg.rules.update_interval_s, _timezone(cfg.rules.timezone))
+        self.jsonlog = JsonLogSink(cfg.log)
+        self.sinks: list[Sink] = self._optional_sinks() + [self.jsonlog]  # the log closes last
+        self._windower_thread = threading.Thread(target=self._cut_windows, name="windower", daemon=True)
+        self._stop = threading.Event()
+        self._room = threading.Condition()  # non-live sources wait here for the windower
+        self._audio_warnings: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
+        self._next_source_sample = 0
+        self._reported = {"dropped": 0, "skipped": 0, "overflows": 0}
+        self._last: Detection | None = None
+        self._last_scores: dict[str, float] = {}
+        self._next_level_report = 0.0
+
+    def _optional_sinks(self) -> list[Sink]:
+        sinks: list[Sink] = []
+        if self.cfg.mqtt.enabled:
+            from .sinks.mqtt import MqttSink  # paho only when MQTT is configured
+
+            sinks.append(MqttSink(self.cfg.mqtt, [label.name for label in self.cfg.labels], self.source.name))
+        if self.cfg.clips.enabled:
+            sinks.append(ClipSink(self.cfg.clips, self.ring, self.clock))
+        return sinks
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> None:
+        """Runs until the source ends or `stop()` is called, then shuts down cleanly."""
+        self.start()
+        try:
+            while not self.source.wait(0.2):
+                if self._stop.is_set() or not self.detector.is_alive():
+                    break
+        finally:
+            self.shutdown()
+
+    def start(self) -> None:
+        for sink in self.sinks:
+            sink.start()
+        log.info("monitoring %s for %s", self.source.name, ", ".join(self.rules.labels),
+                 extra={"kind": "started", "source": self.source.name})
+        self.clock.t0 = time.time()
+        self._next_level_report = time.monotonic() + self.cfg.log.level_interval_s
+        self._windower_thread.start()
+        self.detector.start()
+        self.source.start(self._on_audio)
+
+    def stop(self) -> None:
+        """Request shutdown (safe from a signal handler); `run()` then drains and returns."""
+        self._stop.set()
+        with self._room:
+            self._room.notify_all()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        with self._room:
+            self._room.notify_all()
+        self.source.stop()
+        self.source.wait(5.0)
+        self.ring.write(self.resampler(np.zeros(0, np.float32), last=True))  # the source thread is done
+        self.ring.close()
+        self._windower_thread.join()
+        self.detector.join()
+        end_time = self.clock.time(self.ring.end)
+        for message in self.rules.close():
+            self._dispatch("handle_event", message)
+        self._report_level(force=True)
+        log.info("stopped", extra={"kind": "stopped", "stream_s": self.ring.end / MODEL_RATE, "end_time": end_time})
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing %s failed", type(sink).__name__, extra={"kind": "sink_error"})
+        if self.detector.error:
+            raise RuntimeError("the detector stopped by an error (see the log)") from self.detector.error
+
+    # ------------------------------------------------------------ source thread
+
+    def _on_audio(self, block: np.ndarray, start_sample: int) -> None:
+        gap = start_sample - self._next_source_sample
+        if gap > 0:  # lost input: keep sample indices equal to stream time
+            self.ring.write_silence(self.resampler.output_samples(gap))
+            self._audio_warnings.put(("source_gap", {"gap_s": gap / self.source.sample_rate}))
+        self._next_source_sample = start_sample + len(block)
+        audio = self.resampler(block)
+        if not self.source.live:
+            self._wait_for_room(len(audio))
+        self.ring.write(audio)
+
+    def _wait_for_room(self, n: int) -> None:
+        keep = round(self.cfg.clips.pre_roll_s * MODEL_RATE) if self.cfg.clips.enabled else 0
+        limit = self.ring.capacity - keep
+        with self._room:
+            self._room.wait_for(
+                lambda: self.ring.end + n - self.windower.next_start <= limit or self._stop.is_set()
+            )
+
+    # ------------------------------------------------------------ windower thread
+
+    def _cut_windows(self) -> None:
+        block = not self.source.live
+        try:
+            while True:
+                closed = self.ring.closed  # read first: the final poll then sees all audio
+                for window in self.windower.poll():
+                    self.queue.put(window, block=block)
+                    with self._room:
+                        self._room.notify_all()
+                self._log_stream_warnings()
+                if closed:
+                    break
+                self.ring.wait_until(self.windower.next_start + self.windower.length, timeout=0.5)
+        finally:
+            self.queue.close()
+
+    def _log_stream_warnings(self) -> None:
+        while not self._audio_warnings.empty():
+            kind, fields = self._audio_warnings.get()
+            log.warning("%s: %s", kind, fields, extra={"kind": kind, "source": self.source.name, **fields})
+        skipped = self.windower.skipped - self._reported["skipped"]
+        if skipped:
+            self._reported["skipped"] = self.windower.skipped
+            log.warning("windower fell behind the ring buffer: %d windows skipped", skipped,
+                        extra={"kind": "windows_skipped", "count": skipped, "total": self.windower.skipped})
+
+    # ------------------------------------------------------------ detector thread
+
+    def _on_detections(self, detections: list[Detection]) -> None:
+        for detection in detections:
+            window = detection.window
+            start_s, end_s = self.clock.time(window.start_sample), self.clock.time(window.end_sample)
+            if detection.scores is not None:
+                self._last_scores = detection.scores
+            log.debug("window", extra={"kind": "window", "start_s": start_s, "level_dbfs": window.level_dbfs,
+                                       "scores": detection.scores})
+            for message in self.rules.process(start_s, end_s, window.level_dbfs, detection.scores):
+                self._dispatch("handle_event", message)
+            self._last = detection
+        self._log_losses()
+        self._report_level()
+
+    def _log_losses(self) -> None:
+        dropped = self.queue.dropped - self._reported["dropped"]
+        if dropped:
+            self._reported["dropped"] = self.queue.dropped
+            log.warning("detector behind: dropped the %d oldest pending windows", dropped,
+                        extra={"kind": "windows_dropped", "count": dropped, "total": self.queue.dropped})
+        overflows = self.source.overflows - self._reported["overflows"]
+        if overflows:
+            self._reported["overflows"] = self.source.overflows
+            log.warning("capture overflowed %d times (input lost)", overflows,
+                        extra={"kind": "overflow", "count": overflows, "total": self.source.overflows})
+
+    def _report_level(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_level_report:
+            return
+        self._next_level_report = now + self.cfg.log.level_interval_s
+        report = LevelReport(
+            timestamp=time.time(),
+            source=self.source.name,
+            level_dbfs=self._last.window.level_dbfs if self._last else SILENCE_DBFS,
+            windows_scored=self.detector.windows_scored,
+            windows_dropped=self.queue.dropped + self.windower.skipped,
+            overflows=self.source.overflows,
+            realtime_factor=self._realtime_factor(),
+            scores=dict(self._last_scores),
+        )
+        self._dispatch("handle_level", report)
+
+    def _realtime_factor(self) -> float:
+        """Audio seconds the detector can score per second of its busy time (>1 keeps up)."""
+        if self.detector.busy_s <= 0:
+            return 0.0
+        return self.detector.windows_scored * self.cfg.windows.hop_s / self.detector.busy_s
+
+    def _dispatch(self, method: str, message) -> None:
+        for sink in self.sinks:
+            try:
+                getattr(sink, method)(message)
+            except Exception:
+                log.exception("%s.%s failed", type(sink).__name__, method, extra={"kind": "sink_error"})
+
+
+def _timezone(name: str | None):
+    if name is None:
+        return None
+    import zoneinfo
+
+    return zoneinfo.ZoneInfo(name)
+
+
+def load_model(cfg: MonitorConfig, model: str | None = None):
+    """The CLAP runtime for the detector (`model` overrides detector.model)."""
+    from clap_mlx.api import CLAP
+
+    return CLAP(model or cfg.detector.model, batch_size=cfg.detector.batch_size)

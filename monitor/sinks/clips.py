@@ -1,0 +1,77 @@
+"""Writes each finished event's audio, with pre- and post-roll, as a WAV file.
+
+The audio comes from the ring buffer by absolute index. A worker thread waits
+for the post-roll to be captured and writes the file, so neither the audio
+callback nor the detector ever waits on the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+
+import soundfile
+
+from ..config import ClipsConfig
+from ..events import EventMessage, LevelReport
+from ..ringbuffer import Overwritten, RingBuffer, StreamClock
+
+log = logging.getLogger(__name__)
+
+
+class ClipSink:
+    def __init__(self, cfg: ClipsConfig, ring: RingBuffer, clock: StreamClock):
+        self.cfg, self.ring, self.clock = cfg, ring, clock
+        self.dir = Path(cfg.dir)
+        self.written: list[Path] = []
+        self._jobs: queue.SimpleQueue[EventMessage | None] = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._run, name="clips", daemon=True)
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._worker.start()
+
+    def handle_event(self, event: EventMessage) -> None:
+        if event.phase == "end":
+            self._jobs.put(event)
+
+    def handle_level(self, report: LevelReport) -> None:
+        pass
+
+    def close(self) -> None:
+        """Writes the clips still pending (with whatever post-roll the ring got) and stops."""
+        self._jobs.put(None)
+        if self._worker.is_alive():
+            self._worker.join()
+
+    def _run(self) -> None:
+        while (event := self._jobs.get()) is not None:
+            try:
+                self._write(event)
+            except Exception:
+                log.exception("writing the clip of %s failed", event.event_id, extra={"kind": "clip_failed"})
+
+    def _write(self, event: EventMessage) -> None:
+        want_start = self.clock.sample(event.started_at - self.cfg.pre_roll_s)
+        want_stop = self.clock.sample(event.ended_at + self.cfg.post_roll_s)
+        self.ring.wait_until(want_stop)  # returns early once the ring is closed (shutdown)
+        stop = min(want_stop, self.ring.end)
+        start = max(want_start, self.ring.oldest)
+        while True:
+            try:
+                audio = self.ring.read(start, stop)
+                break
+            except Overwritten:  # the writer overtook us: start later
+                start = min(stop, self.ring.oldest + self.clock.sample_rate // 10)
+        path = self.dir / f"{event.event_id}.wav"
+        soundfile.write(str(path), audio, self.clock.sample_rate)
+        self.written.append(path)
+        truncated_s = ((start - want_start) + (want_stop - stop)) / self.clock.sample_rate
+        extra = {"kind": "clip", "event_id": event.event_id, "path": str(path), "seconds": len(audio) / self.clock.sample_rate}
+        if truncated_s > 0:
+            log.warning("clip of %s is %.2f s short (older audio no longer buffered or stream ended)",
+                        event.event_id, truncated_s, extra={**extra, "kind": "clip_truncated", "missing_s": truncated_s})
+        else:
+            log.info("clip written: %s", path, extra=extra)
