@@ -1,0 +1,403 @@
+"""Audio sources: a microphone (PortAudio via sounddevice), an audio file, raw PCM on stdin.
+
+Each delivers float32 mono blocks with their absolute start sample to
+`on_audio` (see `sources_base.py` for the contract). sounddevice is imported
+lazily so file and stdin sources work on machines without PortAudio.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from .config import SourceConfig
+from .sources_base import AudioSource, OnAudio, SourceError
+
+log = logging.getLogger(__name__)
+
+BLOCK_SECONDS = 0.1  # file/stdin block length: small enough for live latency, large enough to be cheap
+MIC_BLOCK_FRAMES = 1024
+PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+PCM_SCALE = {"s16le": 1.0 / 32768.0, "f32le": 1.0}
+
+
+# ---------------------------------------------------------------- devices
+
+
+def _sounddevice():
+    try:
+        import sounddevice
+    except OSError as error:  # libportaudio2 missing
+        raise SourceError(f"PortAudio is not available ({error}); install libportaudio2") from error
+    return sounddevice
+
+
+def refresh_devices() -> None:
+    """Re-scan audio devices: PortAudio enumerates them only when it is initialised.
+
+    This closes every open PortAudio stream, so call it only with none running.
+    """
+    sd = _sounddevice()
+    sd._terminate()
+    sd._initialize()
+
+
+def list_devices() -> list[dict]:
+    """Input-capable devices as dicts: index, name, hostapi, input_channels, default_samplerate, default."""
+    sd = _sounddevice()
+    hostapis = sd.query_hostapis()
+    default_input = sd.default.device[0]
+    return [
+        {
+            "index": info["index"],
+            "name": info["name"],
+            "hostapi": hostapis[info["hostapi"]]["name"],
+            "input_channels": info["max_input_channels"],
+            "default_samplerate": info["default_samplerate"],
+            "default": info["index"] == default_input,
+        }
+        for info in sd.query_devices()
+        if info["max_input_channels"] > 0
+    ]
+
+
+def format_devices(devices: list[dict] | None = None) -> str:
+    """The table `sound-monitor devices` prints."""
+    devices = list_devices() if devices is None else devices
+    if not devices:
+        return "No audio input devices found (is PulseAudio/PipeWire or an ALSA capture device available?)"
+    rows = [("", "index", "name", "host API", "channels", "default rate")]
+    rows += [
+        ("*" if d["default"] else "", str(d["index"]), d["name"], d["hostapi"],
+         str(d["input_channels"]), f"{d['default_samplerate']:g}")
+        for d in devices
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines + ["(* = default input; select with source.device: <index or name substring>)"])
+
+
+def find_input_device(device: str | int | None) -> dict:
+    """The input device `device` names: an index, an exact name, or a unique name substring."""
+    devices = list_devices()
+    if device is None:
+        matches = [d for d in devices if d["default"]]
+    elif isinstance(device, int):
+        matches = [d for d in devices if d["index"] == device]
+    else:
+        wanted = device.lower()
+        matches = [d for d in devices if d["name"].lower() == wanted]
+        matches = matches or [d for d in devices if wanted in d["name"].lower()]
+    if len(matches) == 1:
+        return matches[0]
+    what = "default input device" if device is None else f"input device {device!r}"
+    problem = "is ambiguous" if matches else "not found"
+    raise SourceError(f"{what} {problem}; available inputs:\n{format_devices(devices)}")
+
+
+# ---------------------------------------------------------------- microphone
+
+
+class MicrophoneSource:
+    """Live capture from a PortAudio input; reopens the device when it goes away.
+
+    The PortAudio callback mixes into one preallocated mono buffer and hands a
+    view of it to `on_audio`: no allocation, no locks on the audio thread.
+    When the stream dies (device unplugged, sound server restarted) a
+    supervisor thread reopens it with exponential back-off and advances the
+    sample clock by the time that was missed, so later audio keeps its true
+    position in the stream.
+    """
+
+    live = True
+
+    def __init__(self, device: str | int | None = None, sample_rate: int | None = None,
+                 channels: int = 1, name: str | None = None,
+                 reopen_min_s: float = 0.5, reopen_max_s: float = 30.0):
+        info = find_input_device(device)
+        if not 1 <= channels <= info["input_channels"]:
+            raise SourceError(f"input device {info['name']!r} has {info['input_channels']} channels; "
+                              f"source.channels={channels} is not possible")
+        self.device_name = info["name"]  # indices change after a re-scan; names do not
+        self.sample_rate = int(sample_rate or info["default_samplerate"])
+        self.channels = channels
+        self.name = name or f"mic:{device if device is not None else 'default'}"
+        self.reopen_min_s = reopen_min_s
+        self.reopen_max_s = reopen_max_s
+        self.gaps: list[tuple[int, int]] = []  # (start_sample, missing samples) per reopen
+        self._mono = np.zeros(MIC_BLOCK_FRAMES, np.float32)
+        self._overflows = 0
+        self._next_sample = 0
+        self._on_audio: OnAudio | None = None
+        self._stream = None
+        self._lost_at: float | None = None
+        self._lost = threading.Event()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    @property
+    def overflows(self) -> int:
+        return self._overflows
+
+    def start(self, on_audio: OnAudio) -> None:
+        self._on_audio = on_audio
+        self._open_stream()
+        self._supervisor = threading.Thread(target=self._supervise, name=f"{self.name} reopen", daemon=True)
+        self._supervisor.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._lost.set()  # wake the supervisor
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join()
+        self._close_stream()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopping.wait(timeout)
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
+        if status.input_overflow:
+            self._overflows += 1
+        if self.channels == 1:
+            block = indata[:, 0]
+        else:
+            block = self._mono[:frames]
+            np.mean(indata, axis=1, out=block)
+        start = self._next_sample
+        self._next_sample = start + frames
+        self._on_audio(block, start)
+
+    def _on_finished(self) -> None:
+        if not self._stopping.is_set():
+            self._lost_at = time.monotonic()
+            self._lost.set()
+
+    def _open_stream(self) -> None:
+        sd = _sounddevice()
+        try:
+            stream = sd.InputStream(
+                device=find_input_device(self.device_name)["index"], samplerate=self.sample_rate,
+                channels=self.channels, dtype="float32", blocksize=MIC_BLOCK_FRAMES, latency="high",
+                callback=self._callback, finished_callback=self._on_finished,
+            )
+            stream.start()
+        except sd.PortAudioError as error:
+            raise SourceError(f"cannot open input device {self.device_name!r} "
+                              f"at {self.sample_rate} Hz: {error}") from error
+        self._stream = stream
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        try:
+            stream.close()
+        except Exception as error:  # a dead device may fail to close; it is gone either way
+            log.debug("closing %s failed: %s", self.name, error)
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            self._lost.wait()
+            if self._stopping.is_set():
+                return
+            self._lost.clear()
+            self._close_stream()
+            self._reopen()
+
+    def _reopen(self) -> None:
+        delay = self.reopen_min_s
+        log.warning("input device lost", extra={"kind": "device_lost", "source": self.name})
+        while not self._stopping.wait(delay):
+            # Account for the missed time before the first new callback can run.
+            gap = round((time.monotonic() - self._lost_at) * self.sample_rate)
+            resume_at = self._next_sample
+            self._next_sample += gap
+            try:
+                refresh_devices()
+                self._open_stream()
+            except SourceError as error:
+                self._next_sample = resume_at
+                log.info("reopening %s failed (retry in %.1f s): %s", self.name, delay, error)
+                delay = min(delay * 2, self.reopen_max_s)
+                continue
+            self.gaps.append((resume_at, gap))
+            log.warning(
+                "input device reopened after %.2f s; that audio is missing", gap / self.sample_rate,
+                extra={"kind": "source_gap", "source": self.name, "gap_s": gap / self.sample_rate,
+                       "start_sample": resume_at},
+            )
+            return
+
+
+# ---------------------------------------------------------------- threaded readers
+
+
+class _ReaderSource:
+    """A source whose blocks come from a reader thread iterating `_blocks()`.
+
+    Delivery and `stop()` share a lock so no `on_audio` call starts after
+    `stop()` returns, even while the reader is stuck in a blocking read.
+    """
+
+    name: str
+    sample_rate: int
+    live: bool
+
+    def __init__(self):
+        self._stopped = threading.Event()
+        self._delivery = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._overflows = 0
+
+    @property
+    def overflows(self) -> int:
+        return self._overflows
+
+    def _blocks(self) -> Iterator[tuple[np.ndarray, int]]:
+        raise NotImplementedError
+
+    def start(self, on_audio: OnAudio) -> None:
+        self._thread = threading.Thread(target=self._run, args=(on_audio,), name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._delivery:
+            self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self, on_audio: OnAudio) -> None:
+        try:
+            for block, start in self._blocks():
+                with self._delivery:
+                    if self._stopped.is_set():
+                        return
+                    on_audio(block, start)
+        except Exception:
+            log.exception("%s stopped by an error", self.name)
+        finally:
+            self._stopped.set()
+
+
+def _mix_to_mono(frames: np.ndarray, out: np.ndarray, scale: float) -> np.ndarray:
+    """frames [n, channels] (any numeric dtype) -> out[:n] float32, scaled and channel-averaged."""
+    mono = out[: len(frames)]
+    np.add.reduce(frames, axis=1, dtype=np.float32, out=mono)
+    mono *= scale / frames.shape[1]
+    return mono
+
+
+class FileSource(_ReaderSource):
+    """Any file libsndfile reads, mixed to mono; paced at real time or as fast as consumed."""
+
+    def __init__(self, path: str | Path, realtime: bool = True, loop: bool = False, name: str | None = None):
+        super().__init__()
+        import soundfile
+
+        self.path = Path(path)
+        try:
+            info = soundfile.info(str(self.path))
+        except Exception as error:  # soundfile raises RuntimeError/LibsndfileError/OSError variously
+            raise SourceError(f"cannot read audio file {self.path}: {error}") from error
+        if info.frames == 0:
+            raise SourceError(f"audio file {self.path} holds no audio")
+        self.sample_rate = info.samplerate
+        self.live = realtime
+        self.loop = loop
+        self.name = name or f"file:{self.path.name}"
+
+    def _blocks(self) -> Iterator[tuple[np.ndarray, int]]:
+        import soundfile
+
+        block_frames = max(1, round(self.sample_rate * BLOCK_SECONDS))
+        with soundfile.SoundFile(str(self.path)) as audio:
+            frames = np.empty((block_frames, audio.channels), np.float32)
+            mono = np.empty(block_frames, np.float32)
+            position, started = 0, time.monotonic()
+            while True:
+                n = audio.read(block_frames, dtype="float32", always_2d=True, out=frames).shape[0]
+                if n == 0:
+                    if not self.loop:
+                        return
+                    audio.seek(0)
+                    continue
+                if self.live and self._stopped.wait(started + position / self.sample_rate - time.monotonic()):
+                    return
+                yield _mix_to_mono(frames[:n], mono, 1.0), position
+                position += n
+
+
+class StdinPCMSource(_ReaderSource):
+    """Raw interleaved PCM (s16le or f32le) from a binary stream, e.g. `ffmpeg ... -f s16le -`."""
+
+    live = True
+
+    def __init__(self, sample_rate: int, channels: int = 1, sample_format: str = "s16le",
+                 stream: BinaryIO | None = None, name: str | None = None):
+        super().__init__()
+        if sample_format not in PCM_DTYPES:
+            raise SourceError(f"stdin PCM format {sample_format!r} is not supported; use one of {list(PCM_DTYPES)}")
+        if sample_rate is None or sample_rate <= 0:
+            raise SourceError("stdin PCM needs source.sample_rate (the rate of the raw stream)")
+        if channels < 1:
+            raise SourceError(f"source.channels must be >= 1, got {channels}")
+        self.sample_rate = int(sample_rate)
+        self.channels = channels
+        self.format = sample_format
+        self.stream = stream if stream is not None else sys.stdin.buffer
+        self.name = name or "stdin"
+        self.dropped_bytes = 0  # trailing partial frame at end of stream
+
+    def _blocks(self) -> Iterator[tuple[np.ndarray, int]]:
+        dtype = PCM_DTYPES[self.format]
+        frame_bytes = dtype.itemsize * self.channels
+        block_frames = max(1, round(self.sample_rate * BLOCK_SECONDS))
+        buffer = bytearray(block_frames * frame_bytes)
+        view = memoryview(buffer)
+        mono = np.empty(block_frames, np.float32)
+        # readinto1 returns what is available now (low latency on pipes); plain readinto waits to fill.
+        read = getattr(self.stream, "readinto1", self.stream.readinto)
+        filled = position = 0
+        while True:
+            n = read(view[filled:])
+            if not n:
+                break
+            filled += n
+            whole = filled - filled % frame_bytes
+            if whole == 0:
+                continue
+            frames = np.frombuffer(buffer, dtype, whole // dtype.itemsize).reshape(-1, self.channels)
+            yield _mix_to_mono(frames, mono, PCM_SCALE[self.format]), position
+            position += len(frames)
+            view[: filled - whole] = view[whole:filled]  # keep the partial frame for the next read
+            filled -= whole
+        if filled:
+            self.dropped_bytes = filled
+            log.warning("stdin ended inside a frame; dropped %d trailing bytes", filled,
+                        extra={"kind": "partial_frame", "source": self.name, "bytes": filled})
+
+
+# ---------------------------------------------------------------- factory
+
+
+def open_source(cfg: SourceConfig) -> AudioSource:
+    """Build the source the config describes; raises SourceError naming what is wrong."""
+    if cfg.type == "mic":
+        return MicrophoneSource(cfg.device, cfg.sample_rate, cfg.channels, cfg.name)
+    if cfg.type == "file":
+        if not cfg.path:
+            raise SourceError("source.type 'file' needs source.path")
+        return FileSource(cfg.path, cfg.realtime, cfg.loop, cfg.name)
+    if cfg.type == "stdin":
+        return StdinPCMSource(cfg.sample_rate, cfg.channels, cfg.format, name=cfg.name)
+    raise SourceError(f"unknown source.type {cfg.type!r}; use mic, file or stdin")

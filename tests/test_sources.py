@@ -1,0 +1,274 @@
+"""Audio sources against real inputs: PulseAudio capture through PortAudio, files, pipes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from monitor.config import SourceConfig
+from monitor.sources import (FileSource, MicrophoneSource, StdinPCMSource, find_input_device,
+                             format_devices, list_devices, open_source)
+from monitor.sources_base import SourceError
+
+RATE = 48000
+
+
+class Recorder:
+    """on_audio that keeps a copy of every block with its start sample and arrival time."""
+
+    def __init__(self):
+        self.blocks: list[tuple[int, np.ndarray, float]] = []
+
+    def __call__(self, block: np.ndarray, start_sample: int) -> None:
+        self.blocks.append((start_sample, block.copy(), time.monotonic()))
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate([block for _, block, _ in self.blocks])
+
+    def starts(self) -> list[int]:
+        return [start for start, _, _ in self.blocks]
+
+    def samples_seen(self) -> int:
+        return sum(len(block) for _, block, _ in self.blocks)
+
+
+def assert_contiguous(blocks: list[tuple[int, np.ndarray, float]]) -> None:
+    for (start, block, _), (next_start, _, _) in zip(blocks, blocks[1:]):
+        assert next_start == start + len(block)
+
+
+def tone_clip(path, before_s: float, tone_s: float, after_s: float, freq: float = 1000.0,
+              rate: int = RATE, channels: int = 1) -> None:
+    """Silence, a sine burst at -6 dBFS, silence."""
+    t = np.arange(round(tone_s * rate)) / rate
+    audio = np.concatenate([np.zeros(round(before_s * rate)), 0.5 * np.sin(2 * np.pi * freq * t),
+                            np.zeros(round(after_s * rate))]).astype(np.float32)
+    sf.write(path, np.repeat(audio[:, None], channels, axis=1), rate)
+
+
+def loud_span(audio: np.ndarray, threshold: float = 0.1) -> tuple[int, int]:
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    assert loud.size, "no tone in the captured audio"
+    return int(loud[0]), int(loud[-1]) + 1
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- devices and microphone
+
+
+def test_list_devices_shows_pulse(pulse_server):
+    devices = list_devices()
+    pulse = [d for d in devices if d["name"] == "pulse"]
+    assert len(pulse) == 1 and pulse[0]["hostapi"] == "ALSA" and pulse[0]["input_channels"] >= 1
+    table = format_devices(devices)
+    rows = [line.split() for line in table.splitlines()]
+    assert rows[0] == ["index", "name", "host", "API", "channels", "default", "rate"]
+    assert [str(pulse[0]["index"]), "pulse", "ALSA", str(pulse[0]["input_channels"]),
+            f"{pulse[0]['default_samplerate']:g}"] in rows
+
+
+def test_device_selection_by_index_and_name(pulse_server):
+    pulse = find_input_device("PULSE")
+    assert find_input_device(pulse["index"]) == pulse
+    with pytest.raises(SourceError, match=r"'no-such-mic' not found; available inputs:\n(.|\n)*pulse"):
+        find_input_device("no-such-mic")
+    with pytest.raises(SourceError, match="has .* channels"):
+        MicrophoneSource("pulse", RATE, channels=1000)
+
+
+def test_microphone_captures_played_tone(pulse_server, tmp_path):
+    wav = tmp_path / "tone.wav"
+    tone_clip(wav, before_s=0.5, tone_s=1.0, after_s=0.3)
+    source = open_source(SourceConfig(type="mic", device="pulse", sample_rate=RATE, channels=2))
+    assert (source.name, source.sample_rate, source.live) == ("mic:pulse", RATE, True)
+    recorder = Recorder()
+    source.start(recorder)
+    try:
+        wait_for(lambda: recorder.samples_seen() > RATE // 10, 5, "capture to start")
+        played_at = time.monotonic()
+        pulse_server.play(wav).wait(timeout=10)
+        time.sleep(0.3)
+    finally:
+        source.stop()
+    count = len(recorder.blocks)
+    time.sleep(0.1)
+    assert len(recorder.blocks) == count, "blocks delivered after stop()"
+
+    assert_contiguous(recorder.blocks)
+    audio = recorder.audio()
+    first, last = loud_span(audio)
+    assert abs((last - first) / RATE - 1.0) < 0.01  # the whole burst, no samples lost or repeated
+    spectrum = np.abs(np.fft.rfft(audio[first:last]))
+    assert abs(np.argmax(spectrum) * RATE / (last - first) - 1000) < 5
+    assert 0.4 < np.max(np.abs(audio)) < 0.6  # both channels averaged, not summed
+
+    # Upper bound on capture latency (tone onset played -> its block in on_audio): includes paplay's start-up.
+    arrival = next(t for start, block, t in recorder.blocks if start + len(block) > first)
+    latency = arrival - (played_at + 0.5)
+    print(f"\ncapture latency (play -> on_audio, upper bound): {latency * 1000:.0f} ms; overflows: {source.overflows}")
+    assert latency < 0.5
+
+
+def test_microphone_reopens_after_server_restart(pulse_server, tmp_path):
+    wav = tmp_path / "tone.wav"
+    tone_clip(wav, before_s=0.2, tone_s=0.5, after_s=0.2)
+    source = MicrophoneSource("pulse", RATE, reopen_min_s=0.1, reopen_max_s=0.4)
+    recorder = Recorder()
+    source.start(recorder)
+    try:
+        wait_for(lambda: recorder.samples_seen() > RATE // 5, 5, "capture to start")
+        pulse_server.stop()
+        down_at = time.monotonic()
+        time.sleep(1.5)  # several failed reopen attempts while the server is gone
+        pulse_server.start()
+        wait_for(lambda: source.gaps, 10, "the source to reopen")
+        outage = time.monotonic() - down_at
+        resumed = len(recorder.blocks)
+        wait_for(lambda: len(recorder.blocks) > resumed, 5, "capture to resume")
+        pulse_server.play(wav).wait(timeout=10)
+        time.sleep(0.3)
+    finally:
+        source.stop()
+
+    [(gap_start, gap)] = source.gaps
+    assert 1.5 <= gap / RATE <= outage + 0.2
+    jumps = [(start, next_start - start - len(block))
+             for (start, block, _), (next_start, _, _) in zip(recorder.blocks, recorder.blocks[1:])
+             if next_start != start + len(block)]
+    assert len(jumps) == 1 and jumps[0][1] == gap  # the timeline skips exactly the reported gap
+    after = np.concatenate([block for start, block, _ in recorder.blocks if start >= gap_start + gap])
+    first, last = loud_span(after)
+    assert abs((last - first) / RATE - 0.5) < 0.01  # capture works again after the reopen
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_file_source_delivers_every_sample_mixed_to_mono(tmp_path):
+    rng = np.random.default_rng(0)
+    stereo = rng.uniform(-0.5, 0.5, (22050 + 123, 2)).astype(np.float32)
+    path = tmp_path / "noise.flac"
+    sf.write(path, stereo, 22050, subtype="PCM_24")
+    source = open_source(SourceConfig(type="file", path=str(path), realtime=False))
+    assert (source.name, source.sample_rate, source.live) == ("file:noise.flac", 22050, False)
+    recorder = Recorder()
+    source.start(recorder)
+    assert source.wait(10)
+    assert_contiguous(recorder.blocks)
+    assert recorder.starts()[0] == 0
+    expected = sf.read(path, dtype="float32")[0].mean(axis=1)
+    np.testing.assert_allclose(recorder.audio(), expected, atol=1e-6)
+
+
+def test_file_source_realtime_pace(tmp_path):
+    path = tmp_path / "half_second.wav"
+    sf.write(path, np.zeros(RATE // 2, np.float32), RATE)
+    source = FileSource(path, realtime=True)
+    recorder = Recorder()
+    source.start(recorder)
+    assert source.wait(5)
+    first_at, last_at = recorder.blocks[0][2], recorder.blocks[-1][2]
+    # The last 0.1 s block is released 0.4 s after the first one.
+    assert 0.38 <= last_at - first_at <= 0.6
+    assert recorder.samples_seen() == RATE // 2
+
+
+def test_file_source_loops_until_stopped(tmp_path):
+    clip = np.linspace(-1, 1, 1500, dtype=np.float32)
+    path = tmp_path / "ramp.wav"
+    sf.write(path, clip, 8000, subtype="FLOAT")
+    source = FileSource(path, realtime=False, loop=True)
+    recorder = Recorder()
+    source.start(recorder)
+    wait_for(lambda: recorder.samples_seen() > 10 * len(clip), 5, "ten loops")
+    source.stop()
+    delivered = len(recorder.blocks)
+    assert source.wait(5)
+    assert len(recorder.blocks) == delivered
+    assert_contiguous(recorder.blocks)
+    audio = recorder.audio()
+    repeats = len(audio) // len(clip)
+    np.testing.assert_array_equal(audio[: repeats * len(clip)], np.tile(clip, repeats))
+
+
+def test_file_source_errors_name_the_file(tmp_path):
+    bad = tmp_path / "not_audio.wav"
+    bad.write_text("hello")
+    with pytest.raises(SourceError, match="not_audio.wav"):
+        FileSource(bad)
+    with pytest.raises(SourceError, match="missing.wav"):
+        FileSource(tmp_path / "missing.wav")
+
+
+# ---------------------------------------------------------------- raw PCM streams
+
+
+def feed_in_pieces(payload: bytes, sizes: list[int]):
+    """A pipe whose writer sends `payload` in uneven pieces (splitting frames), then closes."""
+    read_fd, write_fd = os.pipe()
+
+    def write():
+        with os.fdopen(write_fd, "wb", buffering=0) as pipe:
+            offset = 0
+            for size in sizes:
+                pipe.write(payload[offset: offset + size])
+                offset += size
+                time.sleep(0.002)
+            pipe.write(payload[offset:])
+
+    threading.Thread(target=write, daemon=True).start()
+    return os.fdopen(read_fd, "rb")
+
+
+@pytest.mark.parametrize("sample_format, dtype, scale", [("s16le", "<i2", 1 / 32768), ("f32le", "<f4", 1.0)])
+def test_stdin_pcm_mixes_channels_and_drops_partial_frame(sample_format, dtype, scale):
+    rng = np.random.default_rng(1)
+    frames = (rng.uniform(-0.9, 0.9, (10_000, 3)) / scale).astype(dtype)
+    trailing = 5  # bytes of an incomplete frame at the end of the stream
+    payload = frames.tobytes() + b"\x01" * trailing
+    sizes = rng.integers(1, 5000, 40).tolist()
+    source = StdinPCMSource(16000, channels=3, sample_format=sample_format,
+                            stream=feed_in_pieces(payload, sizes))
+    recorder = Recorder()
+    source.start(recorder)
+    assert source.wait(10)
+    assert_contiguous(recorder.blocks)
+    expected = frames.astype(np.float64).mean(axis=1) * scale
+    np.testing.assert_allclose(recorder.audio(), expected, atol=1e-6)
+    assert source.dropped_bytes == trailing
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed")
+def test_stdin_pcm_from_a_real_encoder_process(tmp_path):
+    """The documented use: an external decoder writing raw PCM to the monitor's stdin."""
+    wav = tmp_path / "tone.wav"
+    tone_clip(wav, before_s=0.25, tone_s=0.5, after_s=0.25, rate=16000)
+    sox = subprocess.Popen(["sox", str(wav), "-t", "raw", "-e", "signed", "-b", "16", "-c", "1", "-"],
+                           stdout=subprocess.PIPE)
+    source = open_source(SourceConfig(type="stdin", sample_rate=16000, format="s16le"))
+    source.stream = sox.stdout  # the CLI passes sys.stdin.buffer; here the pipe comes from sox
+    recorder = Recorder()
+    source.start(recorder)
+    assert source.wait(10) and sox.wait(10) == 0
+    audio = recorder.audio()
+    assert len(audio) == 16000
+    first, last = loud_span(audio)
+    assert abs(first - 4000) <= 2 and abs(last - 12000) <= 2
+
+
+def test_stdin_needs_a_rate():
+    with pytest.raises(SourceError, match="sample_rate"):
+        StdinPCMSource(None)
