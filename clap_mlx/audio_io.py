@@ -66,6 +66,8 @@ def _mix_array(source: np.ndarray | mx.array, name: str) -> np.ndarray:
         hint = " (integer PCM: divide by its full scale, e.g. / 32768 for int16)" if np.issubdtype(
             source.dtype, np.integer) else ""
         raise AudioInputError(f"{name}: expected floating-point samples, got dtype {source.dtype}{hint}")
+    if source.size == 0:
+        return np.zeros(0, np.float32)  # reported as empty by _check_samples, whatever the shape
     return _channels_last(source, name).mean(axis=1, dtype=np.float32)
 
 
