@@ -60,6 +60,10 @@ class Pipeline:
         self._room = threading.Condition()  # non-live sources wait here for the windower
         self._audio_warnings: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
         self._next_source_sample = 0
+        self._scored_until = 0  # start sample of the newest window through the rules
+        max_n = max((label.n for label in cfg.labels), default=1)
+        pre_roll = cfg.clips.pre_roll_s if cfg.clips.enabled else 0.0
+        self._lookback = round((max_n * cfg.windows.hop_s + pre_roll) * MODEL_RATE)
         self._reported = {"dropped": 0, "skipped": 0, "overflows": 0}
         self._last: Detection | None = None
         self._last_scores: dict[str, float] = {}
@@ -141,12 +145,18 @@ class Pipeline:
         self.ring.write(audio)
 
     def _wait_for_room(self, n: int) -> None:
-        keep = round(self.cfg.clips.pre_roll_s * MODEL_RATE) if self.cfg.clips.enabled else 0
-        limit = self.ring.capacity - keep
         with self._room:
-            self._room.wait_for(
-                lambda: self.ring.end + n - self.windower.next_start <= limit or self._stop.is_set()
-            )
+            # never hold back so much that the windower's next window could not fit: no deadlock
+        progress = self.windower.next_start + self.windower.length + n - self.ring.capacity
+        while self.ring.end + n - max(self._oldest_needed(), progress) > self.ring.capacity and not self._stop.is_set():
+                self._room.wait(0.05)  # also polls: clips free their audio on their own thread
+
+    def _oldest_needed(self) -> int:
+        """Oldest sample still needed: uncut windows, windows a k-of-n start may reach back to,
+        and the audio of clips (with pre-roll) not yet written."""
+        needed = [self.windower.next_start, self._scored_until - self._lookback]
+        needed += [sink.oldest_needed() for sink in self.sinks if isinstance(sink, ClipSink)]
+        return min(n for n in needed if n is not None)
 
     # ------------------------------------------------------------ windower thread
 
@@ -189,6 +199,9 @@ class Pipeline:
             for message in self.rules.process(start_s, end_s, window.level_dbfs, detection.scores):
                 self._dispatch("handle_event", message)
             self._last = detection
+            self._scored_until = window.start_sample
+        with self._room:
+            self._room.notify_all()
         self._log_losses()
         self._report_level()
 

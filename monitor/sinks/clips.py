@@ -26,6 +26,7 @@ class ClipSink:
         self.cfg, self.ring, self.clock = cfg, ring, clock
         self.dir = Path(cfg.dir)
         self.written: list[Path] = []
+        self._needed: dict[str, int] = {}  # event id -> first sample its clip needs
         self._jobs: queue.SimpleQueue[EventMessage | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._run, name="clips", daemon=True)
 
@@ -34,8 +35,13 @@ class ClipSink:
         self._worker.start()
 
     def handle_event(self, event: EventMessage) -> None:
+        self._needed.setdefault(event.event_id, self.clock.sample(event.started_at - self.cfg.pre_roll_s))
         if event.phase == "end":
             self._jobs.put(event)
+
+    def oldest_needed(self) -> int | None:
+        """First ring sample a pending clip still needs (paces non-live sources)."""
+        return min(self._needed.values(), default=None)
 
     def handle_level(self, report: LevelReport) -> None:
         pass
@@ -52,13 +58,15 @@ class ClipSink:
                 self._write(event)
             except Exception:
                 log.exception("writing the clip of %s failed", event.event_id, extra={"kind": "clip_failed"})
+            finally:
+                self._needed.pop(event.event_id, None)
 
     def _write(self, event: EventMessage) -> None:
         want_start = self.clock.sample(event.started_at - self.cfg.pre_roll_s)
         want_stop = self.clock.sample(event.ended_at + self.cfg.post_roll_s)
         self.ring.wait_until(want_stop)  # returns early once the ring is closed (shutdown)
         stop = min(want_stop, self.ring.end)
-        start = max(want_start, self.ring.oldest)
+        start = min(max(want_start, self.ring.oldest), stop)
         while True:
             try:
                 audio = self.ring.read(start, stop)

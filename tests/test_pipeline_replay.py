@@ -1,0 +1,107 @@
+"""File replay through the whole pipeline with the real (tiny, random-weight) model.
+
+The WAV (16 kHz, so the resampler runs) holds silence with 2 s bursts of a 1 kHz
+tone (the target, twice) and a 2.5 kHz tone (a distractor). Bursts start on
+multiples of the 0.5 s hop, so every 1 s window is either all burst, half burst
+or silence; the gate sits between the levels of "all burst" and "half burst",
+so only windows fully inside a burst are scored. The threshold is set between
+the model's own scores for the two tones, computed here.
+"""
+
+import json
+
+import clap_mlx  # noqa: F401  (OpenBLAS before mlx)
+import numpy as np
+import pytest
+import soundfile
+
+from monitor.config import ClipsConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig
+from monitor.config import BufferConfig, WindowsConfig
+from monitor.detector import Detector
+from monitor.pipeline import Pipeline, load_model
+from monitor.sources import FileSource
+from monitor.windower import level_dbfs
+
+FILE_RATE, MODEL_RATE = 16000, 48000
+AMPLITUDE = 0.5  # tone RMS -9 dBFS; a half-burst window -12 dBFS
+GATE_DBFS = -10.5
+TARGET_HZ, DISTRACTOR_HZ = 1000.0, 2500.0
+BURSTS = [(3.0, TARGET_HZ), (8.0, DISTRACTOR_HZ), (13.0, TARGET_HZ)]  # (start s, Hz), 2 s each
+TOTAL_S = 17.0
+CANDIDATE_PROMPTS = ["a beep", "a high pitched whistle", "an alarm tone", "a smoke detector"]
+BACKGROUND = ("silence", "background noise")
+
+
+def tone(hz: float, seconds: float, rate: int) -> np.ndarray:
+    return (AMPLITUDE * np.sin(2 * np.pi * hz * np.arange(round(seconds * rate)) / rate)).astype(np.float32)
+
+
+def write_replay(path) -> None:
+    audio = np.zeros(round(TOTAL_S * FILE_RATE), np.float32)
+    for start, hz in BURSTS:
+        audio[round(start * FILE_RATE) : round((start + 2) * FILE_RATE)] = tone(hz, 2.0, FILE_RATE)
+    soundfile.write(str(path), audio, FILE_RATE, subtype="FLOAT")
+
+
+def config(tmp_path, prompt: str, threshold: float) -> MonitorConfig:
+    return MonitorConfig(
+        labels=(LabelConfig(name="beep", prompts=(prompt,), threshold=threshold, max_not_heard=1),),
+        source=SourceConfig(type="file", path=str(tmp_path / "replay.wav"), realtime=False),
+        buffer=BufferConfig(seconds=10),
+        windows=WindowsConfig(length_s=1.0, hop_s=0.5, min_dbfs=GATE_DBFS),
+        detector=DetectorConfig(batch_size=4, background=BACKGROUND),
+        log=LogConfig(path=str(tmp_path / "monitor.jsonl"), level_interval_s=0.5),
+        clips=ClipsConfig(enabled=True, dir=str(tmp_path / "clips"), pre_roll_s=0.5, post_roll_s=0.5),
+    )
+
+
+@pytest.fixture(scope="module")
+def clap(tiny_checkpoint):
+    cfg = MonitorConfig(labels=(), detector=DetectorConfig(batch_size=4))
+    return load_model(cfg, str(tiny_checkpoint))
+
+
+def test_gate_levels_separate_full_and_half_burst_windows():
+    full = tone(TARGET_HZ, 1.0, MODEL_RATE)
+    half = np.concatenate([np.zeros(MODEL_RATE // 2, np.float32), full[: MODEL_RATE // 2]])
+    assert level_dbfs(full) > GATE_DBFS + 1 > GATE_DBFS - 1 > level_dbfs(half)
+
+
+def test_file_replay_logs_events_with_correct_timing(tmp_path, clap):
+    write_replay(tmp_path / "replay.wav")
+    # the model's scores for a window full of each tone, per candidate prompt
+    target, distractor = tone(TARGET_HZ, 1.0, MODEL_RATE), tone(DISTRACTOR_HZ, 1.0, MODEL_RATE)
+    gaps = {}
+    for prompt in CANDIDATE_PROMPTS:
+        hit, miss = Detector(clap, {"beep": [prompt]}, BACKGROUND).score([target, distractor])
+        gaps[prompt] = (hit["beep"], miss["beep"])
+    prompt, (hit, miss) = max(gaps.items(), key=lambda item: item[1][0] - item[1][1])
+    assert hit - miss > 1e-4, f"the random model separates neither tone: {gaps}"
+    threshold = (hit + miss) / 2
+
+    pipeline = Pipeline(config(tmp_path, prompt, threshold), FileSource(tmp_path / "replay.wav", realtime=False), clap)
+    pipeline.run()
+
+    lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+    events = [line for line in lines if line["type"] == "event"]
+    t0 = pipeline.clock.t0
+    got = [(e["phase"], round(e["started_at"] - t0, 3), e["ended_at"] and round(e["ended_at"] - t0, 3)) for e in events]
+    # target bursts 3-5 s and 13-15 s; the distractor at 8-10 s never crosses the threshold
+    assert got == [("start", 3.0, None), ("end", 3.0, 5.0), ("start", 13.0, None), ("end", 13.0, 15.0)]
+    assert all(e["label"] == "beep" and e["source"] == "file:replay.wav" for e in events)
+    assert events[1]["peak_score"] >= threshold and events[1]["duration_s"] == pytest.approx(2.0)
+    assert events[1]["level_dbfs"] == pytest.approx(-9.03, abs=0.1)
+
+    # only fully-in-burst windows were scored: 3 per burst; nothing dropped in a non-live replay
+    levels = [line for line in lines if line["type"] == "level"]
+    assert levels and levels[-1]["windows_scored"] == 9 and levels[-1]["windows_dropped"] == 0
+    assert not [line for line in lines if line["type"] == "warning"], "unexpected warnings"
+
+    clips = sorted((tmp_path / "clips").glob("*.wav"))
+    assert [c.stem for c in clips] == sorted(e["event_id"] for e in events if e["phase"] == "end")
+    for clip in clips:
+        audio, rate = soundfile.read(str(clip))
+        assert rate == MODEL_RATE and len(audio) == pytest.approx(3.0 * MODEL_RATE, abs=2)
+        # pre/post-roll silence around the 2 s burst
+        assert np.abs(audio[: MODEL_RATE // 2 - 200]).max() < 0.01 and np.abs(audio[MODEL_RATE : 2 * MODEL_RATE]).min() >= 0
+        assert level_dbfs(audio[MODEL_RATE // 2 + 200 : -MODEL_RATE // 2 - 200].astype(np.float32)) == pytest.approx(-9.03, abs=0.1)
