@@ -146,17 +146,17 @@ class Pipeline:
 
     def _wait_for_room(self, n: int) -> None:
         with self._room:
-            # never hold back so much that the windower's next window could not fit: no deadlock
-        progress = self.windower.next_start + self.windower.length + n - self.ring.capacity
-        while self.ring.end + n - max(self._oldest_needed(), progress) > self.ring.capacity and not self._stop.is_set():
+            while self.ring.end + n - self._oldest_needed(n) > self.ring.capacity and not self._stop.is_set():
                 self._room.wait(0.05)  # also polls: clips free their audio on their own thread
 
-    def _oldest_needed(self) -> int:
+    def _oldest_needed(self, n: int) -> int:
         """Oldest sample still needed: uncut windows, windows a k-of-n start may reach back to,
-        and the audio of clips (with pre-roll) not yet written."""
+        and the audio of clips (with pre-roll) not yet written. Never so old that the
+        windower's next window (plus the incoming n samples) could not fit: no deadlock."""
         needed = [self.windower.next_start, self._scored_until - self._lookback]
         needed += [sink.oldest_needed() for sink in self.sinks if isinstance(sink, ClipSink)]
-        return min(n for n in needed if n is not None)
+        progress = self.windower.next_start + self.windower.length + n - self.ring.capacity
+        return max(progress, min(x for x in needed if x is not None))
 
     # ------------------------------------------------------------ windower thread
 

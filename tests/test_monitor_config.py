@@ -1,0 +1,118 @@
+"""Monitor config: YAML -> dataclasses, errors with file/line/field, example configs, check-config CLI."""
+
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+from monitor.cli import main
+from monitor.config import ConfigError, MonitorConfig, load_config
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(dedent(text).lstrip())
+    return path
+
+
+def error_of(tmp_path, text: str) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.file == str(path) and str(path) in str(info.value)
+    return info.value
+
+
+def test_full_config_builds_typed_values(tmp_path):
+    cfg = load_config(write(tmp_path, """
+        source: {type: stdin, sample_rate: 16000, channels: 2, format: f32le}
+        buffer: {seconds: 20}
+        windows: {length_s: 4, hop_s: 0.5, min_dbfs: -55}
+        detector: {model: /models/clap, batch_size: 2, background: [silence], prompt_template: "a {} sound"}
+        rules: {timezone: UTC}
+        labels:
+          - name: smoke_alarm
+            threshold: 0.7
+            end_threshold: 0.5
+            k: 2
+            n: 3
+            schedule: {quiet_hours: "22:00-07:00", days: [sat, sun]}
+          - name: baby
+            prompts: [a baby crying, an infant wailing]
+            unless: [smoke_alarm]
+        mqtt: {host: broker, port: 8883, tls: {ca_certs: /ca.pem}, discovery: {enabled: true}}
+        clips: {enabled: true, dir: /tmp/clips}
+    """))
+    assert isinstance(cfg, MonitorConfig)
+    assert cfg.source.type == "stdin" and cfg.source.sample_rate == 16000 and cfg.source.format == "f32le"
+    assert cfg.windows.hop_s == 0.5 and isinstance(cfg.windows.length_s, float)
+    alarm, baby = cfg.labels
+    assert (alarm.k, alarm.n, alarm.stop_threshold, alarm.schedule.days) == (2, 3, 0.5, ("sat", "sun"))
+    assert baby.unless == ("smoke_alarm",) and baby.stop_threshold == baby.threshold == 0.5
+    assert cfg.prompts(alarm) == ("a smoke alarm sound",) and cfg.prompts(baby) == baby.prompts
+    assert cfg.mqtt.enabled and cfg.mqtt.port == 8883 and cfg.mqtt.tls.ca_certs == "/ca.pem"
+    assert cfg.mqtt.discovery.enabled and cfg.mqtt.discovery.prefix == "homeassistant"
+    assert cfg.clips.enabled and cfg.clips.pre_roll_s == 2.0
+
+
+def test_defaults_and_mqtt_off_when_absent(tmp_path):
+    cfg = load_config(write(tmp_path, "labels: [{name: dog}]\nsource: {device: 3}\n"))
+    assert cfg.source.device == 3 and cfg.windows.length_s == 5.0 and cfg.windows.hop_s == 1.0
+    assert not cfg.mqtt.enabled and cfg.prompts(cfg.labels[0]) == ("the sound of dog",)
+
+
+@pytest.mark.parametrize(
+    "text, line, field, words",
+    [
+        ("labels:\n  - name: dog\n    treshold: 0.5\n", 3, "labels[0].treshold", ["did you mean 'threshold'"]),
+        ("windows:\n  length_s: 5\n  hop_s: 6\nlabels: [{name: a}]\n", 3, "windows.hop_s", ["<= length_s"]),
+        ("source:\n  type: micro\nlabels: [{name: a}]\n", 2, "source.type", ["mic, file, stdin"]),
+        ("labels:\n  - name: a\n    k: 3\n    n: 2\n", 3, "labels[0].k", ["between 1 and n=2"]),
+        ("labels:\n  - name: a\n    k: two\n", 3, "labels[0].k", ["an integer", "'two'"]),
+        ("labels:\n  - name: a\n\n    unless: [b]\n", 4, "labels[0].unless", ["unknown label 'b'"]),
+        ("labels:\n  - name: a\n    schedule:\n      quiet_hours: 22-7\n", 4, "labels[0].schedule.quiet_hours", ["HH:MM-HH:MM"]),
+        ("labels:\n  - name: a\n    schedule: {quiet_hours: '22:00-07:00', days: [mon, funday]}\n", 3,
+         "labels[0].schedule.days", ["funday", "mon, tue"]),
+        ("labels:\n  - name: a\n  - name: a\n", 3, "labels[1].name", ["duplicate"]),
+        ("source: {type: file}\nlabels: [{name: a}]\n", 1, "source.path", ["required when type is 'file'"]),
+        ("mqtt:\n  port: 70000\nlabels: [{name: a}]\n", 2, "mqtt.port", ["65535"]),
+        ("mqtt:\n  tls: {ca_cert: x}\nlabels: [{name: a}]\n", 2, "mqtt.tls.ca_cert", ["did you mean 'ca_certs'"]),
+        ("labels:\n  - name: a\nlabels: []\n", 3, "labels", ["given twice"]),
+        ("log: {console: maybe}\nlabels: [{name: a}]\n", 1, "log.console", ["true/false"]),
+        ("labels:\n  - prompts: [x]\n", 2, "labels[0].name", ["required"]),
+        ("source: [mic]\nlabels: [{name: a}]\n", 1, "source", ["mapping"]),
+    ],
+)
+def test_errors_name_line_field_and_what_is_allowed(tmp_path, text, line, field, words):
+    error = error_of(tmp_path, text)
+    assert (error.line, error.path) == (line, field)
+    for word in words:
+        assert word in error.message
+
+
+def test_yaml_syntax_error_and_empty_file(tmp_path):
+    assert error_of(tmp_path, "labels: [\n").message.startswith("invalid YAML")
+    assert "empty" in error_of(tmp_path, "").message
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_example_configs_are_valid(path):
+    cfg = load_config(path)
+    assert cfg.labels
+
+
+def test_example_configs_exist():
+    assert {p.name for p in CONFIGS} >= {"home.yaml", "baby-monitor.yaml", "smoke-alarm.yaml"}
+
+
+def test_check_config_cli_exit_codes(tmp_path, capsys):
+    assert main(["check-config", str(CONFIGS[0])]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"OK {CONFIGS[0]}") and "labels:" in out
+    bad = write(tmp_path, "labels:\n  - name: a\n    threshold: 2\n")
+    assert main(["check-config", str(bad)]) == 2
+    assert f"{bad}:3: labels[0].threshold" in capsys.readouterr().err
