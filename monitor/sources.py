@@ -137,6 +137,8 @@ class MicrophoneSource:
         self._on_audio: OnAudio | None = None
         self._stream = None
         self._lost_at: float | None = None
+        self._resume_from: float | None = None  # set by the supervisor, consumed by the first new callback
+        self._resumed: tuple[int, int] | None = None  # (start_sample, gap) handed back to the supervisor
         self._lost = threading.Event()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -164,6 +166,8 @@ class MicrophoneSource:
     def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
         if status.input_overflow:
             self._overflows += 1
+        if self._resume_from is not None:
+            self._account_gap(frames)
         if self.channels == 1:
             block = indata[:, 0]
         else:
@@ -173,10 +177,19 @@ class MicrophoneSource:
         self._next_sample = start + frames
         self._on_audio(block, start)
 
+    def _account_gap(self, frames: int) -> None:
+        # Measured at the first new block, not at open: a stream can take a second to start delivering.
+        missed = round((time.monotonic() - self._resume_from) * self.sample_rate) - frames
+        self._resumed = (self._next_sample, max(missed, 0))
+        self._next_sample += max(missed, 0)
+        self._resume_from = None
+
     def _on_finished(self) -> None:
-        if not self._stopping.is_set():
+        if self._stopping.is_set():
+            return
+        if self._resume_from is None:  # a stream that died before delivering anything keeps the first loss time
             self._lost_at = time.monotonic()
-            self._lost.set()
+        self._lost.set()
 
     def _open_stream(self) -> None:
         sd = _sounddevice()
@@ -214,25 +227,27 @@ class MicrophoneSource:
         delay = self.reopen_min_s
         log.warning("input device lost", extra={"kind": "device_lost", "source": self.name})
         while not self._stopping.wait(delay):
-            # Account for the missed time before the first new callback can run.
-            gap = round((time.monotonic() - self._lost_at) * self.sample_rate)
-            resume_at = self._next_sample
-            self._next_sample += gap
+            self._resumed, self._resume_from = None, self._lost_at
             try:
                 refresh_devices()
                 self._open_stream()
             except SourceError as error:
-                self._next_sample = resume_at
-                log.info("reopening %s failed (retry in %.1f s): %s", self.name, delay, error)
+                self._resume_from = None
                 delay = min(delay * 2, self.reopen_max_s)
+                log.info("reopening %s failed (retry in %.1f s): %s", self.name, delay, error)
                 continue
-            self.gaps.append((resume_at, gap))
-            log.warning(
-                "input device reopened after %.2f s; that audio is missing", gap / self.sample_rate,
-                extra={"kind": "source_gap", "source": self.name, "gap_s": gap / self.sample_rate,
-                       "start_sample": resume_at},
-            )
+            while self._resumed is None and not self._lost.is_set():
+                if self._stopping.wait(0.05):
+                    return
+            if self._resumed is not None:
+                self._report_gap(*self._resumed)
             return
+
+    def _report_gap(self, start_sample: int, gap: int) -> None:
+        self.gaps.append((start_sample, gap))
+        log.warning("input device reopened; %.2f s of audio are missing", gap / self.sample_rate,
+                    extra={"kind": "source_gap", "source": self.name, "gap_s": gap / self.sample_rate,
+                           "start_sample": start_sample})
 
 
 # ---------------------------------------------------------------- threaded readers

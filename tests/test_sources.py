@@ -59,6 +59,19 @@ def loud_span(audio: np.ndarray, threshold: float = 0.1) -> tuple[int, int]:
     return int(loud[0]), int(loud[-1]) + 1
 
 
+def play_and_capture(pulse_server, wav, recorder: Recorder, tail_s: float = 0.2) -> float:
+    """Play `wav` and return once the capture has run past its end; returns the play start time."""
+    wanted = recorder.samples_seen() + round((sf.info(wav).duration + tail_s) * RATE)
+    player = pulse_server.play(wav)
+    played_at = time.monotonic()
+    try:
+        wait_for(lambda: recorder.samples_seen() >= wanted, 10, f"{wav.name} to be captured")
+    finally:
+        player.terminate()  # paplay would wait a further ~2 s for the null sink to drain
+        player.wait()
+    return played_at
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -98,9 +111,7 @@ def test_microphone_captures_played_tone(pulse_server, tmp_path):
     source.start(recorder)
     try:
         wait_for(lambda: recorder.samples_seen() > RATE // 10, 5, "capture to start")
-        played_at = time.monotonic()
-        pulse_server.play(wav).wait(timeout=10)
-        time.sleep(0.3)
+        played_at = play_and_capture(pulse_server, wav, recorder)
     finally:
         source.stop()
     count = len(recorder.blocks)
@@ -138,8 +149,7 @@ def test_microphone_reopens_after_server_restart(pulse_server, tmp_path):
         outage = time.monotonic() - down_at
         resumed = len(recorder.blocks)
         wait_for(lambda: len(recorder.blocks) > resumed, 5, "capture to resume")
-        pulse_server.play(wav).wait(timeout=10)
-        time.sleep(0.3)
+        play_and_capture(pulse_server, wav, recorder)
     finally:
         source.stop()
 
