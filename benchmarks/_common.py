@@ -1,0 +1,122 @@
+"""Shared benchmark helpers: machine description, timing, tables and JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / "benchmarks" / ".cache"
+sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` from a checkout
+
+import clap_mlx  # noqa: E402  (preloads OpenBLAS before anything imports mlx.core)
+from clap_mlx import _blas  # noqa: E402
+
+CHECKPOINT = CACHE / "clap-htsat-fused"
+
+
+def full_checkpoint() -> Path:
+    """The full-size random-weight checkpoint, generated once into benchmarks/.cache."""
+    if not (CHECKPOINT / "config.json").is_file():
+        from tests.checkpoints import make_checkpoint
+
+        print(f"generating the full-size random checkpoint in {CHECKPOINT} (about a minute)...")
+        make_checkpoint(CHECKPOINT, size="full")
+    return CHECKPOINT
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict:
+    model, flags = "", []
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = value.split()
+    except OSError:
+        pass
+    simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
+    return {
+        "cpu": model or platform.processor(),
+        "cores": os.cpu_count(),
+        "simd_flags": simd,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "mlx": _version("mlx"),
+        "numpy": _version("numpy"),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "openblas_loaded": _blas.loaded_blas,
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], runs: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per run of each candidate, alternating candidates each round so that load
+    changes on a shared machine hit all of them alike."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(runs):
+        for name, fn in candidates.items():
+            times[name].append(time_once(fn))
+    return times
+
+
+def summary(seconds: list[float]) -> dict:
+    return {
+        "median_ms": 1e3 * statistics.median(seconds),
+        "min_ms": 1e3 * min(seconds),
+        "runs_ms": [round(1e3 * s, 3) for s in seconds],
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    cells = [header] + [[f"{c:.2f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for k, row in enumerate(cells):
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_results(name: str, results: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"benchmark": name, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": machine_info(), **results}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {path.relative_to(ROOT)}")
+    return path

@@ -1,0 +1,151 @@
+"""Per-op timings on tower-shaped tensors: MLX native vs clap_mlx.ops vs torch.
+
+    python benchmarks/bench_ops.py [--runs 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+from _common import interleaved, print_table, summary, write_results
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clap_mlx import ops
+
+# (op, where in the towers, shape at batch 1 / 32 labels of 12 tokens, batch-8 variant)
+CASES = [
+    ("gelu", "audio stage 1 MLP", (1, 4096, 384)),
+    ("gelu", "audio stage 1 MLP, batch 8", (8, 4096, 384)),
+    ("gelu", "audio stage 3 MLP", (1, 256, 1536)),
+    ("gelu", "text MLP, 32 labels", (32, 12, 3072)),
+    ("softmax", "audio stage 1 window attention", (64, 4, 64, 64)),
+    ("softmax", "audio stage 1 attention, batch 8", (512, 4, 64, 64)),
+    ("softmax", "text attention, 32 labels", (32, 12, 12, 12)),
+    ("layer_norm", "audio stage 1", (1, 4096, 96)),
+    ("layer_norm", "audio stage 1, batch 8", (8, 4096, 96)),
+    ("layer_norm", "text, 32 labels", (32, 12, 768)),
+    ("sigmoid", "audio fusion (AFF) gate", (1, 96, 64, 64)),
+    ("tanh", "text pooler, 32 labels", (32, 768)),
+]
+
+
+def mlx_native(op: str, x: mx.array, w: mx.array, b: mx.array) -> Callable[[], object]:
+    fns = {
+        "gelu": lambda: nn.gelu(x),
+        "softmax": lambda: mx.softmax(x, axis=-1, precise=True),
+        "layer_norm": lambda: mx.fast.layer_norm(x, w, b, 1e-5),
+        "sigmoid": lambda: mx.sigmoid(x),
+        "tanh": lambda: mx.tanh(x),
+    }
+    return lambda: mx.eval(fns[op]())
+
+
+def mlx_ops(op: str, x: mx.array, w: mx.array, b: mx.array) -> Callable[[], object]:
+    fns = {
+        "gelu": lambda: ops.gelu(x),
+        "softmax": lambda: ops.softmax(x),
+        "layer_norm": lambda: ops.layer_norm(x, w, b, 1e-5),
+        "sigmoid": lambda: ops.sigmoid(x),
+        "tanh": lambda: ops.tanh(x),
+    }
+    return lambda: mx.eval(fns[op]())
+
+
+def single_threaded(fn: Callable[[], object]) -> Callable[[], object]:
+    def run():
+        pool, ops._pool = ops._pool, None
+        try:
+            return fn()
+        finally:
+            ops._pool = pool
+
+    return run
+
+
+def torch_op(op: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> Callable[[], object]:
+    fns = {
+        "gelu": lambda: F.gelu(x),
+        "softmax": lambda: torch.softmax(x, dim=-1),
+        "layer_norm": lambda: F.layer_norm(x, x.shape[-1:], w, b, 1e-5),
+        "sigmoid": lambda: torch.sigmoid(x),
+        "tanh": lambda: torch.tanh(x),
+    }
+    return fns[op]
+
+
+def attention_candidates(batch: int) -> dict[str, Callable[[], object]]:
+    """Stage-1 window attention with position bias + shift mask: matmul/ops.softmax/matmul
+    vs mx.fast.scaled_dot_product_attention vs torch SDPA."""
+    windows, heads, tokens, head_dim = 64, 4, 64, 24
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((batch * windows, heads, tokens, head_dim), np.float32) for _ in range(3))
+    bias = (rng.standard_normal((windows, heads, tokens, tokens), np.float32)
+            - 100 * (rng.random((windows, 1, tokens, tokens)) < 0.2)).astype(np.float32)
+    mq, mk, mv, mbias = (mx.array(a) for a in (q, k, v, bias))
+    tq, tk, tv, tbias = (torch.from_numpy(a) for a in (q, k, v, bias))
+    scale = 1 / math.sqrt(head_dim)
+
+    def mlx_ops_attention():
+        scores = ((mq * scale) @ mk.swapaxes(-1, -2)).reshape(batch, *bias.shape) + mbias
+        probs = ops.softmax(scores).reshape(batch * windows, heads, tokens, tokens)
+        mx.eval(probs @ mv)
+
+    def mlx_sdpa():
+        mask = mx.broadcast_to(mbias[None], (batch, *bias.shape)).reshape(batch * windows, heads, tokens, tokens)
+        mx.eval(mx.fast.scaled_dot_product_attention(mq, mk, mv, scale=scale, mask=mask))
+
+    def torch_sdpa():
+        mask = tbias.expand(batch, *bias.shape).reshape(batch * windows, heads, tokens, tokens)
+        F.scaled_dot_product_attention(tq, tk, tv, attn_mask=mask, scale=scale)
+
+    return {"mlx matmul+ops.softmax": mlx_ops_attention, "mlx fast.sdpa": mlx_sdpa, "torch sdpa": torch_sdpa}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    rows, records = [], []
+    with torch.inference_mode():
+        for op, where, shape in CASES:
+            x = (rng.standard_normal(shape) * 3).astype(np.float32)
+            w = rng.standard_normal(shape[-1]).astype(np.float32)
+            b = rng.standard_normal(shape[-1]).astype(np.float32)
+            mxs = [mx.array(a) for a in (x, w, b)]
+            mx.eval(*mxs)
+            tts = [torch.from_numpy(a) for a in (x, w, b)]
+            candidates = {
+                "mlx native": mlx_native(op, *mxs),
+                "ops.py": mlx_ops(op, *mxs),
+                "ops.py 1 thread": single_threaded(mlx_ops(op, *mxs)),
+                "torch": torch_op(op, *tts),
+            }
+            times = {name: summary(t) for name, t in interleaved(candidates, args.runs).items()}
+            med = {name: t["median_ms"] for name, t in times.items()}
+            rows.append([op, where, str(shape), med["mlx native"], med["ops.py"], med["ops.py 1 thread"], med["torch"],
+                         med["mlx native"] / med["ops.py"], med["torch"] / med["ops.py"]])
+            records.append({"op": op, "where": where, "shape": shape, "times": times})
+        print_table(["op", "where", "shape", "native ms", "ops ms", "ops 1thr ms", "torch ms",
+                     "native/ops", "torch/ops"], rows)
+        print("\nstage-1 window attention (64 windows x 4 heads x 64 tokens, bias + mask)")
+        attention_rows = []
+        for batch in (1, 8):
+            times = {name: summary(t) for name, t in interleaved(attention_candidates(batch), args.runs).items()}
+            attention_rows.append([f"batch {batch}", *(t["median_ms"] for t in times.values())])
+            records.append({"op": "window_attention", "batch": batch, "times": times})
+        print_table(["", *attention_candidates(1)], attention_rows)
+    write_results("bench_ops", {"runs": args.runs, "statistic": "median ms, candidates interleaved",
+                                "cases": records})
+
+
+if __name__ == "__main__":
+    main()

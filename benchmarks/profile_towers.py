@@ -1,0 +1,152 @@
+"""Where the time goes in one audio forward (batch 1) and one text forward (32 labels),
+per op group, with clap_mlx.ops and with MLX's native ops in their place.
+
+    python benchmarks/profile_towers.py [--runs 3]
+
+MLX is lazy, so each instrumented call first evaluates its inputs (that work is charged to
+the caller) and then evaluates its own output. Times are exclusive: an attention block's
+time excludes the Linear and softmax calls inside it. "other" is what no group claims:
+residual adds, embeddings, the mel image, pooling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
+
+from _common import full_checkpoint, print_table, write_results
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+import clap_mlx.loading
+from clap_mlx import audio_encoder, ops, text_encoder
+
+NATIVE_OPS = {
+    "gelu": nn.gelu,
+    "softmax": lambda x, axis=-1: mx.softmax(x, axis=axis, precise=True),
+    "layer_norm": mx.fast.layer_norm,
+    "tanh": mx.tanh,
+    "sigmoid": mx.sigmoid,
+}
+# (owner, attribute, group)
+INSTRUMENTED = [
+    (nn.Linear, "__call__", "linear (matmul)"),
+    (nn.Conv2d, "__call__", "conv2d"),
+    (audio_encoder.FrozenBatchNorm, "__call__", "batch norm"),
+    (audio_encoder.WindowSelfAttention, "__call__", "attention core (q@k, bias, p@v, heads)"),
+    (text_encoder.SelfAttention, "__call__", "attention core (q@k, bias, p@v, heads)"),
+    (audio_encoder.SwinLayer, "attend", "window gather/scatter"),
+    (audio_encoder.PatchMerging, "__call__", "patch merging (reshape/transpose)"),
+    *((ops, name, name) for name in NATIVE_OPS),
+]
+
+
+class Profiler:
+    def __init__(self):
+        self.exclusive: dict[str, float] = defaultdict(float)
+        self._children: list[float] = []
+
+    def wrap(self, group: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            mx.eval([a for a in args if isinstance(a, mx.array)])  # pending work is the caller's
+            start = time.perf_counter()
+            self._children.append(0.0)
+            try:
+                out = fn(*args, **kwargs)
+                mx.eval(out)
+            finally:
+                children = self._children.pop()
+            elapsed = time.perf_counter() - start
+            self.exclusive[group] += elapsed - children
+            if self._children:
+                self._children[-1] += elapsed
+            return out
+
+        return timed
+
+
+@contextmanager
+def patched(owner, name: str, value):
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def profile(run: Callable[[], mx.array], native: bool, runs: int) -> dict[str, float]:
+    """Median exclusive ms per group over `runs` instrumented runs, plus "total"."""
+    per_run = []
+    for _ in range(runs + 1):  # the first run warms up
+        profiler = Profiler()
+        with ExitStack() as stack:
+            for name, fn in NATIVE_OPS.items():
+                if native:
+                    stack.enter_context(patched(ops, name, fn))
+            for owner, name, group in INSTRUMENTED:
+                stack.enter_context(patched(owner, name, profiler.wrap(group, getattr(owner, name))))
+            start = time.perf_counter()
+            mx.eval(run())
+            total = time.perf_counter() - start
+        groups = {g: 1e3 * t for g, t in profiler.exclusive.items()}
+        groups["other"] = 1e3 * total - sum(groups.values())
+        groups["total"] = 1e3 * total
+        per_run.append(groups)
+    keys = {k for groups in per_run[1:] for k in groups}
+    return {k: statistics.median(groups.get(k, 0.0) for groups in per_run[1:]) for k in keys}
+
+
+def unprofiled_ms(run: Callable[[], mx.array], runs: int) -> float:
+    mx.eval(run())
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        mx.eval(run())
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    bundle = clap_mlx.loading.load(full_checkpoint())
+    model = bundle.model
+    rng = np.random.default_rng(0)
+    waveform = (0.1 * rng.standard_normal(10 * 48_000)).astype(np.float32)
+    features, is_longer = (mx.array(a) for a in bundle.feature_extractor([waveform]))
+    ids, mask = (mx.array(a) for a in bundle.tokenizer([f"the sound of thing number {i}" for i in range(32)]))
+    forwards = {
+        "audio b1": lambda: model.audio_model.audio_encoder(features, is_longer),
+        "text 32 labels": lambda: model.text_model(ids, mask),
+    }
+    results = {}
+    for name, run in forwards.items():
+        results[name] = {
+            "ops.py": profile(run, native=False, runs=args.runs),
+            "mlx native": profile(run, native=True, runs=args.runs),
+            "unprofiled_total_ms": unprofiled_ms(run, args.runs),
+        }
+        columns = results[name]
+        groups = sorted((g for g in columns["ops.py"] if g != "total"), key=lambda g: -columns["ops.py"][g])
+        rows = [
+            [g, columns["ops.py"][g], 100 * columns["ops.py"][g] / columns["ops.py"]["total"],
+             columns["mlx native"].get(g, 0.0)]
+            for g in [*groups, "total"]
+        ]
+        print(f"\n{name}: exclusive ms per op group (median of {args.runs}); "
+              f"unprofiled total {columns['unprofiled_total_ms']:.1f} ms")
+        print_table(["group", "ops.py ms", "%", "native ops ms"], rows)
+    write_results("profile_towers", {"runs": args.runs, "statistic": "median exclusive ms per group",
+                                     "forwards": results})
+
+
+if __name__ == "__main__":
+    main()
