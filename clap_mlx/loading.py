@@ -73,12 +73,16 @@ def weights_file(folder: Path) -> Path | None:
     return None
 
 
-def missing_files(folder: Path) -> list[str]:
-    """What a checkpoint folder lacks to be loadable (empty when complete)."""
-    missing = [name for name in (CONFIG_FILE, PREPROCESSOR_FILE) if not (folder / name).is_file()]
-    if weights_file(folder) is None:
+def missing_files(folder: Path | None) -> list[str]:
+    """What a checkpoint folder (None: no folder at all) lacks to be loadable; empty when complete."""
+
+    def has(name: str) -> bool:
+        return folder is not None and (folder / name).is_file()
+
+    missing = [name for name in (CONFIG_FILE, PREPROCESSOR_FILE) if not has(name)]
+    if not any(has(name) for name in (MLX_WEIGHTS, SAFETENSORS_WEIGHTS, TORCH_WEIGHTS)):
         missing.append(f"{SAFETENSORS_WEIGHTS} (or {TORCH_WEIGHTS})")
-    if not (folder / "tokenizer.json").is_file() and not all((folder / f).is_file() for f in ("vocab.json", "merges.txt")):
+    if not has("tokenizer.json") and not (has("vocab.json") and has("merges.txt")):
         missing.append("tokenizer.json (or vocab.json + merges.txt)")
     return missing
 
@@ -146,8 +150,7 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, str]:
     if snapshot is not None and not missing_files(snapshot):
         return snapshot, short
     looked_in.append(f"Hugging Face hub {repo_id}")
-    missing = missing_files(snapshot) if snapshot is not None else list(HUB_FILES)
-    raise _not_found(name, repo_id, looked_in, missing, "no local copy, and the hub is unreachable or incomplete")
+    raise _not_found(name, repo_id, looked_in, missing_files(snapshot), "no local copy, and the hub is unreachable or incomplete")
 
 
 # ---------------------------------------------------------------- reading PyTorch weights

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -162,3 +163,16 @@ def _write_bpe_files(tokenizer: RobertaTokenizerFast, folder: Path) -> None:
     """vocab.json + merges.txt, as the hub repos ship them next to tokenizer.json."""
     if not (folder / "vocab.json").exists() or not (folder / "merges.txt").exists():
         tokenizer.backend_tokenizer.model.save(str(folder))
+
+
+def copy_with_pytorch_bin(folder: str | Path, dst: str | Path) -> Path:
+    """A copy of a checkpoint with pytorch_model.bin (torch.save'd state dict) instead of model.safetensors.
+
+    transformers 5 dropped `save_pretrained(safe_serialization=False)`; this writes what it did.
+    """
+    from safetensors.torch import load_file
+
+    folder, dst = Path(folder), Path(dst)
+    shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("model.safetensors"))
+    torch.save(load_file(folder / "model.safetensors"), dst / "pytorch_model.bin")
+    return dst

@@ -1,6 +1,7 @@
-"""Session fixtures: random-weight CLAP checkpoints in the hub layout (see tests/checkpoints.py).
+"""Session fixtures: random-weight CLAP checkpoints in the hub layout (see tests/checkpoints.py),
+the transformers reference models loaded from them and the MLX bundles loaded by `clap_mlx.load`.
 
-Each checkpoint is generated once per test session; tests that use `full_checkpoint`
+Each checkpoint is generated once per test session; tests that use a `full_*` fixture
 should be marked `@pytest.mark.full`.
 """
 
@@ -11,10 +12,24 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_converted_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep converted weights written by `clap_mlx.load` out of the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLAP_MLX_CACHE", str(tmp_path_factory.mktemp("clap_mlx_cache")))
+        yield
+
+
 def _generate(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -> Path:
     from tests.checkpoints import make_checkpoint  # imports torch/transformers only when needed
 
     return make_checkpoint(tmp_path_factory.mktemp("checkpoints") / name, **kwargs)
+
+
+def _reference(folder: Path):
+    from transformers import ClapModel
+
+    return ClapModel.from_pretrained(folder).eval()
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +45,41 @@ def tiny_unfused_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def full_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _generate(tmp_path_factory, "clap-htsat-fused", size="full", fused=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_checkpoint: Path):
+    """transformers `ClapModel` of `tiny_checkpoint`."""
+    return _reference(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_unfused_reference(tiny_unfused_checkpoint: Path):
+    return _reference(tiny_unfused_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def full_reference(full_checkpoint: Path):
+    return _reference(full_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint: Path):
+    """`clap_mlx.load(tiny_checkpoint)`."""
+    import clap_mlx
+
+    return clap_mlx.load(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_unfused_bundle(tiny_unfused_checkpoint: Path):
+    import clap_mlx
+
+    return clap_mlx.load(tiny_unfused_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def full_bundle(full_checkpoint: Path):
+    import clap_mlx
+
+    return clap_mlx.load(full_checkpoint)

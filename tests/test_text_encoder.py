@@ -1,0 +1,80 @@
+"""RoBERTa text tower and text embeddings against transformers' ClapModel."""
+
+import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from transformers.models.clap.modeling_clap import ClapTextEmbeddings
+
+from clap_mlx.text_encoder import position_ids_from_input_ids
+
+MAX_ABS_DIFF = 1e-4
+MIN_COSINE = 0.99999
+
+LABELS = [
+    "dog",
+    "a dog barking in the distance",
+    "The sound of heavy rain falling on a metal roof during a storm, again and again!",
+    "日本語 café 😀",
+    " ".join(["birds chirping loudly in the forest"] * 15),  # truncated at 77 tokens
+]
+
+
+def reference_text_features(reference, tokenizer, texts):
+    ids, mask = tokenizer(texts)
+    with torch.no_grad():
+        out = reference.get_text_features(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask))
+    return out.pooler_output.numpy()
+
+
+def mlx_text_features(bundle, texts):
+    ids, mask = bundle.tokenizer(texts)
+    return np.array(bundle.model.get_text_features(mx.array(ids), mx.array(mask)))
+
+
+def assert_embeddings_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.shape == expected.shape
+    assert np.abs(actual - expected).max() <= MAX_ABS_DIFF
+    cosine = (actual * expected).sum(-1) / (np.linalg.norm(actual, axis=-1) * np.linalg.norm(expected, axis=-1))
+    assert cosine.min() >= MIN_COSINE
+
+
+def test_position_ids_match_transformers():
+    pad = 1
+    ids = np.array([[0, 5, 6, 2, pad, pad], [0, 7, 2, pad, pad, pad], [0, 8, 9, 10, 11, 2]], dtype=np.int32)
+    expected = ClapTextEmbeddings.create_position_ids_from_input_ids(torch.from_numpy(ids).long(), pad)
+    np.testing.assert_array_equal(np.array(position_ids_from_input_ids(mx.array(ids), pad)), expected.numpy())
+
+
+def test_tiny_text_features_match_transformers(tiny_bundle, tiny_reference):
+    expected = reference_text_features(tiny_reference, tiny_bundle.tokenizer, LABELS)
+    actual = mlx_text_features(tiny_bundle, LABELS)
+    assert_embeddings_close(actual, expected)
+    np.testing.assert_allclose(np.linalg.norm(actual, axis=-1), 1.0, atol=1e-5)
+
+
+def test_padding_does_not_change_an_embedding(tiny_bundle):
+    alone = mlx_text_features(tiny_bundle, [LABELS[0]])
+    batched = mlx_text_features(tiny_bundle, LABELS)
+    np.testing.assert_allclose(batched[0], alone[0], atol=1e-6)
+
+
+def test_attention_mask_is_used(tiny_bundle):
+    ids, mask = tiny_bundle.tokenizer(LABELS[:2])
+    masked = tiny_bundle.model.text_model(mx.array(ids), mx.array(mask))
+    unmasked = tiny_bundle.model.text_model(mx.array(ids), mx.ones(mask.shape, dtype=mx.int32))
+    assert not np.allclose(np.array(masked[0]), np.array(unmasked[0]), atol=1e-4)  # row 0 is padded
+    np.testing.assert_allclose(np.array(masked[1]), np.array(unmasked[1]), atol=1e-6)  # row 1 is not
+
+
+def test_mismatched_inputs_are_rejected(tiny_bundle):
+    with pytest.raises(ValueError, match="attention_mask"):
+        tiny_bundle.model.text_model(mx.zeros((2, 5), dtype=mx.int32), mx.ones((2, 4), dtype=mx.int32))
+
+
+@pytest.mark.full
+def test_full_text_features_match_transformers(full_bundle, full_reference):
+    expected = reference_text_features(full_reference, full_bundle.tokenizer, LABELS)
+    assert_embeddings_close(mlx_text_features(full_bundle, LABELS), expected)
