@@ -82,17 +82,16 @@ def cmd_tag(args: argparse.Namespace, progress: bool) -> dict[str, Any]:
 
 
 def format_embed(out: dict[str, Any]) -> str:
-    lines = []
-    for name, key in (("files", "audio_embedding"), ("texts", "text_embedding")):
-        for label, row in zip(out[name], out.get(key, [])):
-            preview = ", ".join(f"{v:+.4f}" for v in row[:4])
-            lines.append(f"{label}\t{row.shape[0]}-d [{preview}, ...]")
+    rows = [
+        [label, f"{row.shape[0]}-d", "[" + ", ".join(f"{v:+.4f}" for v in row[:4]) + ", ...]"]
+        for names, key in (("files", "audio_embedding"), ("texts", "text_embedding"))
+        for label, row in zip(out[names], out.get(key, []))
+    ]
+    text = _table(["input", "embedding", "first values"], rows)
     if "similarity" in out:
-        lines.append("")
-        lines.append(_table(["file", *out["texts"]], [
-            [f, *(f"{s:.3f}" for s in row)] for f, row in zip(out["files"], out["similarity"])
-        ]))
-    return "\n".join(lines)
+        similarity = [[f, *(f"{s:.3f}" for s in row)] for f, row in zip(out["files"], out["similarity"])]
+        text += "\n\ncosine similarity\n" + _table(["file", *out["texts"]], similarity)
+    return text
 
 
 def format_classify(out: dict[str, Any]) -> str:

@@ -96,7 +96,8 @@ def test_embed_table_shows_similarities(capsys, model_path, files):
     code, out, _ = run(capsys, "embed", files[0], "--text", *LABELS[:2], "--model", model_path)
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].startswith(files[0]) and "-d [" in lines[0]
+    assert lines[0].split() == ["input", "embedding", "first", "values"]
+    assert lines[1].startswith(files[0]) and lines[2].startswith(LABELS[0])
     similarity = np.asarray(cm.embed(audio=files[0], text=LABELS[:2], return_similarity=True, model=model_path).similarity)
     assert lines[-1].split()[-2:] == [f"{s:.3f}" for s in similarity[0]]
 
