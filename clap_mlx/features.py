@@ -176,7 +176,8 @@ class ClapFeatureExtractor:
     def log_mel(self, waveform: np.ndarray) -> np.ndarray:
         """Log-mel spectrogram [1 + len // hop, n_mels] float32 in dB of one mono waveform."""
         half = self.cfg.fft_window_size // 2
-        padded = np.pad(np.asarray(waveform, dtype=np.float64), half, mode="reflect")
+        # Pad in the input dtype; the float64 window makes the windowed frames float64 in one pass.
+        padded = np.pad(waveform, half, mode="reflect")
         frames = sliding_window_view(padded, self.cfg.fft_window_size)[:: self.cfg.hop_length]
         spectrum = np.fft.rfft(frames * self.window, axis=-1)[:, self.bins]
         power = np.square(spectrum.real, dtype=np.float32)
