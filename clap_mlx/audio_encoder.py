@@ -55,18 +55,23 @@ def relative_position_index(window: int) -> np.ndarray:
     return relative[0] * (2 * window - 1) + relative[1]
 
 
-def window_partition(x: mx.array, window: int) -> mx.array:
-    """[B, H, W, C] -> [B * windows, window², C], windows in row-major order."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h // window, window, w // window, window, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, window * window, c)
+def partition(grid: np.ndarray, window: int) -> np.ndarray:
+    """[H, W] map -> [windows, window²], windows in row-major order (Swin's window_partition)."""
+    height, width = grid.shape
+    grid = grid.reshape(height // window, window, width // window, window).transpose(0, 2, 1, 3)
+    return grid.reshape(-1, window * window)
 
 
-def window_reverse(windows: mx.array, window: int, height: int, width: int) -> mx.array:
-    """Inverse of `window_partition`: [B * windows, window², C] -> [B, H, W, C]."""
-    c = windows.shape[-1]
-    x = windows.reshape(-1, height // window, width // window, window, window, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+def round_up(size: int, window: int) -> int:
+    return -(-size // window) * window
+
+
+def window_order(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """Token index at each position of the zero-padded, cyclically shifted map read window by
+    window; `height * width` stands for a padding token."""
+    padded = np.full((round_up(height, window), round_up(width, window)), height * width)
+    padded[:height, :width] = np.arange(height * width).reshape(height, width)
+    return partition(np.roll(padded, (-shift, -shift), axis=(0, 1)), window).reshape(-1)
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
@@ -77,9 +82,7 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.
         index = np.arange(size)
         return (index >= size - window).astype(np.int64) + (index >= size - shift)
 
-    image = regions(height)[:, None] * 3 + regions(width)[None, :]
-    labels = window_partition(mx.array(image[None, :, :, None]), window)
-    labels = np.array(labels)[..., 0]
+    labels = partition(regions(height)[:, None] * 3 + regions(width)[None, :], window)
     return np.where(labels[:, None, :] != labels[:, :, None], -100.0, 0.0).astype(np.float32)
 
 
@@ -113,39 +116,41 @@ class Dense(nn.Module):
         return self.dense(x)
 
 
+class GlobalAveragePool(nn.Module):
+    def __call__(self, x: mx.array) -> mx.array:
+        return mx.mean(x, axis=(1, 2), keepdims=True)
+
+
+def sequential(layers: list, x: mx.array) -> mx.array:
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def bottleneck(channels: int, inner: int) -> list:
+    """1x1 conv, BN, ReLU, 1x1 conv, BN: a plain list, so parameter names keep the PyTorch
+    nn.Sequential indices."""
+    return [
+        nn.Conv2d(channels, inner, 1),
+        FrozenBatchNorm(inner),
+        nn.ReLU(),
+        nn.Conv2d(inner, channels, 1),
+        FrozenBatchNorm(channels),
+    ]
+
+
 class AttentionalFeatureFusion(nn.Module):
     """transformers' `ClapAudioAFFBlock`: sigmoid-gated blend of global and local patch maps."""
 
     def __init__(self, channels: int, reduction: int):
         super().__init__()
-        inner = channels // reduction
-        # List indices match the PyTorch nn.Sequential ones (ReLU/pool hold no parameters).
-        self.local_att = [
-            nn.Conv2d(channels, inner, 1),
-            FrozenBatchNorm(inner),
-            nn.ReLU(),
-            nn.Conv2d(inner, channels, 1),
-            FrozenBatchNorm(channels),
-        ]
-        self.global_att = [
-            None,  # AdaptiveAvgPool2d(1)
-            nn.Conv2d(channels, inner, 1),
-            FrozenBatchNorm(inner),
-            nn.ReLU(),
-            nn.Conv2d(inner, channels, 1),
-            FrozenBatchNorm(channels),
-        ]
+        self.local_att = bottleneck(channels, channels // reduction)
+        self.global_att = [GlobalAveragePool(), *bottleneck(channels, channels // reduction)]
 
     def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
         """x, residual: [B, H, W, C]."""
         both = x + residual
-        local = both
-        for layer in self.local_att:
-            local = layer(local)
-        pooled = mx.mean(both, axis=(1, 2), keepdims=True)
-        for layer in self.global_att[1:]:
-            pooled = layer(pooled)
-        gate = ops.sigmoid(local + pooled)
+        gate = ops.sigmoid(sequential(self.local_att, both) + sequential(self.global_att, both))
         return 2 * x * gate + 2 * residual * (1 - gate)
 
 
@@ -176,8 +181,7 @@ class PatchEmbed(nn.Module):
         n, h, w, k = crops.shape
         x = self.mel_conv2d(crops.transpose(0, 3, 1, 2).reshape(n * k, h, w, 1))
         _, out_h, out_w, c = x.shape
-        x = x.reshape(n, k, out_h, out_w, c).transpose(0, 2, 1, 3, 4).reshape(n, out_h, k * out_w, c)
-        return x
+        return x.reshape(n, k, out_h, out_w, c).transpose(0, 2, 1, 3, 4).reshape(n, out_h, k * out_w, c)
 
     def __call__(self, image: mx.array, longer_rows: np.ndarray) -> mx.array:
         """image: [B, H, W, C_in]; returns patch tokens [B, H/4 * W/4, dims]."""
@@ -203,14 +207,14 @@ class WindowSelfAttention(nn.Module):
         self.query = nn.Linear(dims, dims, bias=qkv_bias)
         self.key = nn.Linear(dims, dims, bias=qkv_bias)
         self.value = nn.Linear(dims, dims, bias=qkv_bias)
+        self.window_tokens = window * window
         self.relative_position_bias_table = mx.zeros(((2 * window - 1) ** 2, num_heads))
         self._bias_index = mx.array(relative_position_index(window).reshape(-1))
 
     def position_bias(self) -> mx.array:
         """[heads, window², window²] bias added to the attention scores."""
-        tokens = int(self._bias_index.size**0.5)
         bias = self.relative_position_bias_table[self._bias_index]
-        return bias.reshape(tokens, tokens, self.num_heads).transpose(2, 0, 1)
+        return bias.reshape(self.window_tokens, self.window_tokens, self.num_heads).transpose(2, 0, 1)
 
     def __call__(self, windows: mx.array, mask: mx.array | None) -> mx.array:
         """windows: [B * windows, window², C]; mask: [windows, window², window²] or None."""
@@ -258,35 +262,35 @@ class SwinLayer(nn.Module):
         self.resolution = resolution
         self.window = window
         self.shift = shift
-        self.padding = (-resolution[0] % window, -resolution[1] % window)
         self.layernorm_before = nn.LayerNorm(dims, eps=cfg.layer_norm_eps)
         self.attention = WindowAttention(dims, num_heads, window, cfg.qkv_bias)
         self.layernorm_after = nn.LayerNorm(dims, eps=cfg.layer_norm_eps)
         hidden = int(cfg.mlp_ratio * dims)
         self.intermediate = Dense(dims, hidden)
         self.output = Dense(hidden, dims)
-        padded = (resolution[0] + self.padding[0], resolution[1] + self.padding[1])
-        self._padded = padded
-        self._mask = mx.array(shifted_window_mask(*padded, window, shift)) if shift else None
+        # Padding, cyclic shift and window partition (and their inverses) as one gather each.
+        order = window_order(*resolution, window, shift)
+        tokens = resolution[0] * resolution[1]
+        self.pads = order.size > tokens
+        self._gather = mx.array(order)
+        self._scatter = mx.array(np.argsort(order, kind="stable")[:tokens])
+        if shift:
+            padded = (round_up(resolution[0], window), round_up(resolution[1], window))
+            self._mask = mx.array(shifted_window_mask(*padded, window, shift))
+        else:
+            self._mask = None
 
     def attend(self, x: mx.array) -> mx.array:
-        """[B, H, W, C] -> [B, H, W, C] through the (shifted) windows."""
-        height, width = self.resolution
-        if any(self.padding):
-            x = mx.pad(x, [(0, 0), (0, self.padding[0]), (0, self.padding[1]), (0, 0)])
-        if self.shift:
-            x = mx.roll(x, (-self.shift, -self.shift), axis=(1, 2))
-        windows = self.attention(window_partition(x, self.window), self._mask)
-        x = window_reverse(windows, self.window, *self._padded)
-        if self.shift:
-            x = mx.roll(x, (self.shift, self.shift), axis=(1, 2))
-        return x[:, :height, :width] if any(self.padding) else x
+        """[B, H*W, C] -> [B, H*W, C] through the (shifted) windows."""
+        batch, _, dims = x.shape
+        if self.pads:
+            x = mx.concatenate([x, mx.zeros((batch, 1, dims), x.dtype)], axis=1)
+        windows = x[:, self._gather].reshape(-1, self.window**2, dims)
+        return self.attention(windows, self._mask).reshape(batch, -1, dims)[:, self._scatter]
 
     def __call__(self, x: mx.array) -> mx.array:
         """x: [B, H*W, C]."""
-        batch, tokens, dims = x.shape
-        normed = layer_norm(self.layernorm_before, x).reshape(batch, *self.resolution, dims)
-        x = x + self.attend(normed).reshape(batch, tokens, dims)
+        x = x + self.attend(layer_norm(self.layernorm_before, x))
         return x + self.output(ops.gelu(self.intermediate(layer_norm(self.layernorm_after, x))))
 
 
@@ -361,10 +365,12 @@ class HTSATAudioEncoder(nn.Module):
         (bicubic), then cut into freq_ratio chunks stacked along the frequency axis."""
         batch, channels, frames, mels = features.shape
         chunk = self.cfg.spec_size
+        # Time first, so the resize is one GEMM over every (clip, channel, mel) column.
+        features = features.transpose(2, 0, 1, 3).reshape(frames, -1)
         if frames < chunk * self.freq_ratio:
             features = bicubic_resize(frames, chunk * self.freq_ratio) @ features
-        features = features.reshape(batch, channels, self.freq_ratio, chunk, mels)
-        return features.transpose(0, 2, 4, 3, 1).reshape(batch, self.freq_ratio * mels, chunk, channels)
+        features = features.reshape(self.freq_ratio, chunk, batch, channels, mels)
+        return features.transpose(2, 0, 4, 1, 3).reshape(batch, self.freq_ratio * mels, chunk, channels)
 
     def check_inputs(self, input_features: mx.array, is_longer: mx.array) -> None:
         expected = f"[batch, {self.input_channels}, frames <= {self.cfg.spec_size * self.freq_ratio}, {self.cfg.num_mel_bins}]"

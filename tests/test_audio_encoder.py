@@ -63,16 +63,17 @@ def build_pair(overrides: dict, seed: int = 0):
     return reference, encoder
 
 
-def mel_batch(is_longer: list[bool], channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def mel_batch(is_longer: list[bool], channels: int, seed: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """dB-like log-mel features and their is_longer flags."""
     rng = np.random.default_rng(seed)
-    features = (rng.standard_normal((len(is_longer), channels, 1001, 64)) * 20 - 50).astype(np.float32)
+    features = (rng.standard_normal((len(is_longer), channels, frames, 64)) * 20 - 50).astype(np.float32)
     return features, np.array(is_longer)
 
 
-def compare(reference: ClapAudioModel, encoder: HTSATAudioEncoder, is_longer: list[bool], seed: int) -> dict:
-    channels = encoder.input_channels
-    features, longer = mel_batch(is_longer, channels, seed)
+def compare(
+    reference: ClapAudioModel, encoder: HTSATAudioEncoder, is_longer: list[bool], seed: int, frames: int = 1001
+) -> dict:
+    features, longer = mel_batch(is_longer, encoder.input_channels, seed, frames)
     with torch.no_grad():
         expected = reference(
             input_features=torch.from_numpy(features), is_longer=torch.from_numpy(longer)[:, None]
@@ -110,6 +111,10 @@ def test_tiny_fused_matches_transformers(tiny_fused, pattern):
 @pytest.mark.parametrize("pattern", ["b1-short", "b4-none"])
 def test_tiny_unfused_matches_transformers(tiny_unfused, pattern):
     compare(*tiny_unfused, LONGER_PATTERNS[pattern], seed=11)
+
+
+def test_spectrogram_already_1024_frames_skips_the_resize(tiny_fused):
+    compare(*tiny_fused, [True, False], seed=14, frames=1024)
 
 
 def test_window_not_dividing_the_map_pads_like_transformers():
