@@ -282,6 +282,9 @@ def test_label_and_option_errors(model_path, sounds):
         (lambda: cm.tag(wav, LABELS, threshold=-0.1, model=model_path), r"threshold must be in \[0, 1\]"),
         (lambda: cm.embed(model=model_path), "needs audio"),
         (lambda: cm.embed(text="x", return_similarity=True, model=model_path), "both audio and text"),
+        (lambda: cm.embed(text=[], model=model_path), "text is empty"),
+        (lambda: cm.tag(wav, LABELS, background=[], model=model_path), "background is empty"),
+        (lambda: api.CLAP(model_path, batch_size=0), "batch_size must be >= 1"),
     ]
     for call, match in cases:
         with pytest.raises(ValueError, match=match):
