@@ -134,6 +134,8 @@ class Pipeline:
     # ------------------------------------------------------------ source thread
 
     def _on_audio(self, block: np.ndarray, start_sample: int) -> None:
+        if start_sample == 0:  # sample 0 was captured just now: a device may take a while to start delivering
+            self.clock.t0 = time.time() - len(block) / self.source.sample_rate
         gap = start_sample - self._next_source_sample
         if gap > 0:  # lost input: keep sample indices equal to stream time
             self.ring.write_silence(self.resampler.output_samples(gap))

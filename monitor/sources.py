@@ -246,7 +246,7 @@ class MicrophoneSource:
     def _report_gap(self, start_sample: int, gap: int) -> None:
         self.gaps.append((start_sample, gap))
         log.warning("input device reopened; %.2f s of audio are missing", gap / self.sample_rate,
-                    extra={"kind": "source_gap", "source": self.name, "gap_s": gap / self.sample_rate,
+                    extra={"kind": "device_reopened", "source": self.name, "gap_s": gap / self.sample_rate,
                            "start_sample": start_sample})
 
 

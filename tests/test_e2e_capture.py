@@ -1,0 +1,161 @@
+"""The real capture path end to end.
+
+paplay -> PulseAudio null sink -> its monitor source -> ALSA `pulse` PCM ->
+PortAudio (sounddevice) -> MicrophoneSource -> ring buffer -> windower ->
+detector (tiny random-weight CLAP) -> rules -> JSON log.
+
+The played clip holds silence, a white-noise burst (the target) and a 1 kHz
+tone burst at the same level (the distractor). The random model scores noise
+well apart from tone and silence for some prompts; the test measures those
+scores on synthetic windows (every burst fill from half to full) and puts the
+threshold between them, so the model, not the level, decides what is an event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import clap_mlx  # noqa: F401  (OpenBLAS before mlx)
+import numpy as np
+import pytest
+import soundfile as sf
+
+from monitor.config import DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig, WindowsConfig
+from monitor.detector import Detector
+from monitor.pipeline import Pipeline, load_model
+from monitor.sources import open_source
+from tests.test_sources import wait_for
+
+RATE = 48000
+WINDOW_S, HOP_S = 1.0, 0.5
+LATENCY_S = 0.3  # capture latency allowance (measured ~10-50 ms) plus paplay start-up
+BACKGROUND = ("silence", "background noise")
+PROMPTS = ["speech", "a beep", "static hiss", "white noise", "a smoke detector"]
+
+
+def noise(seconds: float, seed: int) -> np.ndarray:
+    return (0.25 * np.random.default_rng(seed).standard_normal(round(seconds * RATE))).astype(np.float32)
+
+
+def tone(seconds: float) -> np.ndarray:
+    # same RMS as the noise: the level alone cannot tell them apart
+    return (0.25 * np.sqrt(2) * np.sin(2 * np.pi * 1000 * np.arange(round(seconds * RATE)) / RATE)).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(round(seconds * RATE), np.float32)
+
+
+def partial_windows(burst) -> list[np.ndarray]:
+    """1 s windows holding a burst for half to all of their length, at either edge."""
+    windows = []
+    for fill in np.linspace(0.5, 1.0, 6):
+        n = round(fill * WINDOW_S * RATE)
+        windows += [np.concatenate([silence(WINDOW_S - n / RATE), burst(n / RATE)]),
+                    np.concatenate([burst(n / RATE), silence(WINDOW_S - n / RATE)])]
+    return windows
+
+
+@pytest.fixture(scope="module")
+def clap(tiny_checkpoint):
+    return load_model(MonitorConfig(labels=()), str(tiny_checkpoint))
+
+
+@pytest.fixture(scope="module")
+def noise_label(clap) -> LabelConfig:
+    """The prompt that best separates noise windows from tone and silence, threshold in between."""
+    targets = partial_windows(lambda s: noise(s, seed=1))
+    others = partial_windows(tone) + [silence(WINDOW_S)]
+    margins = {}
+    for prompt in PROMPTS:
+        scores = [s["noise"] for s in Detector(clap, {"noise": [prompt]}, BACKGROUND).score(targets + others)]
+        margins[prompt] = (min(scores[: len(targets)]), max(scores[len(targets):]))
+    prompt, (low_hit, high_miss) = max(margins.items(), key=lambda item: item[1][0] - item[1][1])
+    assert low_hit - high_miss > 2e-3, f"no prompt separates noise from tone/silence: {margins}"
+    return LabelConfig(name="noise", prompts=(prompt,), threshold=(low_hit + high_miss) / 2, max_not_heard=1)
+
+
+def monitor_config(tmp_path, label: LabelConfig) -> MonitorConfig:
+    return MonitorConfig(
+        source=SourceConfig(type="mic", device="pulse", sample_rate=RATE, channels=2),
+        labels=(label,),
+        windows=WindowsConfig(length_s=WINDOW_S, hop_s=HOP_S),
+        detector=DetectorConfig(batch_size=4, background=BACKGROUND),
+        log=LogConfig(path=str(tmp_path / "monitor.jsonl"), level_interval_s=1.0),
+    )
+
+
+def start_capturing(cfg: MonitorConfig, clap) -> Pipeline:
+    pipeline = Pipeline(cfg, open_source(cfg.source), clap)
+    pipeline.start()
+    wait_for(lambda: pipeline.ring.end > RATE // 5, 10, "capture to start")
+    return pipeline
+
+
+def play(pulse_server, path, pieces: list[np.ndarray]) -> float:
+    """Play the clip; returns the wall time its first sample started, give or take paplay's start-up."""
+    sf.write(path, np.concatenate(pieces), RATE)
+    player = pulse_server.play(path)
+    started = time.time()
+    time.sleep(sum(map(len, pieces)) / RATE + 0.2)
+    player.terminate()  # skip paplay's ~2 s drain of the null sink
+    player.wait()
+    return started
+
+
+def logged(tmp_path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+
+
+def assert_event_matches_burst(events: list[dict], burst_start: float, burst_end: float) -> None:
+    """Start/end of the event line up with the burst within window + hop + capture latency."""
+    assert [e["phase"] for e in events] == ["start", "end"], events
+    end = events[1]
+    # Detected from the first window at least half full of noise to the last one.
+    assert burst_start - WINDOW_S - LATENCY_S <= end["started_at"] <= burst_start + LATENCY_S
+    assert burst_end - LATENCY_S <= end["ended_at"] <= burst_end + WINDOW_S + LATENCY_S
+
+
+def test_capture_to_event_log(pulse_server, clap, noise_label, tmp_path):
+    pipeline = start_capturing(monitor_config(tmp_path, noise_label), clap)
+    try:
+        played_at = play(pulse_server, tmp_path / "clip.wav",
+                         [silence(1.5), noise(2.0, seed=2), silence(1.5), tone(2.0), silence(1.5)])
+    finally:
+        pipeline.shutdown()
+
+    lines = logged(tmp_path)
+    events = [line for line in lines if line["type"] == "event"]
+    assert all(e["label"] == "noise" and e["source"] == "mic:pulse" for e in events)
+    # Only the noise burst (1.5-3.5 s into the clip); the tone (5-7 s) never crosses the threshold.
+    assert_event_matches_burst(events, played_at + 1.5, played_at + 3.5)
+    print(f"\nevent vs burst: start {events[1]['started_at'] - played_at - 1.5:+.2f} s, "
+          f"end {events[1]['ended_at'] - played_at - 3.5:+.2f} s")
+    levels = [line for line in lines if line["type"] == "level"]
+    assert levels[-1]["windows_scored"] >= (8.5 - WINDOW_S) / HOP_S and levels[-1]["overflows"] == 0
+    assert not [line for line in lines if line["type"] == "warning"]
+
+
+def test_capture_survives_sound_server_restart(pulse_server, clap, noise_label, tmp_path):
+    cfg = monitor_config(tmp_path, noise_label)
+    pipeline = start_capturing(cfg, clap)
+    source = pipeline.source
+    source.reopen_min_s, source.reopen_max_s = 0.1, 0.4
+    try:
+        pulse_server.stop()
+        down_at = time.time()
+        time.sleep(1.5)
+        pulse_server.start()
+        wait_for(lambda: source.gaps, 10, "the source to reopen")
+        played_at = play(pulse_server, tmp_path / "clip.wav", [silence(1.0), noise(2.0, seed=3), silence(1.5)])
+    finally:
+        pipeline.shutdown()
+
+    lines = logged(tmp_path)
+    [gap] = [line for line in lines if line.get("kind") == "source_gap"]
+    assert 1.5 <= gap["gap_s"] <= played_at - down_at
+    warnings = sorted(line["kind"] for line in lines if line["type"] == "warning")
+    assert warnings == ["device_lost", "device_reopened", "source_gap"]
+    # The timeline skipped the outage, so the event after it still has true wall-clock times.
+    assert_event_matches_burst([line for line in lines if line["type"] == "event"], played_at + 1.0, played_at + 3.0)
