@@ -1,0 +1,121 @@
+"""Soak: over an hour of audio through the whole pipeline at full speed; memory must stay flat.
+
+A 60 s clip (six 10 s segments: silence, noise, silence, tone, silence,
+noise) loops through a non-live FileSource -> ring buffer -> 10 s windows
+every 10 s (aligned with the segments) -> tiny CLAP -> rules -> JSON log.
+The threshold sits between the model's own scores for the noise segments and
+the others, so every noise window, and nothing else, must give one event:
+the event list checks that no window was lost, skipped or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import clap_mlx  # noqa: F401  (OpenBLAS before mlx)
+import numpy as np
+import pytest
+import soundfile as sf
+
+from monitor.config import DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig, WindowsConfig
+from monitor.detector import Detector
+from monitor.pipeline import Pipeline, load_model
+from monitor.sources import open_source
+
+RATE = 48000
+SEGMENT_S = 10  # = window length = hop
+SEGMENTS = ["silence", "noise", "silence", "tone", "silence", "noise"]
+STREAM_S = 3600
+WARM_UP_S = 360  # stream seconds before the RSS baseline is taken
+MAX_GROWTH_MB = 30
+BACKGROUND = ("silence", "background noise")
+
+
+def segment(kind: str, seed: int) -> np.ndarray:
+    n = SEGMENT_S * RATE
+    if kind == "noise":
+        return (0.25 * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+    if kind == "tone":
+        return (0.35 * np.sin(2 * np.pi * 1000 * np.arange(n) / RATE)).astype(np.float32)
+    return np.zeros(n, np.float32)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return kb / 1024
+
+
+class RssSampler(threading.Thread):
+    """(stream seconds, RSS MB) every `period` wall seconds."""
+
+    def __init__(self, pipeline: Pipeline, period: float = 0.5):
+        super().__init__(daemon=True)
+        self.pipeline, self.period = pipeline, period
+        self.samples: list[tuple[float, float]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.period):
+            self.samples.append((self.pipeline.ring.end / RATE, rss_mb()))
+
+
+@pytest.mark.slow
+def test_soak_one_hour_at_full_speed(tmp_path, tiny_checkpoint, record_property):
+    clip = [segment(kind, seed) for seed, kind in enumerate(SEGMENTS)]
+    sf.write(tmp_path / "clip.wav", np.concatenate(clip), RATE, subtype="FLOAT")
+    clap = load_model(MonitorConfig(labels=()), str(tiny_checkpoint))
+
+    scores = [s["noise"] for s in Detector(clap, {"noise": ["static hiss"]}, BACKGROUND).score(clip)]
+    noise = [kind == "noise" for kind in SEGMENTS]
+    low_hit = min(s for s, hit in zip(scores, noise) if hit)
+    high_miss = max(s for s, hit in zip(scores, noise) if not hit)
+    assert low_hit - high_miss > 1e-3, f"the model does not separate noise segments: {scores}"
+
+    cfg = MonitorConfig(
+        source=SourceConfig(type="file", path=str(tmp_path / "clip.wav"), realtime=False, loop=True),
+        labels=(LabelConfig(name="noise", prompts=("static hiss",), threshold=(low_hit + high_miss) / 2,
+                            max_not_heard=1),),
+        windows=WindowsConfig(length_s=SEGMENT_S, hop_s=SEGMENT_S),
+        detector=DetectorConfig(batch_size=8, background=BACKGROUND),
+        log=LogConfig(path=str(tmp_path / "soak.jsonl"), level_interval_s=5.0),
+    )
+    pipeline = Pipeline(cfg, open_source(cfg.source), clap)
+    sampler = RssSampler(pipeline)
+    started = time.monotonic()
+    pipeline.start()
+    sampler.start()
+    try:
+        while pipeline.ring.end < STREAM_S * RATE:
+            assert pipeline.detector.is_alive(), "the detector died"
+            time.sleep(0.2)
+    finally:
+        pipeline.shutdown()
+        sampler.done.set()
+        sampler.join()
+    wall_s = time.monotonic() - started
+
+    series = [(round(t), round(mb, 1)) for t, mb in sampler.samples]
+    record_property("rss_mb_by_stream_s", series)
+    baseline = next(mb for t, mb in series if t >= WARM_UP_S)
+    growth = max(mb for t, mb in series if t >= WARM_UP_S) - baseline
+    print(f"\nsoak: {pipeline.ring.end / RATE:.0f} s of audio in {wall_s:.0f} s wall; "
+          f"RSS {series[0][1]} MB at start, {baseline} MB after warm-up, growth {growth:.1f} MB\n"
+          f"RSS series (stream s, MB): {series}")
+    assert growth < MAX_GROWTH_MB
+
+    # Every window of the stream was scored once, nothing dropped...
+    windows = (pipeline.ring.end - SEGMENT_S * RATE) // (SEGMENT_S * RATE) + 1
+    assert windows >= STREAM_S // SEGMENT_S
+    assert pipeline.detector.windows_scored == windows and pipeline.queue.dropped == 0
+    # ...and each noise window gave exactly one event at its own stream time.
+    lines = [json.loads(line) for line in (tmp_path / "soak.jsonl").read_text().splitlines()]
+    ends = [line for line in lines if line["type"] == "event" and line["phase"] == "end"]
+    t0 = pipeline.clock.t0
+    got = [(round(e["started_at"] - t0, 3), round(e["ended_at"] - t0, 3)) for e in ends]
+    expected = [(float(i * SEGMENT_S), float((i + 1) * SEGMENT_S)) for i in range(windows)
+                if SEGMENTS[i % len(SEGMENTS)] == "noise"]
+    assert got == expected
+    assert not [line for line in lines if line["type"] == "warning"]
