@@ -11,10 +11,9 @@ import numpy as np
 
 from . import scoring
 from .audio_io import AudioInputError, AudioSource, load_audio
-from .loading import load
+from .loading import DEFAULT_MODEL, load
 from .results import CLAPEmbeddingResult, ClassificationResult, TaggingResult
 
-DEFAULT_MODEL = "clap-htsat-fused"
 AUDIO_BATCH_SIZE = 8
 TEXT_BATCH_SIZE = 64
 TEXT_CACHE_SIZE = 4096
