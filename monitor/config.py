@@ -270,9 +270,15 @@ class MonitorConfig:
                 for other in getattr(label, key):
                     if other not in names:
                         yield f"labels[{i}].{key}", f"unknown label {other!r}{_suggest(other, names)}"
-        needed = self.windows.length_s + (self.clips.pre_roll_s if self.clips.enabled else 0) + 1
+        needed = self.windows.length_s + 1
+        why = "window length + 1 s slack"
+        if self.clips.enabled:
+            # an event's start reaches the clip sink this many windows after its first window was cut
+            lag = self.detector.max_pending + self.detector.batch_size + max((l.n for l in self.labels), default=1)
+            needed += lag * self.windows.hop_s + self.clips.pre_roll_s
+            why += " + clip pre-roll + (max_pending + batch_size + largest n) hops of detection lag"
         if self.buffer.seconds < needed:
-            yield "buffer.seconds", f"must be >= {needed:g} (window length + clip pre-roll + 1 s slack)"
+            yield "buffer.seconds", f"must be >= {needed:g} ({why})"
 
     def prompts(self, label: LabelConfig) -> tuple[str, ...]:
         return label.prompts or (self.detector.prompt_template.format(label.name.replace("_", " ")),)

@@ -118,6 +118,7 @@ class DetectorThread(threading.Thread):
         except BaseException as error:  # surfaced by the pipeline; the thread must not die silently
             log.exception("detector stopped by an error")
             self.error = error
+            self.queue.close()  # a paced windower must not wait for room forever
 
     def _score(self, batch: list[Window]) -> list[Detection]:
         audible = [w for w in batch if not w.gated]

@@ -164,11 +164,14 @@ class Pipeline:
 
     def _cut_windows(self) -> None:
         block = not self.source.live
+        # paced: cut one window at a time so windower.next_start never runs ahead of the queue
+        limit = 1 if block else None
         try:
             while True:
                 closed = self.ring.closed  # read first: the final poll then sees all audio
-                for window in self.windower.poll():
-                    self.queue.put(window, block=block)
+                while windows := self.windower.poll(limit):
+                    for window in windows:
+                        self.queue.put(window, block=block)
                     with self._room:
                         self._room.notify_all()
                 self._log_stream_warnings()

@@ -38,10 +38,10 @@ class Windower:
         self.next_start = 0
         self.skipped = 0  # windows lost because the ring overwrote them before they were cut
 
-    def poll(self) -> list[Window]:
-        """Every complete window not yet emitted, oldest first."""
+    def poll(self, limit: int | None = None) -> list[Window]:
+        """The complete windows not yet emitted (at most `limit`), oldest first."""
         windows = []
-        while self.next_start + self.length <= self.ring.end:
+        while self.next_start + self.length <= self.ring.end and len(windows) != limit:
             start = self.next_start
             try:
                 samples = self.ring.read(start, start + self.length)

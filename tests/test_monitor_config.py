@@ -83,6 +83,9 @@ def test_defaults_and_mqtt_off_when_absent(tmp_path):
         ("log: {console: maybe}\nlabels: [{name: a}]\n", 1, "log.console", ["true/false"]),
         ("labels:\n  - prompts: [x]\n", 2, "labels[0].name", ["required"]),
         ("source: [mic]\nlabels: [{name: a}]\n", 1, "source", ["mapping"]),
+        # clips: 5 s window + (8 pending + 4 batch + n=1) * 1 s hops + 2 s pre-roll + 1 s = 21 s
+        ("buffer:\n  seconds: 20\nclips: {enabled: true}\nlabels: [{name: a}]\n", 2, "buffer.seconds",
+         [">= 21", "detection lag"]),
     ],
 )
 def test_errors_name_line_field_and_what_is_allowed(tmp_path, text, line, field, words):

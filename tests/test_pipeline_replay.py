@@ -9,6 +9,12 @@ the model's own scores for the two tones, computed here.
 """
 
 import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import clap_mlx  # noqa: F401  (OpenBLAS before mlx)
 import numpy as np
@@ -47,9 +53,11 @@ def config(tmp_path, prompt: str, threshold: float) -> MonitorConfig:
     return MonitorConfig(
         labels=(LabelConfig(name="beep", prompts=(prompt,), threshold=threshold, max_not_heard=1),),
         source=SourceConfig(type="file", path=str(tmp_path / "replay.wav"), realtime=False),
+        # 10 s ring < 17 s file: the paced replay must keep the clips' audio; it fits with
+        # 2 pending + 4 in a batch windows between the windower and the rules
         buffer=BufferConfig(seconds=10),
         windows=WindowsConfig(length_s=1.0, hop_s=0.5, min_dbfs=GATE_DBFS),
-        detector=DetectorConfig(batch_size=4, background=BACKGROUND),
+        detector=DetectorConfig(batch_size=4, max_pending=2, background=BACKGROUND),
         log=LogConfig(path=str(tmp_path / "monitor.jsonl"), level_interval_s=0.5),
         clips=ClipsConfig(enabled=True, dir=str(tmp_path / "clips"), pre_roll_s=0.5, post_roll_s=0.5),
     )
@@ -105,3 +113,99 @@ def test_file_replay_logs_events_with_correct_timing(tmp_path, clap):
         # pre/post-roll silence around the 2 s burst
         assert np.abs(audio[: MODEL_RATE // 2 - 200]).max() < 0.01 and np.abs(audio[MODEL_RATE : 2 * MODEL_RATE]).min() >= 0
         assert level_dbfs(audio[MODEL_RATE // 2 + 200 : -MODEL_RATE // 2 - 200].astype(np.float32)) == pytest.approx(-9.03, abs=0.1)
+
+
+class ArraySource:
+    """Minimal in-test source through the public protocol: pushes given blocks at once."""
+
+    def __init__(self, blocks: list[tuple[np.ndarray, int]], sample_rate: int, live: bool):
+        self.blocks, self.sample_rate, self.live = blocks, sample_rate, live
+        self.name, self.overflows = "array", 0
+        self._done = threading.Event()
+
+    def start(self, on_audio) -> None:
+        threading.Thread(target=self._run, args=(on_audio,), daemon=True).start()
+
+    def _run(self, on_audio) -> None:
+        for block, start in self.blocks:
+            if self._done.is_set():
+                break
+            on_audio(block, start)
+        self._done.set()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def wait(self, timeout=None) -> bool:
+        return self._done.wait(timeout)
+
+
+def plain_config(tmp_path, **windows) -> MonitorConfig:
+    return MonitorConfig(
+        labels=(LabelConfig(name="beep", threshold=0.999),),
+        buffer=BufferConfig(seconds=5),
+        windows=WindowsConfig(**windows),
+        detector=DetectorConfig(batch_size=4, max_pending=2, background=BACKGROUND),
+        log=LogConfig(path=str(tmp_path / "monitor.jsonl")),
+    )
+
+
+def test_source_gap_is_filled_so_sample_indices_stay_stream_time(tmp_path, clap):
+    burst = tone(TARGET_HZ, 1.0, MODEL_RATE)
+    source = ArraySource([(burst, 0), (burst, 3 * MODEL_RATE)], MODEL_RATE, live=False)
+    pipeline = Pipeline(plain_config(tmp_path, length_s=1.0, hop_s=1.0, min_dbfs=GATE_DBFS), source, clap)
+    pipeline.run()
+    assert pipeline.ring.end == 4 * MODEL_RATE
+    lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+    (gap,) = [line for line in lines if line["type"] == "warning"]
+    assert gap["kind"] == "source_gap" and gap["gap_s"] == 2.0
+    assert lines[-2]["type"] == "level" and lines[-2]["windows_scored"] == 2  # the gap's windows are gated
+
+
+def test_live_overload_drops_oldest_windows_and_accounts_for_all(tmp_path, clap):
+    seconds, hop = 30, 0.25
+    noise = (0.1 * np.random.default_rng(0).standard_normal(seconds * MODEL_RATE)).astype(np.float32)
+    blocks = [(noise[i : i + 4800], i) for i in range(0, len(noise), 4800)]
+    pipeline = Pipeline(plain_config(tmp_path, length_s=1.0, hop_s=hop), ArraySource(blocks, MODEL_RATE, live=True), clap)
+    pipeline.run()
+    lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+    report = [line for line in lines if line["type"] == "level"][-1]
+    windows = int((seconds - 1.0) / hop) + 1
+    assert report["windows_dropped"] > 0 and report["windows_scored"] + report["windows_dropped"] == windows
+    losses = [line for line in lines if line["type"] == "warning"]
+    assert {line["kind"] for line in losses} <= {"windows_dropped", "windows_skipped"}
+    assert sum(line["count"] for line in losses) == report["windows_dropped"]
+
+
+def test_cli_run_stops_on_sigterm_and_closes_open_events(tmp_path, tiny_checkpoint):
+    audio = tone(TARGET_HZ, 60.0, FILE_RATE)
+    soundfile.write(str(tmp_path / "long.wav"), audio, FILE_RATE)
+    log_path = tmp_path / "run.jsonl"
+    (tmp_path / "run.yaml").write_text(
+        f"source: {{type: file, path: {tmp_path / 'long.wav'}, realtime: true}}\n"
+        "buffer: {seconds: 5}\n"
+        "windows: {length_s: 1, hop_s: 0.5}\n"
+        "detector: {max_pending: 4}\n"
+        # every scored window is a hit: an event is open when the signal arrives
+        "labels: [{name: beep, threshold: 0.001}]\n"
+        f"log: {{path: {log_path}}}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "--config", str(tmp_path / "run.yaml"), "--model", str(tiny_checkpoint)],
+        cwd=Path(__file__).parents[1], stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while '"phase": "start"' not in (log_path.read_text() if log_path.exists() else ""):
+            assert process.poll() is None and time.monotonic() < deadline, "no event started"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, process.stderr.read()
+    finally:
+        process.kill()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    events = [line for line in lines if line["type"] == "event"]
+    assert [e["phase"] for e in events][0] == "start" and events[-1]["phase"] == "end"
+    assert events[-1]["event_id"] == events[0]["event_id"] and events[-1]["duration_s"] > 0
+    assert any(line.get("kind") == "stopped" for line in lines)
+    assert lines[-1].get("kind") == "stopped" or lines[-1]["type"] in ("level", "log")

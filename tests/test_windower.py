@@ -48,3 +48,11 @@ def test_windower_behind_the_ring_skips_to_the_oldest_kept_audio():
 def test_rejects_windows_longer_than_the_ring():
     with pytest.raises(ValueError, match="ring capacity"):
         Windower(RingBuffer(5), length=10, hop=5)
+
+
+def test_poll_limit_cuts_windows_one_at_a_time():
+    ring = RingBuffer(100)
+    windower = Windower(ring, length=10, hop=5)
+    ring.write(np.zeros(30, np.float32))
+    assert [w.start_sample for w in windower.poll(limit=1)] == [0] and windower.next_start == 5
+    assert [w.start_sample for w in windower.poll()] == [5, 10, 15, 20]
