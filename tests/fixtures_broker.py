@@ -79,6 +79,7 @@ class Broker:
             f"persistence_location {self.workdir}/",
             "autosave_on_changes true",
             "autosave_interval 1",
+            "max_queued_messages 0",  # never drop what a slow recorder has not fetched yet
             f"log_dest file {self.workdir / 'mosquitto.log'}",
             "log_type all",
         ]
@@ -110,6 +111,10 @@ class Broker:
             return True
         except OSError:
             return False
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open but nothing is read or acknowledged."""
+        self.process.send_signal(signal.SIGSTOP)
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, clients see their socket die."""

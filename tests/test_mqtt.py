@@ -40,12 +40,8 @@ def level_report(level: float = -31.5) -> LevelReport:
 
 def received_events(recorder) -> list[tuple[str, str]]:
     """(id, phase) of every event message in arrival order, QoS-1 redeliveries removed."""
-    seen: list[tuple[str, str]] = []
-    for payload in recorder.payloads(f"{ROOT}/event"):
-        key = (json.loads(payload)["id"], json.loads(payload)["phase"])
-        if key not in seen:
-            seen.append(key)
-    return seen
+    keys = [(event["id"], event["phase"]) for event in map(json.loads, recorder.payloads(f"{ROOT}/event"))]
+    return list(dict.fromkeys(keys))
 
 
 def wait_online(recorder, sink: MqttSink, timeout: float = 5.0) -> None:
@@ -154,17 +150,20 @@ def test_broker_killed_mid_run_loses_nothing(mosquitto_broker, mqtt_recorder, mq
     wait_online(recorder, sink)
     expected = []
 
-    def raise_event(n: int) -> None:
-        for phase in ("start", "end"):
-            sink.handle_event(make_event(n, phase))
-            expected.append((f"ev{n:04d}", phase))
+    def raise_events(numbers, pause_s: float = 0.0) -> None:
+        for n in numbers:
+            for phase in ("start", "end"):
+                sink.handle_event(make_event(n, phase))
+                expected.append((f"ev{n:04d}", phase))
+            time.sleep(pause_s)
 
-    for n in range(10):
-        raise_event(n)
+    raise_events(range(10))
+    assert recorder.wait_for(lambda: len(received_events(recorder)) == 20)
+    broker.freeze()  # these 20 go out on a live socket but are never acknowledged
+    raise_events(range(10, 20))
+    assert wait_until(lambda: sink.queued_messages == 40 and sink.connected, 2.0)
     broker.kill()
-    for n in range(10, 40):  # the first ones race the sink noticing the outage
-        raise_event(n)
-        time.sleep(0.02)
+    raise_events(range(20, 40), pause_s=0.02)  # the first ones race the sink noticing the outage
     assert wait_until(lambda: not sink.connected, 2.0)
     restarted = time.monotonic()
     broker.start()
@@ -173,10 +172,10 @@ def test_broker_killed_mid_run_loses_nothing(mosquitto_broker, mqtt_recorder, mq
     assert recorder.wait_for(lambda: len(received_events(recorder)) == len(expected), timeout=10)
     delivered_s = time.monotonic() - restarted
     assert received_events(recorder) == expected
-    assert sink.dropped_messages == 0
+    assert sink.dropped_messages == 0 and sink.queued_messages == 0
     duplicates = len(recorder.payloads(f"{ROOT}/event")) - len(expected)
     with capsys.disabled():
-        print(f"\n[mqtt outage] {len(expected)} events delivered in order, {duplicates} QoS-1 duplicates; "
+        print(f"\n[mqtt outage] {len(expected)} event messages delivered in order, {duplicates} duplicates; "
               f"reconnect {reconnect_s:.2f} s, all delivered {delivered_s:.2f} s after broker restart")
 
 

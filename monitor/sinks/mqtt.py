@@ -145,6 +145,7 @@ class MqttSink:
         self._ready = False
         self._stopping = False
         self._failing_since: float | None = None
+        self._client_id = cfg.client_id or f"sound-monitor-{self.node_id}"
         self._client = self._build_client(read_password(cfg))
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
 
@@ -201,6 +202,8 @@ class MqttSink:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as err:
                 log.warning("MQTT: could not publish offline: %s", err)
+            if not info.is_published():
+                log.warning("MQTT: broker did not acknowledge offline within %g s", timeout)
         self._client.disconnect()
         self._client.loop_stop()
         if self._sender.is_alive():
@@ -247,7 +250,6 @@ class MqttSink:
 
     def _build_client(self, password: str | None) -> mqtt.Client:
         cfg = self.cfg
-        self._client_id = cfg.client_id or f"sound-monitor-{self.node_id}"
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id)
         if cfg.username:
             client.username_pw_set(cfg.username, password)
