@@ -1,4 +1,4 @@
-"""Every ```python block (and every `$ clap-mlx ...` console line) of README.md and docs/API.md runs.
+"""Every ```python block and every `clap-mlx ...` shell line of README.md and docs/API.md runs.
 
 The blocks of one document run in order in one namespace, like a notebook, inside a temp dir
 holding the example sounds below, with CLAP_MLX_MODEL_DIR pointing at the tiny random-weight
@@ -27,6 +27,7 @@ EXAMPLE_SOUNDS = {  # name: (seconds, tone frequency)
     "doorbell.mp3": (1.0, 1500.0),
     "street_recording.wav": (14.0, 300.0),  # longer than 10 s: the fused long-audio path
 }
+SHELL_LANGUAGES = ("console", "bash", "sh", "shell")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
@@ -35,13 +36,17 @@ def blocks(text: str, language: str) -> list[tuple[int, str]]:
     return [(text[: m.start()].count("\n") + 2, m.group(2)) for m in FENCE.finditer(text) if m.group(1) == language]
 
 
-def console_commands(text: str) -> list[tuple[int, list[str]]]:
-    return [
-        (line_no + i, shlex.split(line[len("$ clap-mlx ") :]))
-        for line_no, block in blocks(text, "console")
-        for i, line in enumerate(block.splitlines())
-        if line.startswith("$ clap-mlx ")
-    ]
+def cli_commands(text: str) -> list[tuple[int, list[str]]]:
+    """`clap-mlx ...` lines (with or without a `$ ` prompt) of console/shell blocks, as argv."""
+    commands = []
+    for language in SHELL_LANGUAGES:
+        for line_no, block in blocks(text, language):
+            lines = block.replace("\\\n", " ").splitlines()
+            for i, line in enumerate(lines):
+                command = line.removeprefix("$ ")
+                if command.startswith("clap-mlx "):
+                    commands.append((line_no + i, shlex.split(command, comments=True)[1:]))
+    return sorted(commands)
 
 
 @pytest.fixture
@@ -76,7 +81,7 @@ def test_documented_examples_run(docs_env, document, capsys):
             exec(compile(source, f"{document}:{line_no}", "exec"), namespace)
         except Exception as e:
             pytest.fail(f"{document} line {line_no}: example raised {type(e).__name__}: {e}")
-    for line_no, argv in console_commands(text):
+    for line_no, argv in cli_commands(text):
         code = main(argv)
         err = capsys.readouterr().err
         assert code == 0, f"{document} line {line_no}: clap-mlx {' '.join(argv)} exited {code}: {err}"
