@@ -59,6 +59,14 @@ def test_labels_must_map_to_distinct_topics():
         check_labels(["!!"])
 
 
+def test_bad_qos_queue_limit_and_node_id_rejected():
+    for bad, message in [(dict(qos=3), "mqtt.qos must be 0, 1 or 2"),
+                         (dict(queue_limit=0), "mqtt.queue_limit must be at least 1"),
+                         (dict(node_id="a/b"), "mqtt.node_id 'a/b'")]:
+        with pytest.raises(ValueError, match=message):
+            MqttSink(MqttConfig(**bad), LABELS, source="test")
+
+
 def test_password_sources_and_their_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("MQTT_TEST_PW", "s3cret")
     assert read_password(MqttConfig(password_env="MQTT_TEST_PW")) == "s3cret"

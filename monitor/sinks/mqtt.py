@@ -106,6 +106,13 @@ def status_payload(report: LevelReport, dropped_messages: int, queued_messages: 
     }
 
 
+def check_limits(cfg: MqttConfig) -> None:
+    if cfg.qos not in (0, 1, 2):
+        raise ValueError(f"mqtt.qos must be 0, 1 or 2, got {cfg.qos}")
+    if cfg.queue_limit < 1:
+        raise ValueError(f"mqtt.queue_limit must be at least 1, got {cfg.queue_limit}")
+
+
 def check_labels(labels: list[str]) -> None:
     """Each label needs its own non-empty slug: it names the state topic and entity."""
     by_slug: dict[str, str] = {}
@@ -120,6 +127,7 @@ def check_labels(labels: list[str]) -> None:
 
 class MqttSink:
     def __init__(self, cfg: MqttConfig, labels: list[str], source: str):
+        check_limits(cfg)
         check_labels(labels)
         self.cfg = cfg
         self.labels = list(labels)
@@ -127,7 +135,8 @@ class MqttSink:
         self.node_id = resolve_node_id(cfg)
         self.topics = Topics(f"{cfg.base_topic}/{self.node_id}")
         self.dropped_messages = 0
-        self._window = max(1, min(INFLIGHT_WINDOW, cfg.queue_limit))
+        # In-flight messages cannot be recalled: leave queue room so the newest always fits.
+        self._window = max(1, min(INFLIGHT_WINDOW, cfg.queue_limit - 1))
         self._active_labels: set[str] = set()
         self._last_status_ts: float | None = None
         self._discovery = (
@@ -166,7 +175,8 @@ class MqttSink:
         self._sender.start()
         self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self._client.loop_start()
-        log.info("MQTT: connecting to %s:%d as %s", self.cfg.host, self.cfg.port, self._client_id)
+        log.info("MQTT: connecting to %s:%d as %s, publishing %s events under %s",
+                 self.cfg.host, self.cfg.port, self._client_id, self.source, self.topics.root)
 
     def handle_event(self, event: EventMessage) -> None:
         if event.phase == "update":
