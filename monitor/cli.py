@@ -7,7 +7,9 @@ import signal
 import sys
 
 from .config import ConfigError, MonitorConfig, load_config
+from .sources_base import SourceError
 
+EXIT_SOURCE = 1
 EXIT_CONFIG = 2
 
 
@@ -35,43 +37,23 @@ def summary(cfg: MonitorConfig) -> str:
 
 
 def check_config(args) -> int:
-    try:
-        cfg = load_config(args.file)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    print(f"OK {args.file}\n{summary(cfg)}")
+    print(f"OK {args.file}\n{summary(load_config(args.file))}")
     return 0
 
 
 def devices(args) -> int:
     from .sources import format_devices
-    from .sources_base import SourceError
 
-    try:
-        print(format_devices())
-    except SourceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    print(format_devices())
     return 0
 
 
 def run(args) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+    cfg = load_config(args.config)
     from .pipeline import Pipeline, load_model
     from .sources import open_source
-    from .sources_base import SourceError
 
-    try:
-        source = open_source(cfg.source)
-    except SourceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    pipeline = Pipeline(cfg, source, load_model(cfg, args.model))
+    pipeline = Pipeline(cfg, open_source(cfg.source), load_model(cfg, args.model))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
     pipeline.run()
@@ -91,7 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("devices", help="list audio input devices")
     p.set_defaults(func=devices)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_SOURCE
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import pytest
 import soundfile
 
 from monitor.config import ClipsConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig
-from monitor.config import BufferConfig, WindowsConfig
+from monitor.config import BufferConfig, MqttConfig, WindowsConfig
+from monitor.sinks.homeassistant import PAYLOAD_OFF, PAYLOAD_ON
 from monitor.detector import Detector
 from monitor.pipeline import Pipeline, load_model
 from monitor.sources import FileSource
@@ -49,7 +50,7 @@ def write_replay(path) -> None:
     soundfile.write(str(path), audio, FILE_RATE, subtype="FLOAT")
 
 
-def config(tmp_path, prompt: str, threshold: float) -> MonitorConfig:
+def config(tmp_path, prompt: str, threshold: float, mqtt: MqttConfig = MqttConfig(enabled=False)) -> MonitorConfig:
     return MonitorConfig(
         labels=(LabelConfig(name="beep", prompts=(prompt,), threshold=threshold, max_not_heard=1),),
         source=SourceConfig(type="file", path=str(tmp_path / "replay.wav"), realtime=False),
@@ -60,6 +61,7 @@ def config(tmp_path, prompt: str, threshold: float) -> MonitorConfig:
         detector=DetectorConfig(batch_size=4, max_pending=2, background=BACKGROUND),
         log=LogConfig(path=str(tmp_path / "monitor.jsonl"), level_interval_s=0.5),
         clips=ClipsConfig(enabled=True, dir=str(tmp_path / "clips"), pre_roll_s=0.5, post_roll_s=0.5),
+        mqtt=mqtt,
     )
 
 
@@ -75,7 +77,7 @@ def test_gate_levels_separate_full_and_half_burst_windows():
     assert level_dbfs(full) > GATE_DBFS + 1 > GATE_DBFS - 1 > level_dbfs(half)
 
 
-def test_file_replay_logs_events_with_correct_timing(tmp_path, clap):
+def test_file_replay_logs_events_with_correct_timing(tmp_path, clap, mosquitto_broker, mqtt_recorder):
     write_replay(tmp_path / "replay.wav")
     # the model's scores for a window full of each tone, per candidate prompt
     target, distractor = tone(TARGET_HZ, 1.0, MODEL_RATE), tone(DISTRACTOR_HZ, 1.0, MODEL_RATE)
@@ -87,7 +89,10 @@ def test_file_replay_logs_events_with_correct_timing(tmp_path, clap):
     assert hit - miss > 1e-4, f"the random model separates neither tone: {gaps}"
     threshold = (hit + miss) / 2
 
-    pipeline = Pipeline(config(tmp_path, prompt, threshold), FileSource(tmp_path / "replay.wav", realtime=False), clap)
+    broker = mosquitto_broker()
+    recorder = mqtt_recorder(broker, ["sound_monitor/replay/#"])
+    mqtt = MqttConfig(host="127.0.0.1", port=broker.port, node_id="replay")
+    pipeline = Pipeline(config(tmp_path, prompt, threshold, mqtt), FileSource(tmp_path / "replay.wav", realtime=False), clap)
     pipeline.run()
 
     lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
@@ -104,6 +109,13 @@ def test_file_replay_logs_events_with_correct_timing(tmp_path, clap):
     levels = [line for line in lines if line["type"] == "level"]
     assert levels and levels[-1]["windows_scored"] == 9 and levels[-1]["windows_dropped"] == 0
     assert not [line for line in lines if line["type"] == "warning"], "unexpected warnings"
+
+    # the same events over MQTT (the sink delivered its queue before closing)
+    assert recorder.wait_for(lambda: len(recorder.payloads("sound_monitor/replay/event")) == 4)
+    published = [json.loads(p) for p in recorder.payloads("sound_monitor/replay/event")]
+    assert [(p["phase"], p["id"]) for p in published] == [(e["phase"], e["event_id"]) for e in events]
+    states = recorder.payloads("sound_monitor/replay/beep/state")
+    assert states[-4:] == [PAYLOAD_ON, PAYLOAD_OFF] * 2 and set(states[:-4]) <= {PAYLOAD_OFF}  # initial state
 
     clips = sorted((tmp_path / "clips").glob("*.wav"))
     assert [c.stem for c in clips] == sorted(e["event_id"] for e in events if e["phase"] == "end")
