@@ -9,7 +9,7 @@ import sys
 from .config import ConfigError, MonitorConfig, load_config
 from .sources_base import SourceError
 
-EXIT_SOURCE = 1
+EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
 
 
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except SourceError as error:
+    except (SourceError, FileNotFoundError) as error:  # no device/file, or no model (ModelNotFoundError)
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_SOURCE
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":
