@@ -120,25 +120,43 @@ def clap_config(size: str, vocab_size: int, fused: bool = True) -> ClapConfig:
 
 
 @torch.no_grad()
-def randomize_non_trivial_state(model: ClapModel, generator: torch.Generator) -> None:
-    """Move the parameters transformers initialises to constants away from them.
+def randomize_weights(model: ClapModel, generator: torch.Generator) -> None:
+    """Re-draw every tensor at a scale where each one visibly shapes the embeddings.
 
-    Norm weights (1), biases (0), BatchNorm running stats (0/1) and the logit scales would
-    otherwise hide swapped or dropped tensors in a port.
+    transformers' init (Linear std ~0.006, zero relative-position tables and biases, unit norms,
+    0/1 BatchNorm stats) makes every text map to nearly the same embedding, which would hide
+    masking, position or layout bugs in a port. Here Linear/Conv kernels have unit gain
+    (std 1/sqrt(fan_in)), embeddings and attention-bias tables are O(1), biases and norm
+    parameters are perturbed, the input BatchNorm stats look like log-mel dB statistics and the
+    logit scales move off their init value.
     """
 
-    def noise(t: torch.Tensor, scale: float) -> torch.Tensor:
-        return torch.randn(t.shape, generator=generator, dtype=t.dtype) * scale
+    def normal(t: torch.Tensor, std: float, mean: float = 0.0) -> torch.Tensor:
+        return t.copy_(mean + std * torch.randn(t.shape, generator=generator, dtype=t.dtype))
 
-    for name, param in model.named_parameters():
-        if name.startswith("logit_scale"):
-            param.add_(noise(param, 0.5))
-        elif param.ndim == 1:
-            param.add_(noise(param, 0.1))
     for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            normal(module.weight, module.weight[0].numel() ** -0.5)
+            if module.bias is not None:
+                normal(module.bias, 0.1)
+        elif isinstance(module, torch.nn.Embedding):
+            normal(module.weight, 1.0)
+        elif isinstance(module, (torch.nn.LayerNorm, torch.nn.BatchNorm2d)):
+            normal(module.weight, 0.1, mean=1.0)
+            normal(module.bias, 0.1)
         if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.copy_(noise(module.running_mean, 1.0))
-            module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+            uniform = torch.rand(module.running_var.shape, generator=generator)
+            if module is model.audio_model.audio_encoder.batch_norm:  # normalises log-mel dB values
+                normal(module.running_mean, 10.0, mean=-50.0)
+                module.running_var.copy_((10.0 + 10.0 * uniform) ** 2)
+            else:
+                normal(module.running_mean, 0.5)
+                module.running_var.copy_(0.5 + uniform)
+    for name, param in model.named_parameters():
+        if name.endswith("relative_position_bias_table"):
+            normal(param, 1.0)
+        elif name.startswith("logit_scale"):
+            param.add_(0.5 * torch.randn((), generator=generator))
 
 
 def make_checkpoint(folder: str | Path, size: str = "tiny", fused: bool = True) -> Path:
@@ -151,7 +169,7 @@ def make_checkpoint(folder: str | Path, size: str = "tiny", fused: bool = True) 
 
     torch.manual_seed(SEED)
     model = ClapModel(clap_config(size, len(tokenizer), fused)).eval()
-    randomize_non_trivial_state(model, torch.Generator().manual_seed(SEED + 1))
+    randomize_weights(model, torch.Generator().manual_seed(SEED + 1))
     model.save_pretrained(folder)
 
     truncation = "fusion" if fused else "rand_trunc"

@@ -13,13 +13,14 @@ SR = 48_000
 
 
 def waveforms(seconds: list[float], seed: int = 0) -> list[np.ndarray]:
-    """Tone sweeps over noise: spectrally rich, deterministic test clips."""
+    """Deterministic test clips, each a different chirp, tremolo and noise level."""
     rng = np.random.default_rng(seed)
     clips = []
     for s in seconds:
         t = np.arange(int(s * SR)) / SR
-        tone = np.sin(2 * np.pi * (200 + 300 * rng.random()) * t * (1 + t / s))
-        clips.append((0.3 * tone + 0.05 * rng.standard_normal(t.size)).astype(np.float32))
+        f0, tremolo, noise = 100 * 2 ** (5 * rng.random()), 0.5 + 8 * rng.random(), 10 ** (-2 + 1.5 * rng.random())
+        chirp = np.sin(2 * np.pi * f0 * t * (1 + t / s)) * (0.6 + 0.4 * np.sin(2 * np.pi * tremolo * t))
+        clips.append((0.3 * chirp + noise * rng.standard_normal(t.size)).astype(np.float32))
     return clips
 
 
