@@ -112,18 +112,23 @@ def gelu(x: mx.array) -> mx.array:
 _SOFTMAX_MIN_ROW_SUM = 1e-30
 
 
+def _row_sums(x: np.ndarray) -> np.ndarray:
+    # einsum's SIMD loop beats NumPy's per-row reduce on short rows, and unlike a BLAS
+    # matrix-vector product it starts no BLAS threads next to this module's own.
+    return np.einsum("ij->i", x)
+
+
 def _softmax_block(x: np.ndarray, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-    ones = np.ones(x.shape[1], np.float32)
     # Shifting a whole block by its max is as exact as a per-row shift while no row sits
     # ~70 below it, and NumPy's per-row max over short rows is slow; check, else redo.
     block_max = x.max()
     np.subtract(x, block_max, out=out)
     np.exp(out, out=out)
-    sums = out @ ones
+    sums = _row_sums(out)
     if not (np.isfinite(block_max) and sums.min() > _SOFTMAX_MIN_ROW_SUM):
         np.subtract(x, x.max(axis=1, keepdims=True), out=out)
         np.exp(out, out=out)
-        sums = out @ ones
+        sums = _row_sums(out)
     out *= (np.float32(1.0) / sums)[:, None]
 
 
@@ -139,11 +144,9 @@ def softmax(x: mx.array, axis: int = -1) -> mx.array:
 
 def _layer_norm_kernel(weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> Kernel:
     def block(x: np.ndarray, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-        # Row means as matrix-vector products: BLAS is far faster than NumPy's row reduce.
-        inverse_d = np.full(x.shape[1], 1.0 / x.shape[1], np.float32)
-        np.subtract(x, (x @ inverse_d)[:, None], out=out)
-        np.multiply(out, out, out=a)
-        variance = a @ inverse_d
+        inverse_d = np.float32(1.0 / x.shape[1])
+        np.subtract(x, (_row_sums(x) * inverse_d)[:, None], out=out)
+        variance = np.einsum("ij,ij->i", out, out) * inverse_d
         out *= (np.float32(1.0) / np.sqrt(variance + np.float32(eps)))[:, None]
         if weight is not None:
             out *= weight
