@@ -28,7 +28,7 @@ HUB_FIELDS = dict(frequency_min=50, frequency_max=14000)
 logging.set_verbosity_error()  # it warns on every call that no sampling_rate was passed
 
 
-def test_sound(seconds: float, seed: int = 0) -> np.ndarray:
+def synth_clip(seconds: float, seed: int = 0) -> np.ndarray:
     """A chirp, noise bursts and a near-silent stretch: loud and -100 dB floor bins in one clip."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SR)) / SR
@@ -37,9 +37,6 @@ def test_sound(seconds: float, seed: int = 0) -> np.ndarray:
     sound = chirp + bursts
     sound[t.size // 3 : t.size // 3 + SR // 2] *= 1e-5
     return sound.astype(np.float32)
-
-
-test_sound.__test__ = False  # a helper, not a test
 
 
 def reference(truncation="fusion", padding="repeatpad") -> ReferenceExtractor:
@@ -125,7 +122,7 @@ def test_fusion_chunk_starts_follow_crop_rule():
     ],
 )
 def test_matches_transformers(seconds, truncation, padding, fixed_crops):
-    clip = test_sound(seconds)
+    clip = synth_clip(seconds)
     features, is_longer = ours(truncation, padding)([clip])
     expected, expected_longer = reference_features(reference(truncation, padding), [clip])
     assert features.shape == expected.shape == (1, 4 if truncation == "fusion" else 1, 1001, 64)
@@ -140,7 +137,7 @@ def test_matches_transformers(seconds, truncation, padding, fixed_crops):
 
 def test_batch_equals_each_clip_alone():
     extractor = ours()
-    clips = [test_sound(3, seed=1), test_sound(25, seed=2), test_sound(10, seed=3), test_sound(12.5, seed=4)]
+    clips = [synth_clip(3, seed=1), synth_clip(25, seed=2), synth_clip(10, seed=3), synth_clip(12.5, seed=4)]
     features, is_longer = extractor(clips)
     for i, clip in enumerate(clips):
         alone, alone_longer = extractor([clip])
@@ -151,7 +148,7 @@ def test_batch_equals_each_clip_alone():
 
 
 def test_short_batch_has_no_longer_clip():
-    clips = [test_sound(2, seed=5), test_sound(4, seed=6)]
+    clips = [synth_clip(2, seed=5), synth_clip(4, seed=6)]
     features, is_longer = ours()(clips)
     assert not is_longer.any()
     expected, _ = reference_features(reference(), clips)  # transformers' is_longer flags one at random
@@ -161,11 +158,11 @@ def test_short_batch_has_no_longer_clip():
 def test_rejects_bad_waveforms():
     extractor = ours()
     with pytest.raises(ValueError, match=r"waveform #1 is empty"):
-        extractor([test_sound(1), np.zeros(0, np.float32)])
+        extractor([synth_clip(1), np.zeros(0, np.float32)])
     with pytest.raises(ValueError, match=r"waveform #0: expected mono samples of shape \[n\], got shape \(2, 100\)"):
         extractor([np.zeros((2, 100), np.float32)])
     with pytest.raises(ValueError, match="wrap it in a list"):
-        extractor(test_sound(1))
+        extractor(synth_clip(1))
 
 
 @pytest.mark.skipif(not REAL_CLIPS.is_dir(), reason=f"real clips not found at {REAL_CLIPS}")
