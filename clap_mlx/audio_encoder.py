@@ -16,6 +16,11 @@ from . import ops
 from .config import AudioConfig
 
 BICUBIC_A = -0.75  # torch's cubic convolution constant
+# transformers masks shifted-window attention with -100, whose exp() lands in float32
+# denormals that slow softmax and the following matmul several-fold on x86. A mask that
+# exps to exactly 0 gives the same float32 result unless a masked score beats its row's
+# best unmasked one by more than ~80.
+MASKED_SCORE = -1e9
 
 
 def bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
@@ -75,15 +80,15 @@ def window_order(height: int, width: int, window: int, shift: int) -> np.ndarray
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
-    """[windows, window², window²] additive mask (0 / -100) keeping attention inside each
-    region of the cyclically shifted map, as transformers' `get_attn_mask`."""
+    """[windows, window², window²] additive mask keeping attention inside each region of
+    the cyclically shifted map, as transformers' `get_attn_mask`."""
 
     def regions(size: int) -> np.ndarray:
         index = np.arange(size)
         return (index >= size - window).astype(np.int64) + (index >= size - shift)
 
     labels = partition(regions(height)[:, None] * 3 + regions(width)[None, :], window)
-    return np.where(labels[:, None, :] != labels[:, :, None], -100.0, 0.0).astype(np.float32)
+    return np.where(labels[:, None, :] != labels[:, :, None], MASKED_SCORE, 0.0).astype(np.float32)
 
 
 def layer_norm(norm: nn.LayerNorm, x: mx.array) -> mx.array:
