@@ -112,6 +112,12 @@ class Broker:
         except OSError:
             return False
 
+    def stop(self) -> None:
+        """SIGTERM: a clean shutdown that saves sessions and retained messages."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait()
+
     def freeze(self) -> None:
         """SIGSTOP: connections stay open but nothing is read or acknowledged."""
         self.process.send_signal(signal.SIGSTOP)
@@ -157,7 +163,7 @@ class Recorder:
     """
 
     def __init__(self, broker: Broker, topics: list[str], username: str | None = None,
-                 password: str | None = None, tls: dict | None = None):
+                 password: str | None = None, tls: dict | None = None, tls_insecure: bool = False):
         self.topics = topics
         self.messages: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
@@ -168,6 +174,7 @@ class Recorder:
             self.client.username_pw_set(username, password)
         if tls:
             self.client.tls_set(**tls)
+            self.client.tls_insecure_set(tls_insecure)
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *args: self._subscribed.set()

@@ -128,16 +128,16 @@ def test_clean_close_publishes_retained_offline(mosquitto_broker, mqtt_recorder,
     sink = mqtt_sink(sink_config(broker), LABELS)
     wait_online(recorder, sink)
     sink.close()
-    assert recorder.payloads(f"{ROOT}/availability")[-1] == "offline"  # close() waited for it
-    late = mqtt_recorder(broker, [f"{ROOT}/availability"])
+    late = mqtt_recorder(broker, [f"{ROOT}/availability"])  # close() waited for the broker to take it
     assert late.wait_for(lambda: late.messages)
     assert late.messages == [(f"{ROOT}/availability", "offline", True)]
+    assert recorder.wait_for(lambda: recorder.payloads(f"{ROOT}/availability") == ["online", "offline"])
 
 
 def test_broker_down_at_startup_then_started(mosquitto_broker, mqtt_recorder, mqtt_sink):
     broker = mosquitto_broker()
-    recorder = mqtt_recorder(broker, [f"{ROOT}/#"])  # persistent session, kept by the broker
-    broker.kill()
+    recorder = mqtt_recorder(broker, [f"{ROOT}/#"])  # persistent session, saved by the broker
+    broker.stop()
     sink = mqtt_sink(sink_config(broker), LABELS)
     for n in range(5):
         sink.handle_event(make_event(n))
@@ -180,7 +180,7 @@ def test_broker_killed_mid_run_loses_nothing(mosquitto_broker, mqtt_recorder, mq
     assert recorder.wait_for(lambda: len(received_events(recorder)) == len(expected), timeout=10)
     delivered_s = time.monotonic() - restarted
     assert received_events(recorder) == expected
-    assert sink.dropped_messages == 0 and sink.queued_messages == 0
+    assert wait_until(lambda: sink.queued_messages == 0, 2.0) and sink.dropped_messages == 0
     duplicates = len(recorder.payloads(f"{ROOT}/event")) - len(expected)
     with capsys.disabled():
         print(f"\n[mqtt outage] {len(expected)} event messages delivered in order, {duplicates} duplicates; "
@@ -190,7 +190,7 @@ def test_broker_killed_mid_run_loses_nothing(mosquitto_broker, mqtt_recorder, mq
 def test_queue_bound_drops_oldest_and_counts(mosquitto_broker, mqtt_recorder, mqtt_sink, caplog):
     broker = mosquitto_broker()
     recorder = mqtt_recorder(broker, [f"{ROOT}/event"])
-    broker.kill()
+    broker.stop()
     sink = mqtt_sink(sink_config(broker, queue_limit=5), LABELS)
     for n in range(6):  # each start queues 2 messages: state ON, then the event
         sink.handle_event(make_event(n))
@@ -255,8 +255,8 @@ def test_wrong_password_retries_then_connects(mosquitto_broker, mqtt_recorder, m
     assert recorder.wait_for(lambda: received_events(recorder) == [("ev0001", "start")])
 
 
-def make_certificates(folder: Path) -> dict[str, Path]:
-    """Self-signed CA, a server certificate for 127.0.0.1 and a client certificate (EC keys)."""
+def make_certificates(folder: Path, server_name: str = "IP:127.0.0.1") -> dict[str, Path]:
+    """Self-signed CA, a server certificate for `server_name` and a client certificate (EC keys)."""
     paths = {name: folder / f"{name}.pem" for name in
              ("ca", "ca_key", "server", "server_key", "client", "client_key")}
 
@@ -266,7 +266,7 @@ def make_certificates(folder: Path) -> dict[str, Path]:
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     openssl("req", "-x509", *ec, "-keyout", str(paths["ca_key"]), "-out", str(paths["ca"]),
             "-days", "2", "-subj", "/CN=test-ca")
-    for name, extension in [("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")]:
+    for name, extension in [("server", f"subjectAltName={server_name}"), ("client", "extendedKeyUsage=clientAuth")]:
         csr = folder / f"{name}.csr"
         openssl("req", *ec, "-keyout", str(paths[f"{name}_key"]), "-out", str(csr), "-subj", f"/CN=test-{name}")
         (folder / f"{name}.ext").write_text(extension + "\n")
@@ -290,3 +290,20 @@ def test_tls_with_client_certificate_and_password_file(mosquitto_broker, mqtt_re
     wait_online(recorder, sink)
     sink.handle_event(make_event(7))
     assert recorder.wait_for(lambda: received_events(recorder) == [("ev0007", "start")])
+
+
+def test_tls_host_name_mismatch_needs_insecure(mosquitto_broker, mqtt_recorder, mqtt_sink, tmp_path, caplog):
+    certs = make_certificates(tmp_path, server_name="DNS:not-this-host.example")
+    broker = mosquitto_broker(tls=BrokerTls(certs["ca"], certs["server"], certs["server_key"]))
+    strict = mqtt_sink(sink_config(broker, tls=TlsConfig(ca_certs=str(certs["ca"]))), LABELS)
+    assert wait_until(lambda: any("cannot connect" in r.getMessage() for r in caplog.records), 5.0)
+    failure = next(r for r in caplog.records if "cannot connect" in r.getMessage())
+    assert failure.levelno == logging.ERROR and "certificate verify failed" in failure.getMessage()
+    assert not strict.connected
+    strict.close()
+
+    recorder = mqtt_recorder(broker, [f"{ROOT}/event"], tls=dict(ca_certs=str(certs["ca"])), tls_insecure=True)
+    lenient = mqtt_sink(sink_config(broker, tls=TlsConfig(ca_certs=str(certs["ca"]), insecure=True)), LABELS)
+    assert wait_until(lambda: lenient.connected, 5.0)
+    lenient.handle_event(make_event(9))
+    assert recorder.wait_for(lambda: received_events(recorder) == [("ev0009", "start")])

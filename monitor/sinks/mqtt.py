@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -29,7 +30,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from ..config import MqttConfig
+from ..config import MqttConfig, TlsConfig
 from ..events import EventMessage, LevelReport
 from . import homeassistant as ha
 from .homeassistant import PAYLOAD_OFF, PAYLOAD_OFFLINE, PAYLOAD_ON, PAYLOAD_ONLINE, Topics
@@ -37,6 +38,7 @@ from .homeassistant import PAYLOAD_OFF, PAYLOAD_OFFLINE, PAYLOAD_ON, PAYLOAD_ONL
 log = logging.getLogger(__name__)
 
 INFLIGHT_WINDOW = 20
+PROBE_TIMEOUT_S = 2.0
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -73,6 +75,26 @@ def read_password(cfg: MqttConfig) -> str | None:
         except OSError as err:
             raise ValueError(f"mqtt.password_file: cannot read {cfg.password_file}: {err.strerror}") from None
     return None
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Verifies the broker against `ca_certs` (system CAs if unset); `insecure` skips the host name."""
+    context = ssl.create_default_context(cafile=tls.ca_certs)
+    if tls.certfile:
+        context.load_cert_chain(tls.certfile, tls.keyfile)
+    context.check_hostname = not tls.insecure
+    return context
+
+
+def connection_error(host: str, port: int, context: ssl.SSLContext | None) -> str:
+    """Why a TCP (+TLS) connection to the broker fails: paho's callback does not say."""
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as sock:
+            if context is not None:
+                context.wrap_socket(sock, server_hostname=host).close()
+    except OSError as err:  # includes ssl.SSLError
+        return str(err)
+    return "the connection was closed"
 
 
 def iso_time(unix: float | None) -> str | None:
@@ -155,6 +177,7 @@ class MqttSink:
         self._stopping = False
         self._failing_since: float | None = None
         self._client_id = cfg.client_id or f"sound-monitor-{self.node_id}"
+        self._tls_context = tls_context(cfg.tls) if cfg.tls is not None else None
         self._client = self._build_client(read_password(cfg))
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
 
@@ -263,9 +286,8 @@ class MqttSink:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id)
         if cfg.username:
             client.username_pw_set(cfg.username, password)
-        if cfg.tls is not None:
-            client.tls_set(ca_certs=cfg.tls.ca_certs, certfile=cfg.tls.certfile, keyfile=cfg.tls.keyfile)
-            client.tls_insecure_set(cfg.tls.insecure)
+        if self._tls_context is not None:
+            client.tls_set_context(self._tls_context)
         client.will_set(self.topics.availability, PAYLOAD_OFFLINE, qos=cfg.qos, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         client.max_inflight_messages_set(self._window)
@@ -319,7 +341,10 @@ class MqttSink:
             self._publish_discovery()
 
     def _on_connect_fail(self, client, userdata) -> None:
-        self._log_failure(f"cannot reach broker {self.cfg.host}:{self.cfg.port}")
+        # Diagnosing costs a connection attempt of its own: once per failure streak.
+        why = connection_error(self.cfg.host, self.cfg.port, self._tls_context) if self._failing_since is None \
+            else "still failing"
+        self._log_failure(f"cannot connect to broker {self.cfg.host}:{self.cfg.port}: {why}")
 
     def _log_failure(self, why: str) -> None:
         """First failure of a streak at ERROR, repeats at DEBUG: retries never stop."""
