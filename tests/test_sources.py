@@ -16,6 +16,7 @@ from monitor.config import SourceConfig
 from monitor.sources import (FileSource, MicrophoneSource, StdinPCMSource, find_input_device,
                              format_devices, list_devices, open_source)
 from monitor.sources_base import SourceError
+from tests.fixtures_pulse import wait_for
 
 RATE = 48000
 
@@ -70,13 +71,6 @@ def play_and_capture(pulse_server, wav, recorder: Recorder, tail_s: float = 0.2)
         player.terminate()  # paplay would wait a further ~2 s for the null sink to drain
         player.wait()
     return played_at
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------- devices and microphone
