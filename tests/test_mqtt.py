@@ -59,10 +59,11 @@ def test_labels_must_map_to_distinct_topics():
         check_labels(["!!"])
 
 
-def test_bad_qos_queue_limit_and_node_id_rejected():
+def test_bad_settings_rejected():
     for bad, message in [(dict(qos=3), "mqtt.qos must be 0, 1 or 2"),
                          (dict(queue_limit=0), "mqtt.queue_limit must be at least 1"),
-                         (dict(node_id="a/b"), "mqtt.node_id 'a/b'")]:
+                         (dict(node_id="a/b"), "mqtt.node_id 'a/b'"),
+                         (dict(base_topic="home/#"), "mqtt.base_topic 'home/#'")]:
         with pytest.raises(ValueError, match=message):
             MqttSink(MqttConfig(**bad), LABELS, source="test")
 

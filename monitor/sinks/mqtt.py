@@ -128,11 +128,14 @@ def status_payload(report: LevelReport, dropped_messages: int, queued_messages: 
     }
 
 
-def check_limits(cfg: MqttConfig) -> None:
+def check_settings(cfg: MqttConfig) -> None:
     if cfg.qos not in (0, 1, 2):
         raise ValueError(f"mqtt.qos must be 0, 1 or 2, got {cfg.qos}")
     if cfg.queue_limit < 1:
         raise ValueError(f"mqtt.queue_limit must be at least 1, got {cfg.queue_limit}")
+    for name, topic in [("base_topic", cfg.base_topic), ("discovery.prefix", cfg.discovery.prefix)]:
+        if not topic or "+" in topic or "#" in topic:
+            raise ValueError(f"mqtt.{name} {topic!r}: must be a non-empty topic without wildcards (+, #)")
 
 
 def check_labels(labels: list[str]) -> None:
@@ -149,7 +152,7 @@ def check_labels(labels: list[str]) -> None:
 
 class MqttSink:
     def __init__(self, cfg: MqttConfig, labels: list[str], source: str):
-        check_limits(cfg)
+        check_settings(cfg)
         check_labels(labels)
         self.cfg = cfg
         self.labels = list(labels)
