@@ -266,13 +266,12 @@ class _ReaderSource:
 
     def __init__(self):
         self._stopped = threading.Event()
-        self._delivery = threading.Lock()
+        self._delivery = threading.RLock()  # re-entrant: on_audio may itself call stop()
         self._thread: threading.Thread | None = None
-        self._overflows = 0
 
     @property
     def overflows(self) -> int:
-        return self._overflows
+        return 0  # readers take data at their own pace; a producer outrunning them just waits
 
     def _blocks(self) -> Iterator[tuple[np.ndarray, int]]:
         raise NotImplementedError
@@ -346,7 +345,8 @@ class FileSource(_ReaderSource):
                         return
                     audio.seek(0)
                     continue
-                if self.live and self._stopped.wait(started + position / self.sample_rate - time.monotonic()):
+                # Live pace: release each block when a microphone would have finished recording it.
+                if self.live and self._stopped.wait(started + (position + n) / self.sample_rate - time.monotonic()):
                     return
                 yield _mix_to_mono(frames[:n], mono, 1.0), position
                 position += n
