@@ -87,6 +87,13 @@ def test_list_devices_shows_pulse(pulse_server):
             f"{pulse[0]['default_samplerate']:g}"] in rows
 
 
+def test_devices_command_prints_the_table(pulse_server, capsys):
+    from monitor.cli import main
+
+    assert main(["devices"]) == 0
+    assert capsys.readouterr().out == format_devices() + "\n"
+
+
 def test_device_selection_by_index_and_name(pulse_server):
     pulse = find_input_device("PULSE")
     assert find_input_device(pulse["index"]) == pulse
