@@ -99,6 +99,8 @@ def test_device_selection_by_index_and_name(pulse_server):
     assert find_input_device(pulse["index"]) == pulse
     with pytest.raises(SourceError, match=r"'no-such-mic' not found; available inputs:\n(.|\n)*pulse"):
         find_input_device("no-such-mic")
+    with pytest.raises(SourceError, match="'u' is ambiguous"):
+        find_input_device("u")  # "pulse" and "default"
     with pytest.raises(SourceError, match="has .* channels"):
         MicrophoneSource("pulse", RATE, channels=1000)
 
