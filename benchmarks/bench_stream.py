@@ -1,0 +1,219 @@
+"""The whole monitor pipeline with the full-size model: real-time factor, simultaneous live
+streams per process, end-to-end alert latency (sound onset -> MQTT message at a subscriber
+of a real mosquitto on 127.0.0.1) and the monitor's RSS. 5-s windows, 1-s hop, 20 labels.
+
+    python benchmarks/bench_stream.py [--rtf-seconds 60] [--stream-seconds 30] [--cycles 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from _common import full_checkpoint, peak_rss_mb, print_table, write_results
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import soundfile
+from paho.mqtt.enums import CallbackAPIVersion
+
+from monitor.config import (BufferConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, MqttConfig,
+                            SourceConfig, WindowsConfig)
+from monitor.pipeline import Pipeline, load_model
+from monitor.sources import FileSource
+from tests.fixtures_broker import Broker
+
+RATE = 48_000
+LENGTH_S, HOP_S = 5.0, 1.0
+GATE_DBFS = -40.0  # silence (zeros) is gated; a window holding >= 0.5 s of the burst is not
+BURST_RMS = 0.3
+# Onsets sit mid-hop: the first window holding the onset ends 0.5 s after it (the windowing
+# delay). A new event never starts on a window overlapping the previous event's last window,
+# so a 1-s burst per 12-s cycle leaves every onset's first window free to start one.
+CYCLE_S, ONSET_IN_CYCLE_S, BURST_S = 12.0, 4.5, 1.0
+ONSET_LABEL = "onset"
+OTHER_LABELS = ["dog_bark", "cat", "glass_breaking", "baby_crying", "smoke_alarm", "doorbell", "knocking",
+                "footsteps", "car_horn", "siren", "speech", "music", "phone_ringing", "water_running",
+                "vacuum_cleaner", "microwave", "kettle", "applause", "coughing"]
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    soundfile.write(str(path), audio, RATE, subtype="FLOAT")
+    return path
+
+
+def noise(seconds: float, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(round(seconds * RATE))).astype(np.float32)
+
+
+def onset_stream(cycles: int) -> tuple[np.ndarray, list[float]]:
+    """Silence with a noise burst per cycle; returns the audio and the onset times (s)."""
+    audio = np.zeros(round(cycles * CYCLE_S * RATE), np.float32)
+    onsets = [k * CYCLE_S + ONSET_IN_CYCLE_S for k in range(cycles)]
+    rng = np.random.default_rng(1)
+    for onset in onsets:
+        start = round(onset * RATE)
+        audio[start : start + round(BURST_S * RATE)] = BURST_RMS * rng.standard_normal(round(BURST_S * RATE))
+    return audio, onsets
+
+
+def monitor_config(folder: Path, name: str, source: Path, realtime: bool, mqtt_cfg: MqttConfig) -> MonitorConfig:
+    # "onset" fires on every scored window (any score passes), ending at the first gated one;
+    # the other 19 labels only add the scoring work of a realistic label set.
+    labels = [LabelConfig(name=ONSET_LABEL, threshold=1e-30, max_not_heard=1)]
+    labels += [LabelConfig(name=label, threshold=1.0) for label in OTHER_LABELS]
+    return MonitorConfig(
+        labels=tuple(labels),
+        source=SourceConfig(type="file", path=str(source), realtime=realtime),
+        buffer=BufferConfig(seconds=30),
+        windows=WindowsConfig(length_s=LENGTH_S, hop_s=HOP_S, min_dbfs=GATE_DBFS),
+        detector=DetectorConfig(model=str(folder)),
+        log=LogConfig(path=str(source.parent / f"{name}.jsonl"), level_interval_s=5.0),
+        mqtt=mqtt_cfg,
+    )
+
+
+NO_MQTT = MqttConfig(enabled=False)
+
+
+def losses(pipeline: Pipeline) -> int:
+    return pipeline.queue.dropped + pipeline.windower.skipped
+
+
+def full_speed(clap, folder: Path, workdir: Path, seconds: float) -> dict:
+    """Non-live file replay: the pipeline runs as fast as the detector scores."""
+    path = write_wav(workdir / "rtf.wav", noise(seconds))
+    pipeline = Pipeline(monitor_config(folder, "rtf", path, False, NO_MQTT), FileSource(path, realtime=False), clap)
+    start = time.perf_counter()
+    pipeline.run()
+    wall = time.perf_counter() - start
+    windows = pipeline.detector.windows_scored
+    return {"audio_s": seconds, "wall_s": wall, "realtime_factor": seconds / wall, "windows_scored": windows,
+            "windows_per_s": windows / wall, "detector_busy_rtf": pipeline._realtime_factor()}
+
+
+def live_streams(clap, folder: Path, workdir: Path, count: int, seconds: float) -> dict:
+    """`count` real-time file streams in this process, each its own pipeline, one shared model."""
+    path = write_wav(workdir / "live.wav", noise(seconds, seed=2))
+    pipelines = [
+        Pipeline(monitor_config(folder, f"live{k}", path, True, NO_MQTT), FileSource(path, name=f"live{k}"), clap)
+        for k in range(count)
+    ]
+    threads = [threading.Thread(target=p.run) for p in pipelines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = int((seconds - LENGTH_S) / HOP_S) + 1
+    scored = [p.detector.windows_scored for p in pipelines]
+    lost = [losses(p) for p in pipelines]
+    return {"streams": count, "seconds": seconds, "windows_expected_each": expected, "windows_scored": scored,
+            "windows_lost": lost, "keeps_up": all(x == 0 for x in lost) and all(s == expected for s in scored)}
+
+
+class EventSubscriber:
+    """Records (arrival wall time, payload) of every event message."""
+
+    def __init__(self, port: int, topic: str):
+        self.events: list[tuple[float, dict]] = []
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:8]}")
+        self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = lambda _c, _u, message: self.events.append((time.time(), json.loads(message.payload)))
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("could not subscribe to the benchmark broker")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def alert_latency(clap, folder: Path, workdir: Path, cycles: int) -> dict:
+    audio, onsets = onset_stream(cycles)
+    path = write_wav(workdir / "onsets.wav", audio)
+    broker = Broker(workdir / "broker")
+    broker.workdir.mkdir()
+    broker.start()
+    try:
+        subscriber = EventSubscriber(broker.port, "sound_monitor/bench/event")
+        mqtt_cfg = MqttConfig(host="127.0.0.1", port=broker.port, node_id="bench")
+        pipeline = Pipeline(monitor_config(folder, "latency", path, True, mqtt_cfg), FileSource(path), clap)
+        pipeline.run()
+        time.sleep(1.0)  # let the last messages arrive
+        subscriber.close()
+    finally:
+        broker.kill()
+    starts = [t for t, event in subscriber.events if event.get("phase") == "start" and event.get("label") == ONSET_LABEL]
+    # each start answers the latest onset before it (the stream clock maps samples to wall time)
+    latencies = []
+    for arrival in starts:
+        earlier = [pipeline.clock.t0 + onset for onset in onsets if pipeline.clock.t0 + onset <= arrival]
+        if earlier:
+            latencies.append(arrival - earlier[-1])
+    quantiles = statistics.quantiles(latencies, n=20, method="inclusive") if len(latencies) >= 2 else latencies * 19
+    return {"onsets": len(onsets), "alerts": len(starts), "latencies_s": [round(x, 3) for x in latencies],
+            "p50_s": statistics.median(latencies) if latencies else math.nan,
+            "p95_s": quantiles[18] if latencies else math.nan,
+            "windowing_delay_s": math.ceil(ONSET_IN_CYCLE_S / HOP_S) * HOP_S - ONSET_IN_CYCLE_S,
+            "windows_lost": losses(pipeline)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rtf-seconds", type=float, default=60.0, help="audio replayed at full speed")
+    parser.add_argument("--stream-seconds", type=float, default=30.0, help="length of each live-streams trial")
+    parser.add_argument("--cycles", type=int, default=8, help="sound onsets in the latency stream (12 s each)")
+    parser.add_argument("--checkpoint", type=Path, help="another hub-layout folder (default: the full-size random one)")
+    args = parser.parse_args()
+    folder = args.checkpoint or full_checkpoint()
+    clap = load_model(MonitorConfig(labels=(), mqtt=NO_MQTT), str(folder))
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        rtf = full_speed(clap, folder, workdir, args.rtf_seconds)
+        print(f"full speed: {rtf['realtime_factor']:.2f}x real time ({rtf['windows_per_s']:.2f} windows/s)")
+        # Each live stream needs 1/hop windows per second: try the estimate, then one more or fewer.
+        estimate = max(1, int(rtf["windows_per_s"] * HOP_S))
+        trials, count = [], estimate
+        while True:
+            trial = live_streams(clap, folder, workdir, count, args.stream_seconds)
+            trials.append(trial)
+            print(f"{count} live stream(s): lost windows {trial['windows_lost']}, keeps up: {trial['keeps_up']}")
+            if trial["keeps_up"] and count == estimate:
+                count += 1
+            elif not trial["keeps_up"] and count == estimate and count > 1:
+                count -= 1
+            else:
+                break
+        sustained = max((t["streams"] for t in trials if t["keeps_up"]), default=0)
+        latency = alert_latency(clap, folder, workdir, args.cycles)
+    rss = peak_rss_mb()
+    print()
+    print_table(["measure", "value"], [
+        ["real-time factor (full-speed file replay)", rtf["realtime_factor"]],
+        ["windows scored per second", rtf["windows_per_s"]],
+        ["live real-time streams sustained (no lost windows)", sustained],
+        [f"alert latency p50 s ({latency['alerts']}/{latency['onsets']} onsets)", latency["p50_s"]],
+        ["alert latency p95 s", latency["p95_s"]],
+        ["  of which windowing delay s", latency["windowing_delay_s"]],
+        ["monitor peak RSS MB (model + pipelines + this script)", rss],
+    ])
+    write_results("bench_stream", {
+        "checkpoint": "full-size random weights" if args.checkpoint is None else str(args.checkpoint),
+        "windows": {"length_s": LENGTH_S, "hop_s": HOP_S}, "labels": 1 + len(OTHER_LABELS),
+        "full_speed": rtf, "live_trials": trials, "streams_sustained": sustained,
+        "alert_latency": latency, "peak_rss_mb": rss,
+    })
+
+
+if __name__ == "__main__":
+    main()
