@@ -58,17 +58,18 @@ class SelfAttention(nn.Module):
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
-        batch, length, dims = x.shape
+    def __call__(self, queries: mx.array, x: mx.array, mask: mx.array) -> mx.array:
+        """Attention of `queries` [B, Lq, D] (rows of x) over all tokens of x [B, L, D]."""
+        batch, dims = x.shape[0], x.shape[2]
         head_dims = dims // self.num_heads
 
         def heads(t: mx.array) -> mx.array:
-            return t.reshape(batch, length, self.num_heads, head_dims).transpose(0, 2, 1, 3)
+            return t.reshape(batch, -1, self.num_heads, head_dims).transpose(0, 2, 1, 3)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        q, k, v = heads(self.query(queries)), heads(self.key(x)), heads(self.value(x))
         scores = (q * head_dims**-0.5) @ k.transpose(0, 1, 3, 2) + mask
         out = ops.softmax(scores, axis=-1) @ v
-        return out.transpose(0, 2, 1, 3).reshape(batch, length, dims)
+        return out.transpose(0, 2, 1, 3).reshape(batch, -1, dims)
 
 
 class ResidualOutput(nn.Module):
@@ -89,8 +90,8 @@ class Attention(nn.Module):
         self.self = SelfAttention(cfg)
         self.output = ResidualOutput(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps)
 
-    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
-        return self.output(self.self(x, mask), x)
+    def __call__(self, queries: mx.array, x: mx.array, mask: mx.array) -> mx.array:
+        return self.output(self.self(queries, x, mask), queries)
 
 
 class Intermediate(nn.Module):
@@ -109,9 +110,10 @@ class TransformerLayer(nn.Module):
         self.intermediate = Intermediate(cfg)
         self.output = ResidualOutput(cfg.intermediate_size, cfg.hidden_size, cfg.layer_norm_eps)
 
-    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
-        x = self.attention(x, mask)
-        return self.output(self.intermediate(x), x)
+    def __call__(self, queries: mx.array, x: mx.array, mask: mx.array) -> mx.array:
+        """New states of the `queries` rows of x."""
+        h = self.attention(queries, x, mask)
+        return self.output(self.intermediate(h), h)
 
 
 class Encoder(nn.Module):
@@ -120,9 +122,10 @@ class Encoder(nn.Module):
         self.layer = [TransformerLayer(cfg) for _ in range(cfg.num_hidden_layers)]
 
     def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
-        for layer in self.layer:
-            x = layer(x, mask)
-        return x
+        """Final states of the first token only: all the pooler reads, so the last layer skips the rest."""
+        for layer in self.layer[:-1]:
+            x = layer(x, x, mask)
+        return self.layer[-1](x[:, :1], x, mask)
 
 
 class Pooler(nn.Module):
@@ -130,8 +133,8 @@ class Pooler(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def __call__(self, hidden: mx.array) -> mx.array:
-        return ops.tanh(self.dense(hidden[:, 0]))
+    def __call__(self, first_token: mx.array) -> mx.array:
+        return ops.tanh(self.dense(first_token[:, 0]))
 
 
 class RobertaTextEncoder(nn.Module):
