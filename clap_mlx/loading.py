@@ -135,6 +135,8 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[Path, str]:
     if path.is_dir():
         return _complete_folder(path, str(name_or_path), None), path.name
     name = str(name_or_path)
+    if path.exists() or name.startswith((".", "/", "~")) or path.is_absolute():
+        raise _not_found(name, None, [str(path)], [], "not an existing folder")
     repo_id = REGISTRY.get(name, name if name.count("/") == 1 else None)
     if repo_id is None:
         raise _not_found(name, None, [], [], "it is neither a folder nor a known model name")

@@ -117,6 +117,15 @@ def test_unknown_name_lists_the_registry():
         load("no-such-model")
 
 
+def test_path_that_is_not_a_folder_is_not_looked_up_on_the_hub(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="not an existing folder"):
+        load(tmp_path / "nowhere")
+    a_file = tmp_path / "model.safetensors"
+    a_file.write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match="not an existing folder"):
+        load(a_file)
+
+
 def test_registry_name_without_any_copy_explains_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setenv("CLAP_MLX_MODEL_DIR", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
