@@ -11,7 +11,7 @@ from clap_mlx import ops
 
 RNG = np.random.default_rng(0)
 # Larger than ops.PARALLEL_MIN_ELEMENTS, so the rows are split across threads and blocks.
-PARALLEL_SHAPE = (3, 700, 97)
+PARALLEL_SHAPE = (3, 2000, 97)
 
 
 def as_numpy(x: mx.array) -> np.ndarray:
