@@ -97,7 +97,8 @@ def _not_found(name: str, repo_id: str | None, looked_in: list[str], missing: li
         short = repo_id.split("/")[-1]
         lines += [
             "To get them, on a machine with internet access run:",
-            f"  huggingface-cli download {repo_id} {' '.join(HUB_FILES)} --local-dir {short}",
+            f'  hf download {repo_id} --include "*.json" --include "*.txt" --include "*.safetensors" --local-dir {short}',
+            f'  (older huggingface_hub: huggingface-cli download {repo_id} --include "*.json" "*.txt" "*.safetensors" --local-dir {short})',
             f"then copy the folder here and either pass its path, set CLAP_MLX_MODEL_DIR to the folder "
             f"containing {short}/, or run `clap-mlx convert {short} <output folder>` and use that folder.",
         ]

@@ -134,7 +134,7 @@ def test_registry_name_without_any_copy_explains_how_to_get_it(monkeypatch, tmp_
         load("larger_clap_general")
     message = str(error.value)
     assert str(tmp_path / "larger_clap_general") in message
-    assert "huggingface-cli download laion/larger_clap_general" in message
+    assert "hf download laion/larger_clap_general" in message
     assert "config.json, preprocessor_config.json, model.safetensors (or pytorch_model.bin)" in message
 
 
