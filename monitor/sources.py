@@ -104,15 +104,77 @@ def find_input_device(device: str | int | None) -> dict:
 # ---------------------------------------------------------------- microphone
 
 
+class LiveClock:
+    """Start samples for the blocks of a live input, held in step with the wall clock.
+
+    Input that never arrives moves the clock forward by the time it covered, so
+    later audio keeps its true position (the pipeline fills the jump with
+    silence). After a reopen (`resync()`) everything missing since the last
+    block is lost. Otherwise a shortfall counts only when it stays above
+    `stall_s` for a whole `window_s` after delivery resumes: audio that was
+    merely late (scheduling, buffering) catches up within that time, audio that
+    is gone (a suspended or stalled device) does not.
+    """
+
+    def __init__(self, sample_rate: int, stall_s: float = 2.0, window_s: float = 3.0):
+        self.sample_rate = sample_rate
+        self.stall_s, self.window_s = stall_s, window_s
+        self.next_sample = 0
+        self.gaps: list[tuple[int, int]] = []  # (start_sample of the jump, missing samples), in order
+        self._origin: float | None = None  # wall time of sample 0
+        self._resync = False
+        self._last_arrival = 0.0
+        self._min_lag = 0
+        self._window_end = 0.0
+
+    def resync(self) -> None:
+        self._resync = True
+
+    def place(self, frames: int, now: float) -> int:
+        """Start sample of a block of `frames` that arrived at wall time `now` (monotonic seconds)."""
+        if self._origin is None:
+            self._origin = now - frames / self.sample_rate
+            self._restart_window(now)
+        lag = round((now - self._origin) * self.sample_rate) - self.next_sample - frames
+        if lag < 0:  # audio cannot arrive before it was recorded: sample 0 was earlier than thought
+            self._origin += lag / self.sample_rate
+            lag = 0
+        if self._resync:
+            self._resync = False
+            self._skip(lag)
+            self._restart_window(now)
+        else:
+            if now - self._last_arrival >= self.stall_s:  # delivery resumes: judge the shortfall from here
+                self._restart_window(now)
+            self._min_lag = min(self._min_lag, lag)
+            if now >= self._window_end:
+                if self._min_lag > self.stall_s * self.sample_rate:
+                    self._skip(self._min_lag)
+                self._restart_window(now)
+        self._last_arrival = now
+        start = self.next_sample
+        self.next_sample += frames
+        return start
+
+    def _skip(self, n: int) -> None:
+        if n > 0:
+            self.gaps.append((self.next_sample, n))
+            self.next_sample += n
+
+    def _restart_window(self, now: float) -> None:
+        self._min_lag = sys.maxsize
+        self._window_end = now + self.window_s
+
+
 class MicrophoneSource:
     """Live capture from a PortAudio input; reopens the device when it goes away.
 
     The PortAudio callback mixes into one preallocated mono buffer and hands a
-    view of it to `on_audio`: no allocation, no locks on the audio thread.
-    When the stream dies (device unplugged, sound server restarted) a
-    supervisor thread reopens it with exponential back-off and advances the
-    sample clock by the time that was missed, so later audio keeps its true
-    position in the stream.
+    view of it to `on_audio`: no buffers allocated, no locks on the audio
+    thread. When the stream dies (device unplugged, sound server restarted) a
+    supervisor thread reopens it with exponential back-off. A `LiveClock`
+    places every block, so time the device missed (outage, stall) shows as a
+    jump in `start_sample`, logged as an `input_gap` warning.
     """
 
     live = True
@@ -130,15 +192,12 @@ class MicrophoneSource:
         self.name = name or f"mic:{device if device is not None else 'default'}"
         self.reopen_min_s = reopen_min_s
         self.reopen_max_s = reopen_max_s
-        self.gaps: list[tuple[int, int]] = []  # (start_sample, missing samples) per reopen
+        self.clock = LiveClock(self.sample_rate)
         self._mono = np.zeros(MIC_BLOCK_FRAMES, np.float32)
         self._overflows = 0
-        self._next_sample = 0
         self._on_audio: OnAudio | None = None
         self._stream = None
-        self._lost_at: float | None = None
-        self._resume_from: float | None = None  # set by the supervisor, consumed by the first new callback
-        self._resumed: tuple[int, int] | None = None  # (start_sample, gap) handed back to the supervisor
+        self._gaps_logged = 0
         self._lost = threading.Event()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -147,10 +206,15 @@ class MicrophoneSource:
     def overflows(self) -> int:
         return self._overflows
 
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        """(start_sample, missing samples) for every stretch of input the device missed."""
+        return self.clock.gaps
+
     def start(self, on_audio: OnAudio) -> None:
         self._on_audio = on_audio
         self._open_stream()
-        self._supervisor = threading.Thread(target=self._supervise, name=f"{self.name} reopen", daemon=True)
+        self._supervisor = threading.Thread(target=self._supervise, name=f"{self.name} supervisor", daemon=True)
         self._supervisor.start()
 
     def stop(self) -> None:
@@ -166,30 +230,16 @@ class MicrophoneSource:
     def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
         if status.input_overflow:
             self._overflows += 1
-        if self._resume_from is not None:
-            self._account_gap(frames)
         if self.channels == 1:
             block = indata[:, 0]
         else:
             block = self._mono[:frames]
             np.mean(indata, axis=1, out=block)
-        start = self._next_sample
-        self._next_sample = start + frames
-        self._on_audio(block, start)
-
-    def _account_gap(self, frames: int) -> None:
-        # Measured at the first new block, not at open: a stream can take a second to start delivering.
-        missed = round((time.monotonic() - self._resume_from) * self.sample_rate) - frames
-        self._resumed = (self._next_sample, max(missed, 0))
-        self._next_sample += max(missed, 0)
-        self._resume_from = None
+        self._on_audio(block, self.clock.place(frames, time.monotonic()))
 
     def _on_finished(self) -> None:
-        if self._stopping.is_set():
-            return
-        if self._resume_from is None:  # a stream that died before delivering anything keeps the first loss time
-            self._lost_at = time.monotonic()
-        self._lost.set()
+        if not self._stopping.is_set():
+            self._lost.set()
 
     def _open_stream(self) -> None:
         sd = _sounddevice()
@@ -216,38 +266,33 @@ class MicrophoneSource:
 
     def _supervise(self) -> None:
         while not self._stopping.is_set():
-            self._lost.wait()
-            if self._stopping.is_set():
-                return
-            self._lost.clear()
-            self._close_stream()
-            self._reopen()
+            if self._lost.wait(0.25) and not self._stopping.is_set():
+                self._lost.clear()
+                self._close_stream()
+                self._reopen()
+            self._log_gaps()
 
     def _reopen(self) -> None:
-        delay = self.reopen_min_s
         log.warning("input device lost", extra={"kind": "device_lost", "source": self.name})
+        delay = self.reopen_min_s
         while not self._stopping.wait(delay):
-            self._resumed, self._resume_from = None, self._lost_at
+            self.clock.resync()
             try:
                 refresh_devices()
                 self._open_stream()
             except SourceError as error:
-                self._resume_from = None
                 delay = min(delay * 2, self.reopen_max_s)
                 log.info("reopening %s failed (retry in %.1f s): %s", self.name, delay, error)
                 continue
-            while self._resumed is None and not self._lost.is_set():
-                if self._stopping.wait(0.05):
-                    return
-            if self._resumed is not None:
-                self._report_gap(*self._resumed)
+            log.info("input device reopened", extra={"kind": "device_reopened", "source": self.name})
             return
 
-    def _report_gap(self, start_sample: int, gap: int) -> None:
-        self.gaps.append((start_sample, gap))
-        log.warning("input device reopened; %.2f s of audio are missing", gap / self.sample_rate,
-                    extra={"kind": "device_reopened", "source": self.name, "gap_s": gap / self.sample_rate,
-                           "start_sample": start_sample})
+    def _log_gaps(self) -> None:
+        for start_sample, missing in self.clock.gaps[self._gaps_logged:]:
+            self._gaps_logged += 1
+            log.warning("%s missed %.2f s of input", self.name, missing / self.sample_rate,
+                        extra={"kind": "input_gap", "source": self.name, "gap_s": missing / self.sample_rate,
+                               "start_sample": start_sample})
 
 
 # ---------------------------------------------------------------- threaded readers

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from monitor.config import SourceConfig
-from monitor.sources import (FileSource, MicrophoneSource, StdinPCMSource, find_input_device,
+from monitor.sources import (FileSource, LiveClock, MicrophoneSource, StdinPCMSource, find_input_device,
                              format_devices, list_devices, open_source)
 from monitor.sources_base import SourceError
 from tests.fixtures_pulse import wait_for
@@ -165,6 +165,65 @@ def test_microphone_reopens_after_server_restart(pulse_server, tmp_path):
     after = np.concatenate([block for start, block, _ in recorder.blocks if start >= gap_start + gap])
     first, last = loud_span(after)
     assert abs((last - first) / RATE - 0.5) < 0.01  # capture works again after the reopen
+
+
+def test_microphone_counts_a_suspended_device_as_missing_input(pulse_server):
+    """A suspended sink stops the capture without ending the stream: the clock must notice."""
+    source = MicrophoneSource("pulse", RATE)
+    recorder = Recorder()
+    source.start(recorder)
+    try:
+        wait_for(lambda: recorder.samples_seen() > RATE // 5, 5, "capture to start")
+        pulse_server.pactl("suspend-sink", "monitor_test", "1")
+        time.sleep(3.5)
+        pulse_server.pactl("suspend-sink", "monitor_test", "0")
+        wait_for(lambda: source.gaps, 10, "the stall to be counted")
+    finally:
+        source.stop()
+    [(_, gap)] = source.gaps
+    assert 3.2 <= gap / RATE <= 4.0
+
+
+# ---------------------------------------------------------------- the live clock (synthetic arrival times)
+
+BLOCK_S, CLOCK_RATE = 0.1, 10_000
+BLOCK = round(BLOCK_S * CLOCK_RATE)
+
+
+def arrivals(first_block: int, last_block: int, delay: float = 0.0) -> list[float]:
+    """On-time arrival times of blocks [first, last): block i is complete at (i + 1) * BLOCK_S."""
+    return [(i + 1) * BLOCK_S + delay for i in range(first_block, last_block)]
+
+
+def place_all(clock: LiveClock, times: list[float]) -> list[int]:
+    return [clock.place(BLOCK, t) for t in times]
+
+
+def test_live_clock_ignores_jitter_and_late_but_complete_audio():
+    clock = LiveClock(CLOCK_RATE)
+    jitter = np.random.default_rng(0).uniform(0, 0.03, 200)
+    # blocks 20-49 are held up 2.5 s (a busy machine), then arrive in one burst
+    times = arrivals(0, 20) + [5.0] * 30 + arrivals(50, 200)
+    starts = place_all(clock, list(np.array(times) + jitter))
+    assert starts == [i * BLOCK for i in range(200)] and clock.gaps == []
+
+
+def test_live_clock_counts_a_stall_that_lost_audio():
+    clock = LiveClock(CLOCK_RATE)
+    # one late first block, then 3 s of audio that never comes (blocks 20-49)
+    starts = place_all(clock, [BLOCK_S + 0.05] + arrivals(1, 20) + arrivals(50, 120))
+    jumps = [(a + BLOCK, b - a - BLOCK) for a, b in zip(starts, starts[1:]) if b - a != BLOCK]
+    assert clock.gaps == jumps == [(jumps[0][0], 30 * BLOCK)]
+    # placed once delivery has been back for a window (3 s, 30 blocks): those blocks keep their early position
+    assert (20 + 30) * BLOCK <= jumps[0][0] <= (20 + 31) * BLOCK
+
+
+def test_live_clock_after_reopen_counts_everything_missing():
+    clock = LiveClock(CLOCK_RATE)
+    place_all(clock, arrivals(0, 20))
+    clock.resync()
+    assert clock.place(BLOCK, 4.0) == 4.0 * CLOCK_RATE - BLOCK  # the block covering 3.9-4.0 s
+    assert clock.gaps == [(20 * BLOCK, round((3.9 - 2.0) * CLOCK_RATE))]
 
 
 # ---------------------------------------------------------------- files
