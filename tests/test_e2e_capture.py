@@ -68,8 +68,8 @@ def clap(tiny_checkpoint):
 
 
 def separating_label(clap, name: str, targets: list[np.ndarray], others: list[np.ndarray]) -> LabelConfig:
-    """A label whose prompt (of CANDIDATE_PROMPTS) the model scores highest on every target window
-    above every other window, by the widest margin; its threshold lies halfway."""
+    """A label with the prompt (of CANDIDATE_PROMPTS) that scores every target window above every
+    other window by the widest margin, and its threshold halfway across that margin."""
     # Label scores are independent of each other: one pass scores every candidate.
     scores = Detector(clap, {p: [p] for p in CANDIDATE_PROMPTS}, BACKGROUND).score(targets + others)
     ranges = {p: (min(s[p] for s in scores[: len(targets)]), max(s[p] for s in scores[len(targets):]))
