@@ -29,7 +29,7 @@ def bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
     Source positions and tap weights are computed in float32 like torch's CPU kernel, so the
     matmul reproduces `F.interpolate(mode="bicubic")` up to summation order.
     """
-    scale = np.float32(in_size - 1) / np.float32(max(out_size - 1, 1))
+    scale = np.float32(in_size - 1) / np.float32(out_size - 1)
     source = scale * np.arange(out_size, dtype=np.float32)
     left = np.minimum(np.floor(source).astype(np.int64), in_size - 1)
     t = np.clip(source - left.astype(np.float32), 0, 1).astype(np.float32)
@@ -166,7 +166,7 @@ class PatchEmbed(nn.Module):
     def __init__(self, cfg: AudioConfig):
         super().__init__()
         kernel = (cfg.patch_size, cfg.patch_size)
-        padding = ((cfg.patch_size - cfg.patch_stride[0]) // 2, (cfg.patch_size - cfg.patch_stride[1]) // 2)
+        padding = tuple((cfg.patch_size - stride) // 2 for stride in cfg.patch_stride)
         dims = cfg.patch_embeds_hidden_size
         self.enable_fusion = cfg.enable_fusion
         self.proj = nn.Conv2d(cfg.patch_embed_input_channels, dims, kernel, cfg.patch_stride, padding)
@@ -206,7 +206,7 @@ class WindowSelfAttention(nn.Module):
     def __init__(self, dims: int, num_heads: int, window: int, qkv_bias: bool):
         super().__init__()
         if dims % num_heads:
-            raise ValueError(f"AudioConfig: stage width {dims} is not a multiple of its {num_heads} attention heads")
+            raise ValueError(f"AudioConfig: stage width {dims} is not a multiple of its {num_heads} heads")
         self.num_heads = num_heads
         self.scale = (dims // num_heads) ** -0.5
         self.query = nn.Linear(dims, dims, bias=qkv_bias)
@@ -321,7 +321,15 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
-    def __init__(self, cfg: AudioConfig, dims: int, resolution: tuple[int, int], depth: int, num_heads: int, downsample: bool):
+    def __init__(
+        self,
+        cfg: AudioConfig,
+        dims: int,
+        resolution: tuple[int, int],
+        depth: int,
+        num_heads: int,
+        downsample: bool,
+    ):
         super().__init__()
         self.blocks = [
             SwinLayer(cfg, dims, resolution, num_heads, shift=cfg.window_size // 2 if i % 2 else 0)
@@ -341,7 +349,7 @@ class HTSATAudioEncoder(nn.Module):
     def __init__(self, cfg: AudioConfig):
         super().__init__()
         if cfg.enable_fusion and cfg.fusion_type == "channel_map":
-            raise ValueError('AudioConfig: fusion_type "channel_map" is not supported (transformers cannot run it)')
+            raise ValueError('AudioConfig: fusion_type "channel_map" is not supported (nor runnable in transformers)')
         if cfg.hidden_act != "gelu":
             raise ValueError(f'AudioConfig: hidden_act {cfg.hidden_act!r} is not supported (only "gelu")')
         self.cfg = cfg
@@ -378,25 +386,26 @@ class HTSATAudioEncoder(nn.Module):
         return features.transpose(2, 0, 4, 1, 3).reshape(batch, self.freq_ratio * mels, chunk, channels)
 
     def check_inputs(self, input_features: mx.array, is_longer: mx.array) -> None:
-        expected = f"[batch, {self.input_channels}, frames <= {self.cfg.spec_size * self.freq_ratio}, {self.cfg.num_mel_bins}]"
+        max_frames = self.cfg.spec_size * self.freq_ratio
         shape = tuple(input_features.shape)
         if (
             len(shape) != 4
             or shape[1] != self.input_channels
             or shape[3] != self.cfg.num_mel_bins
             or shape[3] * self.freq_ratio != self.cfg.spec_size
-            or shape[2] > self.cfg.spec_size * self.freq_ratio
+            or shape[2] > max_frames
         ):
+            expected = f"[batch, {self.input_channels}, frames <= {max_frames}, {self.cfg.num_mel_bins}]"
             raise ValueError(f"input_features: expected shape {expected}, got {list(shape)}")
         if is_longer.size != shape[0]:
-            raise ValueError(f"is_longer: expected {shape[0]} flags (one per clip), got shape {list(is_longer.shape)}")
+            raise ValueError(f"is_longer: expected {shape[0]} flags (one per clip), got {list(is_longer.shape)}")
 
     def __call__(self, input_features: mx.array, is_longer: mx.array) -> mx.array:
         """input_features: [B, C, T, mels] float32; is_longer: [B] bool -> [B, num_features]."""
         self.check_inputs(input_features, is_longer)
         image = self.mel_image(self.batch_norm(input_features))
         # Only clips flagged longer go through fusion, so the row selection is host-side.
-        longer_rows = np.flatnonzero(np.array(is_longer).reshape(-1)) if self.cfg.enable_fusion else np.empty(0, np.int64)
+        longer_rows = np.flatnonzero(np.array(is_longer).reshape(-1) if self.cfg.enable_fusion else [])
         x = self.patch_embed(image, longer_rows)
         for stage in self.layers:
             x = stage(x)
