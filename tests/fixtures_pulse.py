@@ -29,6 +29,7 @@ class PulseServer:
         self.socket = root / "native"
         self.log_path = root / "pulseaudio.log"
         self.process: subprocess.Popen | None = None
+        self._keepalive: subprocess.Popen | None = None
         self._script = root / "test.pa"
         self._script.write_text(
             f"load-module module-null-sink sink_name={SINK} rate={CAPTURE_RATE} channels=2\n"
@@ -68,21 +69,31 @@ class PulseServer:
             if self.process.poll() is not None:
                 break
             if self.socket.exists() and self.pactl("info", check=False).returncode == 0:
+                self._keep_sink_running()
                 return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"pulseaudio did not come up; its log:\n{self.log_path.read_text()[-4000:]}")
 
+    def _keep_sink_running(self) -> None:
+        """Play endless silence at low latency. An idle null sink renders in 2 s steps, so new
+        record streams waited up to 2 s for data and paplay 2 s to drain; a sound card does not."""
+        self._keepalive = subprocess.Popen(
+            ["pacat", "--playback", "--raw", "--latency-msec=20", f"--device={SINK}", "/dev/zero"],
+            env={**os.environ, **self.client_env},
+        )
+
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        for process in (self._keepalive, self.process):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._keepalive = self.process = None
 
     def pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(["pactl", *args], env={**os.environ, **self.client_env},
@@ -111,7 +122,7 @@ def refresh_portaudio() -> None:
 @pytest.fixture(scope="session")
 def pulse_server(tmp_path_factory):
     """A running private PulseAudio daemon; PortAudio's "pulse" device records its null sink."""
-    missing = [tool for tool in ("pulseaudio", "paplay", "pactl") if shutil.which(tool) is None]
+    missing = [tool for tool in ("pulseaudio", "paplay", "pacat", "pactl") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (apt install pulseaudio pulseaudio-utils "
                     "libasound2-plugins libportaudio2)")
