@@ -196,3 +196,9 @@ def test_weights_not_matching_config_name_the_file(tiny_checkpoint, tmp_path):
     (broken / "config.json").write_text(config)
     with pytest.raises(ValueError, match=r"model\.safetensors: weights do not match config\.json"):
         load(broken)
+
+
+def test_model_from_pretrained_matches_load(tiny_checkpoint, tiny_bundle):
+    from clap_mlx.model import CLAPModel
+
+    assert_same_parameters(CLAPModel.from_pretrained(tiny_checkpoint), tiny_bundle.model)
