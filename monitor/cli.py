@@ -57,6 +57,9 @@ def run(args) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
     pipeline.run()
+    import mlx.core as mx  # after clap_mlx (loaded by the model): see DetectorThread.run
+
+    mx.clear_streams()  # the main thread embedded the label prompts
     return 0
 
 

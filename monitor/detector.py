@@ -17,7 +17,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from clap_mlx.scoring import contrast_probabilities, l2_normalize
+from clap_mlx.scoring import contrast_probabilities, l2_normalize  # clap_mlx first: OpenBLAS before mlx
+
+import mlx.core as mx  # noqa: E402  isort: skip
 
 from .windower import Window
 
@@ -119,6 +121,10 @@ class DetectorThread(threading.Thread):
             log.exception("detector stopped by an error")
             self.error = error
             self.queue.close()  # a paced windower must not wait for room forever
+        finally:
+            # MLX wants each thread's streams destroyed by that thread; left to process
+            # teardown they abort the interpreter at exit now and then (ml-explore/mlx#4327)
+            mx.clear_streams()
 
     def _score(self, batch: list[Window]) -> list[Detection]:
         audible = [w for w in batch if not w.gated]
