@@ -144,15 +144,25 @@ class RobertaTextEncoder(nn.Module):
         super().__init__()
         if cfg.hidden_act != "gelu":
             raise ValueError(f'TextConfig: hidden_act {cfg.hidden_act!r} is not supported (only "gelu")')
+        self.vocab_size = cfg.vocab_size
+        # RoBERTa positions start after padding_idx, so fewer tokens fit than position embeddings.
+        self.max_length = cfg.max_position_embeddings - cfg.pad_token_id - 1
         self.embeddings = TextEmbeddings(cfg)
         self.encoder = Encoder(cfg)
         self.pooler = Pooler(cfg)
 
-    def __call__(self, input_ids: mx.array, attention_mask: mx.array) -> mx.array:
+    def check_inputs(self, input_ids: mx.array, attention_mask: mx.array) -> None:
         if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
             raise ValueError(
                 f"input_ids {list(input_ids.shape)} and attention_mask {list(attention_mask.shape)} "
                 "must both be [batch, length]"
             )
+        if input_ids.shape[1] > self.max_length:
+            raise ValueError(f"input_ids: {input_ids.shape[1]} tokens, the text tower takes at most {self.max_length}")
+        if input_ids.size and not 0 <= mx.min(input_ids).item() <= mx.max(input_ids).item() < self.vocab_size:
+            raise ValueError(f"input_ids: token ids must be in [0, {self.vocab_size}) (the checkpoint's vocab_size)")
+
+    def __call__(self, input_ids: mx.array, attention_mask: mx.array) -> mx.array:
+        self.check_inputs(input_ids, attention_mask)
         hidden = self.encoder(self.embeddings(input_ids), additive_attention_mask(attention_mask))
         return self.pooler(hidden)

@@ -69,9 +69,15 @@ def test_attention_mask_is_used(tiny_bundle):
     np.testing.assert_allclose(np.array(masked[1]), np.array(unmasked[1]), atol=1e-6)  # row 1 is not
 
 
-def test_mismatched_inputs_are_rejected(tiny_bundle):
+def test_bad_inputs_are_rejected(tiny_bundle):
+    text_model = tiny_bundle.model.text_model
     with pytest.raises(ValueError, match="attention_mask"):
-        tiny_bundle.model.text_model(mx.zeros((2, 5), dtype=mx.int32), mx.ones((2, 4), dtype=mx.int32))
+        text_model(mx.zeros((2, 5), dtype=mx.int32), mx.ones((2, 4), dtype=mx.int32))
+    with pytest.raises(ValueError, match="at most 512"):
+        text_model(mx.zeros((1, 513), dtype=mx.int32), mx.ones((1, 513), dtype=mx.int32))
+    vocab_size = tiny_bundle.config.text.vocab_size
+    with pytest.raises(ValueError, match=f"must be in \\[0, {vocab_size}\\)"):
+        text_model(mx.array([[0, vocab_size, 2]]), mx.ones((1, 3), dtype=mx.int32))
 
 
 @pytest.mark.full
