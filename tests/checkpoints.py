@@ -184,13 +184,12 @@ def _write_bpe_files(tokenizer: RobertaTokenizerFast, folder: Path) -> None:
 
 
 def copy_with_pytorch_bin(folder: str | Path, dst: str | Path) -> Path:
-    """A copy of a checkpoint with pytorch_model.bin (torch.save'd state dict) instead of model.safetensors.
+    """A copy of a checkpoint with pytorch_model.bin instead of model.safetensors.
 
-    transformers 5 dropped `save_pretrained(safe_serialization=False)`; this writes what it did.
+    transformers 5 dropped `save_pretrained(safe_serialization=False)`; this writes what it did:
+    `torch.save(model.state_dict())` (an OrderedDict carrying `_metadata`).
     """
-    from safetensors.torch import load_file
-
     folder, dst = Path(folder), Path(dst)
     shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("model.safetensors"))
-    torch.save(load_file(folder / "model.safetensors"), dst / "pytorch_model.bin")
+    torch.save(ClapModel.from_pretrained(folder).state_dict(), dst / "pytorch_model.bin")
     return dst
