@@ -11,17 +11,22 @@ noise from tone for some prompts. The test measures the model's scores on
 synthetic windows (every burst fill from half to full), picks the prompt that
 separates them best and puts the threshold in between: the model, not the
 level, decides which burst is an event.
+
+The same clip also goes through `sound-monitor run` as raw PCM on stdin.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import clap_mlx  # noqa: F401  (OpenBLAS before mlx)
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 from monitor.config import DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig, WindowsConfig
 from monitor.detector import Detector
@@ -168,3 +173,32 @@ def test_capture_survives_sound_server_restart(pulse_server, clap, noise_label, 
     assert warnings == ["device_lost", "input_gap", "source_gap"]
     # The timeline skipped the outage, so the event after it still has true wall-clock times.
     assert_event_matches_burst([line for line in lines if line["type"] == "event"], played_at + 1.0, played_at + 3.0)
+
+
+def test_stdin_pcm_through_the_cli(noise_label, tiny_checkpoint, tmp_path):
+    """`<decoder> | sound-monitor run` with a stdin source: raw stereo s16le in, events out, exit at EOF."""
+    clip = np.concatenate([silence(1.5), noise(2.0, seed=4), silence(1.5), tone(2.0), silence(1.5)])
+    pcm = (np.clip(np.repeat(clip[:, None], 2, axis=1), -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
+    config = tmp_path / "stdin.yaml"
+    config.write_text(yaml.safe_dump({
+        "source": {"type": "stdin", "format": "s16le", "sample_rate": RATE, "channels": 2},
+        "windows": {"length_s": WINDOW_S, "hop_s": HOP_S, "min_dbfs": float(GATE_DBFS)},
+        # the whole clip arrives at once: queue every window instead of dropping the oldest
+        "detector": {"batch_size": 4, "max_pending": 64, "background": list(BACKGROUND)},
+        "labels": [{"name": "noise", "prompts": list(noise_label.prompts),
+                    "threshold": noise_label.threshold, "max_not_heard": 1}],
+        "log": {"path": str(tmp_path / "monitor.jsonl")},
+        "mqtt": {"enabled": False},
+    }))
+    run = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(config),
+                          "--model", str(tiny_checkpoint)], input=pcm, capture_output=True, timeout=300)
+    assert run.returncode == 0, run.stderr.decode()
+
+    lines = logged(tmp_path)
+    [started] = [line for line in lines if line.get("kind") == "started"]
+    [stopped] = [line for line in lines if line.get("kind") == "stopped"]
+    assert stopped["stream_s"] == len(clip) / RATE  # every frame, nothing lost or invented
+    events = [line for line in lines if line["type"] == "event"]
+    assert all(e["source"] == "stdin" for e in events)
+    # Stream time starts with the first block, a moment after the "started" line.
+    assert_event_matches_burst(events, started["time"] + 1.5, started["time"] + 3.5)
