@@ -99,23 +99,31 @@ def full_speed(clap, folder: Path, workdir: Path, seconds: float) -> dict:
             "windows_per_s": windows / wall, "detector_busy_rtf": pipeline._realtime_factor()}
 
 
-def live_streams(clap, folder: Path, workdir: Path, count: int, seconds: float) -> dict:
-    """`count` real-time file streams in this process, each its own pipeline, one shared model."""
+def live_streams(clap, folder: Path, workdir: Path, count: int, seconds: float, windows_per_s: float) -> dict:
+    """`count` real-time file streams in this process, each its own pipeline, one shared model.
+
+    They keep up when no window is lost and, once the streams end, the backlog drains within
+    the time to score one last window per stream (at the full-speed throughput) plus 1 s:
+    a growing backlog that still fits the queues fails too."""
     path = write_wav(workdir / "live.wav", noise(seconds, seed=2))
     pipelines = [
         Pipeline(monitor_config(folder, f"live{k}", path, True, NO_MQTT), FileSource(path, name=f"live{k}"), clap)
         for k in range(count)
     ]
     threads = [threading.Thread(target=p.run) for p in pipelines]
+    started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    drain_s = time.monotonic() - started - seconds
     expected = int((seconds - LENGTH_S) / HOP_S) + 1
     scored = [p.detector.windows_scored for p in pipelines]
     lost = [losses(p) for p in pipelines]
     return {"streams": count, "seconds": seconds, "windows_expected_each": expected, "windows_scored": scored,
-            "windows_lost": lost, "keeps_up": all(x == 0 for x in lost) and all(s == expected for s in scored)}
+            "windows_lost": lost, "drain_s": drain_s,
+            "keeps_up": all(x == 0 for x in lost) and all(s == expected for s in scored)
+            and drain_s <= count / windows_per_s + 1.0}
 
 
 class EventSubscriber:
@@ -173,6 +181,7 @@ def main() -> None:
     parser.add_argument("--rtf-seconds", type=float, default=60.0, help="audio replayed at full speed")
     parser.add_argument("--stream-seconds", type=float, default=30.0, help="length of each live-streams trial")
     parser.add_argument("--cycles", type=int, default=8, help="sound onsets in the latency stream (12 s each)")
+    parser.add_argument("--max-trials", type=int, default=4, help="live-stream counts tried at most")
     parser.add_argument("--checkpoint", type=Path, help="another hub-layout folder (default: the full-size random one)")
     args = parser.parse_args()
     folder = args.checkpoint or full_checkpoint()
@@ -181,19 +190,19 @@ def main() -> None:
         workdir = Path(tmp)
         rtf = full_speed(clap, folder, workdir, args.rtf_seconds)
         print(f"full speed: {rtf['realtime_factor']:.2f}x real time ({rtf['windows_per_s']:.2f} windows/s)")
-        # Each live stream needs 1/hop windows per second: try the estimate, then one more or fewer.
-        estimate = max(1, int(rtf["windows_per_s"] * HOP_S))
-        trials, count = [], estimate
+        # Each live stream needs 1/hop windows per second: start at the estimate, then step
+        # up while every stream keeps up, or down until one count does.
+        trials, count = [], max(1, int(rtf["windows_per_s"] * HOP_S))
         while True:
-            trial = live_streams(clap, folder, workdir, count, args.stream_seconds)
+            trial = live_streams(clap, folder, workdir, count, args.stream_seconds, rtf["windows_per_s"])
             trials.append(trial)
-            print(f"{count} live stream(s): lost windows {trial['windows_lost']}, keeps up: {trial['keeps_up']}")
-            if trial["keeps_up"] and count == estimate:
-                count += 1
-            elif not trial["keeps_up"] and count == estimate and count > 1:
-                count -= 1
-            else:
+            print(f"{count} live stream(s): lost windows {trial['windows_lost']}, backlog drained in "
+                  f"{trial['drain_s']:.1f} s, keeps up: {trial['keeps_up']}")
+            step = 1 if trial["keeps_up"] else -1
+            tried = {t["streams"] for t in trials}
+            if count + step < 1 or count + step in tried or len(trials) >= args.max_trials:
                 break
+            count += step
         sustained = max((t["streams"] for t in trials if t["keeps_up"]), default=0)
         latency = alert_latency(clap, folder, workdir, args.cycles)
     rss = peak_rss_mb()

@@ -93,7 +93,7 @@ def _gelu_block(x: np.ndarray, out: np.ndarray, a: np.ndarray, b: np.ndarray) ->
     for coefficient in _HALF_ERFC_POLY[-2::-1]:
         out += coefficient
         out *= b
-    np.multiply(a, a, out=b)
+    np.square(a, out=b)
     b *= np.float32(-0.5)
     np.exp(b, out=b)
     out *= b
