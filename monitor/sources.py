@@ -326,8 +326,9 @@ class _ReaderSource:
         self._thread.start()
 
     def stop(self) -> None:
-        with self._delivery:
-            self._stopped.set()
+        self._stopped.set()  # first: a reader looping on the lock could otherwise keep it for long
+        with self._delivery:  # then wait out a delivery in progress
+            pass
 
     def wait(self, timeout: float | None = None) -> bool:
         if self._thread is None:
