@@ -174,7 +174,7 @@ class MicrophoneSource:
     thread. When the stream dies (device unplugged, sound server restarted) a
     supervisor thread reopens it with exponential back-off. A `LiveClock`
     places every block, so time the device missed (outage, stall) shows as a
-    jump in `start_sample`, logged as an `input_gap` warning.
+    jump in `start_sample` (which the pipeline logs as a `source_gap` warning).
     """
 
     live = True
@@ -197,7 +197,6 @@ class MicrophoneSource:
         self._overflows = 0
         self._on_audio: OnAudio | None = None
         self._stream = None
-        self._gaps_logged = 0
         self._lost = threading.Event()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -265,12 +264,10 @@ class MicrophoneSource:
             log.debug("closing %s failed: %s", self.name, error)
 
     def _supervise(self) -> None:
-        while not self._stopping.is_set():
-            if self._lost.wait(0.25) and not self._stopping.is_set():
-                self._lost.clear()
-                self._close_stream()
-                self._reopen()
-            self._log_gaps()
+        while self._lost.wait() and not self._stopping.is_set():
+            self._lost.clear()
+            self._close_stream()
+            self._reopen()
 
     def _reopen(self) -> None:
         log.warning("input device lost", extra={"kind": "device_lost", "source": self.name})
@@ -286,13 +283,6 @@ class MicrophoneSource:
                 continue
             log.info("input device reopened", extra={"kind": "device_reopened", "source": self.name})
             return
-
-    def _log_gaps(self) -> None:
-        for start_sample, missing in self.clock.gaps[self._gaps_logged:]:
-            self._gaps_logged += 1
-            log.warning("%s missed %.2f s of input", self.name, missing / self.sample_rate,
-                        extra={"kind": "input_gap", "source": self.name, "gap_s": missing / self.sample_rate,
-                               "start_sample": start_sample})
 
 
 # ---------------------------------------------------------------- threaded readers
