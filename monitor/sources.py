@@ -242,6 +242,7 @@ class MicrophoneSource:
 
     def _open_stream(self) -> None:
         sd = _sounddevice()
+        stream = None
         try:
             stream = sd.InputStream(
                 device=find_input_device(self.device_name)["index"], samplerate=self.sample_rate,
@@ -250,6 +251,8 @@ class MicrophoneSource:
             )
             stream.start()
         except sd.PortAudioError as error:
+            if stream is not None:
+                stream.close()
             raise SourceError(f"cannot open input device {self.device_name!r} "
                               f"at {self.sample_rate} Hz: {error}") from error
         self._stream = stream
