@@ -22,6 +22,7 @@ import clap_mlx  # noqa: E402  (preloads OpenBLAS before anything imports mlx.co
 from clap_mlx import _blas  # noqa: E402
 
 CHECKPOINT = CACHE / "clap-htsat-fused"
+LOAD_AT_START = os.getloadavg()  # other processes' load skews every timing: record it
 
 
 def full_checkpoint() -> Path:
@@ -66,7 +67,8 @@ def machine_info() -> dict:
         "transformers": _version("transformers"),
         "openblas_loaded": _blas.loaded_blas,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
-        "load_average_at_start": os.getloadavg(),
+        "load_average_at_start": LOAD_AT_START,
+        "load_average_at_end": os.getloadavg(),
     }
 
 
