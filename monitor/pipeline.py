@@ -105,16 +105,15 @@ class Pipeline:
     def stop(self) -> None:
         """Request shutdown (safe from a signal handler); `run()` then drains and returns."""
         self._stop.set()
-        with self._room:
-            self._room.notify_all()
 
     def shutdown(self) -> None:
+        """Stop at any moment without losing audio already delivered: the source first (a
+        delivery in progress still waits for room, so it cannot overwrite uncut windows),
+        then the windower and detector drain the ring, then events close and sinks flush."""
         self._stop.set()
-        with self._room:
-            self._room.notify_all()
         self.source.stop()
         self.source.wait(5.0)
-        self.ring.write(self.resampler(np.zeros(0, np.float32), last=True))  # the source thread is done
+        self._write(self.resampler(np.zeros(0, np.float32), last=True))  # the source thread is done
         self.ring.close()
         self._windower_thread.join()
         self.detector.join()
@@ -141,14 +140,19 @@ class Pipeline:
             self.ring.write_silence(self.resampler.output_samples(gap))
             self._audio_warnings.put(("source_gap", {"gap_s": gap / self.source.sample_rate}))
         self._next_source_sample = start_sample + len(block)
-        audio = self.resampler(block)
+        self._write(self.resampler(block))
+
+    def _write(self, audio: np.ndarray) -> None:
         if not self.source.live:
             self._wait_for_room(len(audio))
         self.ring.write(audio)
 
     def _wait_for_room(self, n: int) -> None:
+        # Not on the stop flag: shutdown drains through the windower, so room always comes
+        # unless the windower thread died.
         with self._room:
-            while self.ring.end + n - self._oldest_needed(n) > self.ring.capacity and not self._stop.is_set():
+            while (self.ring.end + n - self._oldest_needed(n) > self.ring.capacity
+                   and self._windower_thread.is_alive()):
                 self._room.wait(0.05)  # also polls: clips free their audio on their own thread
 
     def _oldest_needed(self, n: int) -> int:

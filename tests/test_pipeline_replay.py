@@ -8,6 +8,7 @@ so only windows fully inside a burst are scored. The threshold is set between
 the model's own scores for the two tones, computed here.
 """
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -221,3 +222,31 @@ def test_cli_run_stops_on_sigterm_and_closes_open_events(tmp_path, tiny_checkpoi
     assert events[-1]["event_id"] == events[0]["event_id"] and events[-1]["duration_s"] > 0
     assert any(line.get("kind") == "stopped" for line in lines)
     assert lines[-1].get("kind") == "stopped" or lines[-1]["type"] in ("level", "log")
+
+
+@pytest.mark.parametrize("stop_after_s", [1.5, 4.7])
+def test_stopping_a_paced_replay_midway_scores_every_delivered_window(tmp_path, clap, stop_after_s):
+    """Stopping while the file reader waits for room must not let its block overwrite uncut windows."""
+    noise = (0.1 * np.random.default_rng(0).standard_normal(40 * FILE_RATE)).astype(np.float32)
+    soundfile.write(str(tmp_path / "noise.wav"), noise, FILE_RATE, subtype="FLOAT")
+    # a 2 s ring and many small windows: the reader is nearly always waiting for room
+    cfg = plain_config(tmp_path, length_s=1.0, hop_s=0.1)
+    cfg = dataclasses.replace(cfg, buffer=BufferConfig(seconds=2))
+    pipeline = Pipeline(cfg, FileSource(tmp_path / "noise.wav", realtime=False), clap)
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    while pipeline.ring.end < stop_after_s * MODEL_RATE:
+        assert runner.is_alive(), "the replay ended before the stop"
+        time.sleep(0.01)
+    pipeline.stop()
+    runner.join(60)
+    assert not runner.is_alive()
+
+    length, hop = MODEL_RATE, MODEL_RATE // 10
+    windows = (pipeline.ring.end - length) // hop + 1  # every window within the delivered audio
+    assert pipeline.windower.skipped == 0 and pipeline.queue.dropped == 0
+    assert pipeline.detector.windows_scored == windows
+    assert pipeline.ring.end < len(noise) * MODEL_RATE // FILE_RATE  # stopped mid-replay
+    lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+    assert [line for line in lines if line["type"] == "level"][-1]["windows_scored"] == windows
+    assert not [line for line in lines if line["type"] == "warning"]
