@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 0.1  # file/stdin block length: small enough for live latency, large enough to be cheap
 MIC_BLOCK_FRAMES = 1024
+CLOSE_GRACE_S = 0.5  # for the callback thread to see the stop (blocks arrive every ~20-100 ms)
+CLOSE_TIMEOUT_S = 5.0  # a stalled device's callback thread notices a stop within ~2 s (PortAudio's poll)
 PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 PCM_SCALE = {"s16le": 1.0 / 32768.0, "f32le": 1.0}
 
@@ -38,14 +40,54 @@ def _sounddevice():
     return sounddevice
 
 
-def refresh_devices() -> None:
+_closing: set[threading.Thread] = set()  # stream closes still running (see `close_stream`)
+
+
+def refresh_devices() -> bool:
     """Re-scan audio devices: PortAudio enumerates them only when it is initialised.
 
-    This closes every open PortAudio stream, so call it only with none running.
+    Terminating PortAudio aborts every open stream, so call it only with none
+    running. Skipped (False) while an abandoned stream is still closing: its
+    abort would hang just as its close did.
     """
+    if _closing:
+        log.warning("audio devices not re-scanned: an abandoned stream is still closing")
+        return False
     sd = _sounddevice()
     sd._terminate()
     sd._initialize()
+    return True
+
+
+def close_stream(stream, finished: threading.Event, name: str) -> None:
+    """Stop and close a PortAudio stream; never blocks the caller for longer than CLOSE_TIMEOUT_S.
+
+    Closing an active stream aborts it, and PortAudio's ALSA host API aborts by
+    pthread_cancel-ing its callback thread. The cancel can land while that thread
+    holds the PulseAudio client's mainloop lock (inside the ALSA `pulse` plugin):
+    the close then waits for that lock, for as long as the sound server is stalled
+    or, if the thread died holding it, forever. So the callback thread must end
+    on its own: `finished` is set by the stream's finished callback (our callback
+    raised CallbackAbort, or the device died); failing that, `stop()` asks the
+    thread to end at its next loop and joins it. Both run on a daemon thread; if
+    they do not return (a frozen sound server), the stream is abandoned.
+    """
+    def shut() -> None:
+        try:
+            if stream.active:
+                finished.wait(CLOSE_GRACE_S)
+            stream.stop(ignore_errors=True)  # Pa_StopStream: ends the thread cooperatively, never cancels it
+            stream.close(ignore_errors=True)  # a stopped stream closes without an abort
+        finally:
+            _closing.discard(threading.current_thread())
+
+    closer = threading.Thread(target=shut, name=f"{name} close", daemon=True)
+    _closing.add(closer)
+    closer.start()
+    closer.join(CLOSE_TIMEOUT_S)
+    if closer.is_alive():
+        log.warning("closing %s did not finish in %.1f s; stream abandoned", name, CLOSE_TIMEOUT_S,
+                    extra={"kind": "stream_abandoned", "source": name})
 
 
 def list_devices() -> list[dict]:
@@ -170,11 +212,13 @@ class MicrophoneSource:
     """Live capture from a PortAudio input; reopens the device when it goes away.
 
     The PortAudio callback mixes into one preallocated mono buffer and hands a
-    view of it to `on_audio`: no buffers allocated, no locks on the audio
-    thread. When the stream dies (device unplugged, sound server restarted) a
-    supervisor thread reopens it with exponential back-off. A `LiveClock`
-    places every block, so time the device missed (outage, stall) shows as a
-    jump in `start_sample` (which the pipeline logs as a `source_gap` warning).
+    view of it to `on_audio`: no buffers allocated; its one lock is only ever
+    contended by `stop()`. When the stream dies (device unplugged, sound server
+    restarted) a supervisor thread reopens it with exponential back-off. A
+    `LiveClock` places every block, so time the device missed (outage, stall)
+    shows as a jump in `start_sample` (which the pipeline logs as a
+    `source_gap` warning). No PortAudio call can block `stop()` or the
+    supervisor for long: streams close through `close_stream`.
     """
 
     live = True
@@ -197,6 +241,8 @@ class MicrophoneSource:
         self._overflows = 0
         self._on_audio: OnAudio | None = None
         self._stream = None
+        self._finished = threading.Event()  # the current stream's callback thread has ended
+        self._delivery = threading.Lock()  # held by the callback around on_audio; stop() waits it out
         self._lost = threading.Event()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -217,54 +263,57 @@ class MicrophoneSource:
         self._supervisor.start()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopping.set()  # the callback ends its thread at the next block
+        with self._delivery:  # a delivery in progress finishes; none starts after this
+            pass
         self._lost.set()  # wake the supervisor
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
-            self._supervisor.join()
+            self._supervisor.join(CLOSE_TIMEOUT_S)  # it may be inside a PortAudio call; never wait forever
         self._close_stream()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopping.wait(timeout)
 
     def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
-        if status.input_overflow:
-            self._overflows += 1
-        if self.channels == 1:
-            block = indata[:, 0]
-        else:
-            block = self._mono[:frames]
-            np.mean(indata, axis=1, out=block)
-        self._on_audio(block, self.clock.place(frames, time.monotonic()))
+        with self._delivery:
+            if self._stopping.is_set():
+                raise _sounddevice().CallbackAbort  # the thread ends by itself: nothing has to cancel it
+            if status.input_overflow:
+                self._overflows += 1
+            if self.channels == 1:
+                block = indata[:, 0]
+            else:
+                block = self._mono[:frames]
+                np.mean(indata, axis=1, out=block)
+            self._on_audio(block, self.clock.place(frames, time.monotonic()))
 
-    def _on_finished(self) -> None:
+    def _on_finished(self, finished: threading.Event) -> None:
+        finished.set()
         if not self._stopping.is_set():
             self._lost.set()
 
     def _open_stream(self) -> None:
         sd = _sounddevice()
+        finished = threading.Event()
         stream = None
         try:
             stream = sd.InputStream(
                 device=find_input_device(self.device_name)["index"], samplerate=self.sample_rate,
                 channels=self.channels, dtype="float32", blocksize=MIC_BLOCK_FRAMES, latency="high",
-                callback=self._callback, finished_callback=self._on_finished,
+                callback=self._callback, finished_callback=lambda: self._on_finished(finished),
             )
             stream.start()
         except sd.PortAudioError as error:
             if stream is not None:
-                stream.close()
+                close_stream(stream, finished, self.name)
             raise SourceError(f"cannot open input device {self.device_name!r} "
                               f"at {self.sample_rate} Hz: {error}") from error
-        self._stream = stream
+        self._stream, self._finished = stream, finished
 
     def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        try:
-            stream.close()
-        except Exception as error:  # a dead device may fail to close; it is gone either way
-            log.debug("closing %s failed: %s", self.name, error)
+        if stream is not None:
+            close_stream(stream, self._finished, self.name)
 
     def _supervise(self) -> None:
         while self._lost.wait() and not self._stopping.is_set():
@@ -278,7 +327,7 @@ class MicrophoneSource:
         while not self._stopping.wait(delay):
             self.clock.resync()
             try:
-                refresh_devices()
+                refresh_devices()  # when skipped, the old device list may still name the device
                 self._open_stream()
             except SourceError as error:
                 delay = min(delay * 2, self.reopen_max_s)

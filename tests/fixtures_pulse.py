@@ -92,7 +92,7 @@ class PulseServer:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait()
+                process.wait(timeout=5)  # SIGKILL cannot be ignored; bounded all the same
         self._keepalive = self.process = None
 
     def pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:

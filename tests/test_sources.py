@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from monitor import sources
 from monitor.config import SourceConfig
 from monitor.sources import (FileSource, LiveClock, MicrophoneSource, StdinPCMSource, find_input_device,
                              format_devices, list_devices, open_source)
@@ -182,6 +184,32 @@ def test_microphone_counts_a_suspended_device_as_missing_input(pulse_server):
         source.stop()
     [(_, gap)] = source.gaps
     assert 3.2 <= gap / RATE <= 4.0
+
+
+def test_microphone_stop_returns_while_the_sound_server_is_frozen(pulse_server, monkeypatch):
+    """A stalled sound server must not hang stop(): PortAudio's close would wait on it (or on a lock
+    its cancelled callback thread died holding); the stream is abandoned after the timeout instead."""
+    monkeypatch.setattr(sources, "CLOSE_TIMEOUT_S", 1.0)
+    source = MicrophoneSource("pulse", RATE)
+    recorder = Recorder()
+    source.start(recorder)
+    stopper = threading.Thread(target=source.stop, daemon=True)
+    try:
+        wait_for(lambda: recorder.samples_seen() > RATE // 5, 5, "capture to start")
+        pulse_server.process.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # the buffered blocks drain; PortAudio's thread now waits on the server
+        stopped_at = time.monotonic()
+        stopper.start()
+        stopper.join(10)
+        took = time.monotonic() - stopped_at
+        delivered = len(recorder.blocks)
+    finally:
+        pulse_server.process.send_signal(signal.SIGCONT)
+        if not stopper.is_alive():
+            source.stop()  # idempotent; stops the source if the test failed before stopping it
+    assert not stopper.is_alive() and took < 1.5, f"stop() blocked {took:.1f} s on a frozen server"
+    wait_for(lambda: not sources._closing, 10, "the abandoned close to finish once the server runs")
+    assert len(recorder.blocks) == delivered, "blocks delivered after stop()"
 
 
 # ---------------------------------------------------------------- the live clock (synthetic arrival times)
