@@ -7,6 +7,7 @@ lazily so file and stdin sources work on machines without PortAudio.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import threading
@@ -25,6 +26,7 @@ BLOCK_SECONDS = 0.1  # file/stdin block length: small enough for live latency, l
 MIC_BLOCK_FRAMES = 1024
 CLOSE_GRACE_S = 0.5  # for the callback thread to see the stop (blocks arrive every ~20-100 ms)
 CLOSE_TIMEOUT_S = 5.0  # a stalled device's callback thread notices a stop within ~2 s (PortAudio's poll)
+STUCK_S = 10.0  # no block for this long: the stream is stuck, reopen it (a suspended device may do this too)
 PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 PCM_SCALE = {"s16le": 1.0 / 32768.0, "f32le": 1.0}
 
@@ -59,35 +61,55 @@ def refresh_devices() -> bool:
     return True
 
 
-def close_stream(stream, finished: threading.Event, name: str) -> None:
-    """Stop and close a PortAudio stream; never blocks the caller for longer than CLOSE_TIMEOUT_S.
+class InputStream:
+    """A PortAudio input stream and the two flags its shutdown needs.
 
     Closing an active stream aborts it, and PortAudio's ALSA host API aborts by
-    pthread_cancel-ing its callback thread. The cancel can land while that thread
-    holds the PulseAudio client's mainloop lock (inside the ALSA `pulse` plugin):
-    the close then waits for that lock, for as long as the sound server is stalled
-    or, if the thread died holding it, forever. So the callback thread must end
-    on its own: `finished` is set by the stream's finished callback (our callback
-    raised CallbackAbort, or the device died); failing that, `stop()` asks the
-    thread to end at its next loop and joins it. Both run on a daemon thread; if
-    they do not return (a frozen sound server), the stream is abandoned.
+    pthread_cancel-ing its callback thread: the close then joins a thread that
+    may be stuck for good. With the ALSA `pulse` plugin, a sound server that
+    dies while a block is being read deadlocks that thread inside libpulse (the
+    mainloop thread holds the lock while it waits for the block the callback
+    thread holds), and a frozen server stalls it as long as it is frozen. So
+    the callback thread ends on its own (the callback sees `retired` and raises
+    CallbackAbort; a dead device ends it too), or `stop()` asks it to end at its
+    next loop and joins it: never a cancel. The join runs on a daemon thread:
+    if it does not return, the stream is abandoned rather than the caller blocked.
     """
-    def shut() -> None:
+
+    def __init__(self, name: str, callback, on_finished, **options):
+        sd = _sounddevice()
+        self.name = name
+        self.retired = threading.Event()  # the callback must end the thread at its next block
+        self.finished = threading.Event()  # the callback thread has ended
+        self.stream = sd.InputStream(callback=lambda *args: callback(self, *args),
+                                     finished_callback=lambda: on_finished(self), **options)
+
+    def close(self) -> None:
+        """Stop and close; never blocks for longer than CLOSE_TIMEOUT_S."""
+        self.retired.set()
+        closer = threading.Thread(target=self._shut, name=f"{self.name} close", daemon=True)
+        _closing.add(closer)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            log.warning("closing %s did not finish in %.1f s; stream abandoned", self.name, CLOSE_TIMEOUT_S,
+                        extra={"kind": "stream_abandoned", "source": self.name})
+
+    def _shut(self) -> None:
         try:
-            if stream.active:
-                finished.wait(CLOSE_GRACE_S)
-            stream.stop(ignore_errors=True)  # Pa_StopStream: ends the thread cooperatively, never cancels it
-            stream.close(ignore_errors=True)  # a stopped stream closes without an abort
+            if self.stream.active:
+                self.finished.wait(CLOSE_GRACE_S)
+            self.stream.stop(ignore_errors=True)  # Pa_StopStream: ends the thread cooperatively
+            self.stream.close(ignore_errors=True)  # a stopped stream closes without an abort
         finally:
             _closing.discard(threading.current_thread())
 
-    closer = threading.Thread(target=shut, name=f"{name} close", daemon=True)
-    _closing.add(closer)
-    closer.start()
-    closer.join(CLOSE_TIMEOUT_S)
-    if closer.is_alive():
-        log.warning("closing %s did not finish in %.1f s; stream abandoned", name, CLOSE_TIMEOUT_S,
-                    extra={"kind": "stream_abandoned", "source": name})
+
+@atexit.register  # after sounddevice's own handler was registered on import: runs before it
+def _leave_abandoned_streams_to_the_os() -> None:
+    """PortAudio's terminate at exit would join an abandoned stream's stuck thread forever."""
+    if _closing:
+        _sounddevice()._initialized = 0
 
 
 def list_devices() -> list[dict]:
@@ -217,8 +239,9 @@ class MicrophoneSource:
     restarted) a supervisor thread reopens it with exponential back-off. A
     `LiveClock` places every block, so time the device missed (outage, stall)
     shows as a jump in `start_sample` (which the pipeline logs as a
-    `source_gap` warning). No PortAudio call can block `stop()` or the
-    supervisor for long: streams close through `close_stream`.
+    `source_gap` warning). A stream that stops delivering for STUCK_S is
+    reopened too, and no PortAudio close can block `stop()` or the supervisor
+    for long (see `InputStream`).
     """
 
     live = True
@@ -240,8 +263,8 @@ class MicrophoneSource:
         self._mono = np.zeros(MIC_BLOCK_FRAMES, np.float32)
         self._overflows = 0
         self._on_audio: OnAudio | None = None
-        self._stream = None
-        self._finished = threading.Event()  # the current stream's callback thread has ended
+        self._stream: InputStream | None = None
+        self._last_block = 0.0  # monotonic time of the newest block (or of the open)
         self._delivery = threading.Lock()  # held by the callback around on_audio; stop() waits it out
         self._lost = threading.Event()
         self._stopping = threading.Event()
@@ -274,10 +297,11 @@ class MicrophoneSource:
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopping.wait(timeout)
 
-    def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
+    def _callback(self, stream: InputStream, indata: np.ndarray, frames: int, time_info, status) -> None:
         with self._delivery:
-            if self._stopping.is_set():
+            if self._stopping.is_set() or stream.retired.is_set():
                 raise _sounddevice().CallbackAbort  # the thread ends by itself: nothing has to cancel it
+            self._last_block = now = time.monotonic()
             if status.input_overflow:
                 self._overflows += 1
             if self.channels == 1:
@@ -285,44 +309,50 @@ class MicrophoneSource:
             else:
                 block = self._mono[:frames]
                 np.mean(indata, axis=1, out=block)
-            self._on_audio(block, self.clock.place(frames, time.monotonic()))
+            self._on_audio(block, self.clock.place(frames, now))
 
-    def _on_finished(self, finished: threading.Event) -> None:
-        finished.set()
-        if not self._stopping.is_set():
+    def _on_finished(self, stream: InputStream) -> None:
+        stream.finished.set()
+        if stream is self._stream and not self._stopping.is_set():
             self._lost.set()
 
     def _open_stream(self) -> None:
         sd = _sounddevice()
-        finished = threading.Event()
         stream = None
         try:
-            stream = sd.InputStream(
+            stream = InputStream(
+                self.name, self._callback, self._on_finished,
                 device=find_input_device(self.device_name)["index"], samplerate=self.sample_rate,
                 channels=self.channels, dtype="float32", blocksize=MIC_BLOCK_FRAMES, latency="high",
-                callback=self._callback, finished_callback=lambda: self._on_finished(finished),
             )
-            stream.start()
+            self._last_block = time.monotonic()
+            self._stream = stream
+            stream.stream.start()
         except sd.PortAudioError as error:
+            self._stream = None
             if stream is not None:
-                close_stream(stream, finished, self.name)
+                stream.close()
             raise SourceError(f"cannot open input device {self.device_name!r} "
                               f"at {self.sample_rate} Hz: {error}") from error
-        self._stream, self._finished = stream, finished
 
     def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
-            close_stream(stream, self._finished, self.name)
+            stream.close()
 
     def _supervise(self) -> None:
-        while self._lost.wait() and not self._stopping.is_set():
+        """Reopen a stream that ended (device gone) or stopped delivering for STUCK_S (thread stuck)."""
+        while not self._stopping.is_set():
+            ended = self._lost.wait(STUCK_S / 4)
+            stuck = time.monotonic() - self._last_block > STUCK_S
+            if self._stopping.is_set() or not (ended or stuck):
+                continue
             self._lost.clear()
             self._close_stream()
-            self._reopen()
+            self._reopen("input device lost" if ended else f"no input for {STUCK_S:.0f} s")
 
-    def _reopen(self) -> None:
-        log.warning("input device lost", extra={"kind": "device_lost", "source": self.name})
+    def _reopen(self, reason: str) -> None:
+        log.warning("%s: %s; reopening", self.name, reason, extra={"kind": "device_lost", "source": self.name})
         delay = self.reopen_min_s
         while not self._stopping.wait(delay):
             self.clock.resync()

@@ -212,6 +212,32 @@ def test_microphone_stop_returns_while_the_sound_server_is_frozen(pulse_server, 
     assert len(recorder.blocks) == delivered, "blocks delivered after stop()"
 
 
+def test_microphone_reopens_a_stream_stuck_on_a_frozen_server(pulse_server, monkeypatch, caplog):
+    """A stream whose PortAudio thread is stuck never reports its end: no input for STUCK_S reopens it."""
+    monkeypatch.setattr(sources, "CLOSE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(sources, "STUCK_S", 1.5)
+    source = MicrophoneSource("pulse", RATE, reopen_min_s=0.1)
+    recorder = Recorder()
+    source.start(recorder)
+    try:
+        wait_for(lambda: recorder.samples_seen() > RATE // 5, 5, "capture to start")
+        pulse_server.process.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: "no input for" in caplog.text, 5, "the stuck stream to be noticed")
+        finally:
+            pulse_server.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: source.gaps, 10, "the source to reopen")
+        resumed = len(recorder.blocks)
+        wait_for(lambda: len(recorder.blocks) > resumed + 10, 5, "capture to resume")
+    finally:
+        source.stop()
+    wait_for(lambda: not sources._closing, 10, "the abandoned close to finish once the server runs")
+    starts = recorder.starts()
+    assert starts == sorted(set(starts)), "the abandoned stream delivered next to the new one"
+    [(_, gap)] = source.gaps
+    assert gap / RATE >= 1.5
+
+
 # ---------------------------------------------------------------- the live clock (synthetic arrival times)
 
 BLOCK_S, CLOCK_RATE = 0.1, 10_000
