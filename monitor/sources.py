@@ -42,7 +42,7 @@ def _sounddevice():
     return sounddevice
 
 
-_closing: set[threading.Thread] = set()  # stream closes still running (see `close_stream`)
+_closing: set[threading.Thread] = set()  # stream closes still running (see `InputStream`)
 
 
 def refresh_devices() -> bool:
@@ -67,9 +67,10 @@ class InputStream:
     Closing an active stream aborts it, and PortAudio's ALSA host API aborts by
     pthread_cancel-ing its callback thread: the close then joins a thread that
     may be stuck for good. With the ALSA `pulse` plugin, a sound server that
-    dies while a block is being read deadlocks that thread inside libpulse (the
-    mainloop thread holds the lock while it waits for the block the callback
-    thread holds), and a frozen server stalls it as long as it is frozen. So
+    dies mid-read can deadlock that thread inside libpulse (seen: the mainloop
+    thread, holding its lock, waits in pa_memimport_free for a memory block to
+    be released while the callback thread waits in snd_pcm_status for the
+    lock), and a frozen server stalls it for as long as it is frozen. So
     the callback thread ends on its own (the callback sees `retired` and raises
     CallbackAbort; a dead device ends it too), or `stop()` asks it to end at its
     next loop and joins it: never a cancel. The join runs on a daemon thread:
@@ -94,6 +95,9 @@ class InputStream:
         if closer.is_alive():
             log.warning("closing %s did not finish in %.1f s; stream abandoned", self.name, CLOSE_TIMEOUT_S,
                         extra={"kind": "stream_abandoned", "source": self.name})
+            # registered (again) after sounddevice's exit handler, so it runs before it
+            atexit.unregister(_leave_abandoned_streams_to_the_os)
+            atexit.register(_leave_abandoned_streams_to_the_os)
 
     def _shut(self) -> None:
         try:
@@ -105,7 +109,6 @@ class InputStream:
             _closing.discard(threading.current_thread())
 
 
-@atexit.register  # after sounddevice's own handler was registered on import: runs before it
 def _leave_abandoned_streams_to_the_os() -> None:
     """PortAudio's terminate at exit would join an abandoned stream's stuck thread forever."""
     if _closing:
