@@ -53,7 +53,8 @@ def refresh_devices() -> bool:
     abort would hang just as its close did.
     """
     if _closing:
-        log.warning("audio devices not re-scanned: an abandoned stream is still closing")
+        log.warning("audio devices not re-scanned: an abandoned stream is still closing",
+                    extra={"kind": "rescan_skipped"})
         return False
     sd = _sounddevice()
     sd._terminate()
@@ -346,7 +347,7 @@ class MicrophoneSource:
     def _supervise(self) -> None:
         """Reopen a stream that ended (device gone) or stopped delivering for STUCK_S (thread stuck)."""
         while not self._stopping.is_set():
-            ended = self._lost.wait(STUCK_S / 4)
+            ended = self._lost.wait(0.5)
             stuck = time.monotonic() - self._last_block > STUCK_S
             if self._stopping.is_set() or not (ended or stuck):
                 continue

@@ -161,7 +161,9 @@ def test_capture_survives_sound_server_restart(pulse_server, clap, noise_label, 
         down_at = time.time()
         time.sleep(1.5)
         pulse_server.start()
-        wait_for(lambda: source.gaps, 10, "the source to reopen")
+        # libpulse now and then deadlocks a stream whose server dies: then the stuck-stream
+        # watchdog (sources.STUCK_S) abandons it (sources.CLOSE_TIMEOUT_S) and reopens
+        wait_for(lambda: source.gaps, 30, "the source to reopen")
         played_at = play(pulse_server, tmp_path / "clip.wav", [silence(1.0), noise(2.0, seed=3), silence(1.5)])
     finally:
         pipeline.shutdown()
@@ -170,7 +172,8 @@ def test_capture_survives_sound_server_restart(pulse_server, clap, noise_label, 
     [gap] = [line for line in lines if line.get("kind") == "source_gap"]
     assert 1.5 <= gap["gap_s"] <= played_at - down_at
     warnings = sorted(line["kind"] for line in lines if line["type"] == "warning")
-    assert warnings == ["device_lost", "source_gap"]
+    assert warnings.count("device_lost") == warnings.count("source_gap") == 1
+    assert set(warnings) <= {"device_lost", "source_gap", "stream_abandoned", "rescan_skipped"}  # last two: stuck
     # The timeline skipped the outage, so the event after it still has true wall-clock times.
     assert_event_matches_burst([line for line in lines if line["type"] == "event"], played_at + 1.0, played_at + 3.0)
 
