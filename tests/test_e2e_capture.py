@@ -173,7 +173,10 @@ def test_capture_survives_sound_server_restart(pulse_server, clap, noise_label, 
     assert 1.5 <= gap["gap_s"] <= played_at - down_at
     warnings = sorted(line["kind"] for line in lines if line["type"] == "warning")
     assert warnings.count("device_lost") == warnings.count("source_gap") == 1
-    assert set(warnings) <= {"device_lost", "source_gap", "stream_abandoned", "rescan_skipped"}  # last two: stuck
+    if "stream_abandoned" in warnings:  # the stuck path: re-scans skipped, the long gap's windows flood the queue
+        assert set(warnings) <= {"device_lost", "source_gap", "stream_abandoned", "rescan_skipped", "windows_dropped"}
+    else:
+        assert warnings == ["device_lost", "source_gap"]
     # The timeline skipped the outage, so the event after it still has true wall-clock times.
     assert_event_matches_burst([line for line in lines if line["type"] == "event"], played_at + 1.0, played_at + 3.0)
 
