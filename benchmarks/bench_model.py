@@ -2,19 +2,25 @@
 
     python benchmarks/bench_model.py [--runs 5]
 
-Times are interleaved in one process (mlx, torch, mlx, torch, ...) so load on a shared
-machine hits both sides alike; peak RSS is measured per side in its own subprocess.
+Each side runs in its own worker process (so neither side's spinning BLAS/OpenMP threads
+steal cores from the other), driven by this process in interleaved rounds (mlx, torch,
+mlx, torch, ...) so load on a shared machine hits both sides alike. Each worker times its
+own call and reports its own peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
-from _common import full_checkpoint, interleaved, peak_rss_mb, print_table, summary, write_results
+from _common import full_checkpoint, peak_rss_mb, print_table, summary, time_once, write_results
 
 import mlx.core as mx
 import numpy as np
@@ -104,33 +110,75 @@ def torch_side(folder) -> dict[str, Callable[[], np.ndarray]]:
     return workloads(audio, text, features)
 
 
+WORKLOAD_NAMES = (
+    "audio b1 (10 s, is_longer=False)", "audio b1 (25 s, is_longer=True)",
+    "audio b8 (10 s, is_longer=False)", "audio b8 (25 s, is_longer=True)",
+    "text 1 label", "text 32 labels", "features 10-s clip", "features 25-s clip",
+)
+
+
 def workloads(audio, text, features) -> dict[str, Callable[[], np.ndarray]]:
-    return {
-        "audio b1 (10 s, is_longer=False)": audio(1, False),
-        "audio b1 (25 s, is_longer=True)": audio(1, True),
-        "audio b8 (10 s, is_longer=False)": audio(8, False),
-        "audio b8 (25 s, is_longer=True)": audio(8, True),
-        "text 1 label": text(1),
-        "text 32 labels": text(32),
-        "features 10-s clip": features(10.0),
-        "features 25-s clip": features(25.0),
-    }
+    runs = (audio(1, False), audio(1, True), audio(8, False), audio(8, True), text(1), text(32),
+            features(10.0), features(25.0))
+    return dict(zip(WORKLOAD_NAMES, runs))
 
 
-def measure_rss(side: str) -> None:
-    """Child process: load one side, run every workload twice, print its peak RSS."""
-    folder = full_checkpoint()
-    fns = (mlx_side if side == "mlx" else torch_side)(folder)
-    loaded = peak_rss_mb()
-    for fn in fns.values():
-        fn()
-        fn()
-    print(json.dumps({"peak_rss_after_load_mb": loaded, "peak_rss_mb": peak_rss_mb()}))
+def serve(side: str) -> None:
+    """Worker process: load one side, then answer `run I` (seconds), `save I PATH` and `rss` on stdin,
+    I indexing WORKLOAD_NAMES."""
+    fns = (mlx_side if side == "mlx" else torch_side)(full_checkpoint())
+    print(json.dumps({"ready": True, "peak_rss_after_load_mb": peak_rss_mb()}), flush=True)
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "run":
+            reply = {"seconds": time_once(fns[WORKLOAD_NAMES[int(args[0])]])}
+        elif command == "save":
+            np.save(args[1], fns[WORKLOAD_NAMES[int(args[0])]]())
+            reply = {}
+        else:
+            reply = {"peak_rss_mb": peak_rss_mb()}
+        print(json.dumps(reply), flush=True)
 
 
-def rss_of(side: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--rss-side", side], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Worker:
+    def __init__(self, side: str):
+        # OpenBLAS preloaded into the torch process oversubscribes the 2 cores next to torch's own
+        # threads (its b1 audio forward measured 430 ms instead of 200 ms), so that worker skips it.
+        env = {**os.environ, "CLAP_MLX_NO_OPENBLAS": "1"} if side == "torch" else None
+        self.process = subprocess.Popen([sys.executable, __file__, "--worker", side], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env)
+        self.loaded = self._reply()
+
+    def _reply(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker exited with {self.process.wait()}")
+        return json.loads(line)
+
+    def ask(self, *words: str) -> dict:
+        self.process.stdin.write(" ".join(words) + "\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def interleaved_rounds(workers: dict[str, Worker], index: int, runs: int) -> dict[str, list[float]]:
+    for worker in workers.values():
+        worker.ask("run", str(index))  # warm-up
+    times: dict[str, list[float]] = {side: [] for side in workers}
+    for _ in range(runs):
+        for side, worker in workers.items():
+            times[side].append(worker.ask("run", str(index))["seconds"])
+    return times
+
+
+def output_of(worker: Worker, side: str, index: int, folder: Path) -> np.ndarray:
+    path = folder / f"{side}-{index}.npy"
+    worker.ask("save", str(index), str(path))
+    return np.load(path)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -140,35 +188,39 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per side after one warm-up (default 5)")
-    parser.add_argument("--rss-side", choices=["mlx", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["mlx", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_side:
-        measure_rss(args.rss_side)
+    if args.worker:
+        serve(args.worker)
         return
-    folder = full_checkpoint()
-    sides = {"mlx": mlx_side(folder), "torch": torch_side(folder)}
+    full_checkpoint()  # generate once before the workers start
+    workers = {side: Worker(side) for side in ("mlx", "torch")}
+    scratch = Path(tempfile.mkdtemp())
     rows, records = [], []
-    for name in sides["mlx"]:
-        pair = {side: fns[name] for side, fns in sides.items()}
-        times = {side: summary(t) for side, t in interleaved(pair, args.runs).items()}
+    for index, name in enumerate(WORKLOAD_NAMES):
+        times = {side: summary(t) for side, t in interleaved_rounds(workers, index, args.runs).items()}
         ratio = times["torch"]["median_ms"] / times["mlx"]["median_ms"]
         best_ratio = times["torch"]["min_ms"] / times["mlx"]["min_ms"]
         record = {"workload": name, "times": times, "torch_over_mlx": ratio, "torch_over_mlx_min": best_ratio}
         if not name.startswith("features"):
-            record["min_cosine_mlx_vs_torch"] = cosine(pair["mlx"](), pair["torch"]())
+            record["min_cosine_mlx_vs_torch"] = cosine(*(output_of(w, side, index, scratch) for side, w in workers.items()))
         records.append(record)
         rows.append([name, times["mlx"]["median_ms"], times["torch"]["median_ms"], ratio, best_ratio,
                      record.get("min_cosine_mlx_vs_torch", "")])
         print(f"  {name}: mlx {times['mlx']['median_ms']:.1f} ms, torch {times['torch']['median_ms']:.1f} ms")
-    rss = {side: rss_of(side) for side in sides}
+    rss = {side: {**w.ask("rss"), "peak_rss_after_load_mb": w.loaded["peak_rss_after_load_mb"]}
+           for side, w in workers.items()}
+    for w in workers.values():
+        w.close()
+    shutil.rmtree(scratch)
     print()
     print_table(["workload", "mlx ms", "torch ms", "torch/mlx", "torch/mlx of mins", "min cos"], rows)
-    print("\npeak RSS (own process, load + every workload twice):")
+    print("\npeak RSS (own worker process, load + every workload):")
     for side, r in rss.items():
         print(f"  {side:5s}: {r['peak_rss_mb']:.0f} MB (after load {r['peak_rss_after_load_mb']:.0f} MB)")
     write_results("bench_model", {
         "runs": args.runs,
-        "statistic": "median ms after 1 warm-up, mlx and torch interleaved; torch_over_mlx > 1 means mlx is faster "
+        "statistic": "median ms after 1 warm-up, each side in its own worker process, rounds interleaved; torch_over_mlx > 1 means mlx is faster "
                      "(torch_over_mlx_min: the same from each side's fastest run)",
         "ops_workers": ops._WORKERS,
         "workloads": records,
