@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _known_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
+def known_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a checkpoint JSON that are fields of dataclass `cls` (lists as tuples); the rest are ignored."""
     names = {f.name for f in dataclasses.fields(cls)}
     out = {k: v for k, v in values.items() if k in names}
     for k, v in out.items():
@@ -43,7 +44,7 @@ class AudioConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "AudioConfig":
-        values = _known_fields(cls, values)
+        values = known_fields(cls, values)
         if isinstance(values.get("patch_stride"), int):
             values["patch_stride"] = (values["patch_stride"],) * 2
         return cls(**values)
@@ -67,7 +68,7 @@ class TextConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TextConfig":
-        return cls(**_known_fields(cls, values))
+        return cls(**known_fields(cls, values))
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class CLAPConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "CLAPConfig":
-        top = _known_fields(cls, values)
+        top = known_fields(cls, values)
         top.pop("audio", None)
         top.pop("text", None)
         return cls(

@@ -19,12 +19,14 @@ within 1e-4 dB of transformers; bins outside every mel filter are dropped right 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from .config import known_fields
 
 CROP_RULE = (
     "Audio longer than max_length_s (10 s) is cropped deterministically: in fusion mode the "
@@ -58,8 +60,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "FeatureConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        return cls(**known_fields(cls, values))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "FeatureConfig":
