@@ -188,6 +188,15 @@ def test_microphone_counts_a_suspended_device_as_missing_input(pulse_server):
     assert 3.2 <= gap / RATE <= 4.0
 
 
+def settle_abandoned_closes(timeout_s: float = 10.0) -> None:
+    """Give an abandoned close time to finish once the server runs again, so later tests start
+    without one. Not asserted: when libpulse deadlocked in that close (the case abandonment
+    exists for, see monitor/sources.py) it never returns, and the monitor is built to live with that."""
+    deadline = time.monotonic() + timeout_s
+    while sources._closing and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_microphone_stop_returns_while_the_sound_server_is_frozen(pulse_server, monkeypatch):
     """A stalled sound server must not hang stop(): PortAudio's close would wait on it (or on a lock
     its cancelled callback thread died holding); the stream is abandoned after the timeout instead."""
@@ -210,7 +219,7 @@ def test_microphone_stop_returns_while_the_sound_server_is_frozen(pulse_server, 
         if not stopper.is_alive():
             source.stop()  # idempotent; stops the source if the test failed before stopping it
     assert not stopper.is_alive() and took < 1.5, f"stop() blocked {took:.1f} s on a frozen server"
-    wait_for(lambda: not sources._closing, 10, "the abandoned close to finish once the server runs")
+    settle_abandoned_closes()
     assert len(recorder.blocks) == delivered, "blocks delivered after stop()"
 
 
@@ -233,7 +242,7 @@ def test_microphone_reopens_a_stream_stuck_on_a_frozen_server(pulse_server, monk
         wait_for(lambda: len(recorder.blocks) > resumed + 10, 5, "capture to resume")
     finally:
         source.stop()
-    wait_for(lambda: not sources._closing, 10, "the abandoned close to finish once the server runs")
+    settle_abandoned_closes()
     starts = recorder.starts()
     assert starts == sorted(set(starts)), "the abandoned stream delivered next to the new one"
     [(_, gap)] = source.gaps
