@@ -228,15 +228,17 @@ class WindowSelfAttention(nn.Module):
         def split_heads(x: mx.array) -> mx.array:
             return x.reshape(count, tokens, self.num_heads, -1).transpose(0, 2, 1, 3)
 
-        queries = split_heads(self.query(windows) * self.scale)
+        queries = split_heads(self.query(windows))
         keys = split_heads(self.key(windows))
         values = split_heads(self.value(windows))
         bias = self.position_bias()[None]
         if mask is not None:
             bias = bias + mask[:, None]
-        # Scores grouped per image so the per-window bias/mask broadcasts over the batch.
-        scores = (queries @ keys.swapaxes(-1, -2)).reshape(-1, *bias.shape) + bias
-        probs = ops.softmax(scores, axis=-1).reshape(count, self.num_heads, tokens, tokens)
+        # Scores grouped per image so the per-window bias/mask broadcasts over the batch;
+        # scaled after the product, as transformers, inside the softmax pass.
+        scores = (queries @ keys.swapaxes(-1, -2)).reshape(-1, *bias.shape)
+        probs = ops.softmax(scores, scale=self.scale, add=bias, donate=True)
+        probs = probs.reshape(count, self.num_heads, tokens, tokens)
         return (probs @ values).transpose(0, 2, 1, 3).reshape(count, tokens, dims)
 
 
@@ -295,8 +297,10 @@ class SwinLayer(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         """x: [B, H*W, C]."""
-        x = x + self.attend(layer_norm(self.layernorm_before, x))
-        return x + self.output(ops.gelu(self.intermediate(layer_norm(self.layernorm_after, x))))
+        attended = self.attend(layer_norm(self.layernorm_before, x))
+        norm = self.layernorm_after
+        x, normed = ops.add_layer_norm(attended, x, norm.weight, norm.bias, norm.eps)
+        return x + self.output(ops.linear_gelu(self.intermediate.dense, normed))
 
 
 class PatchMerging(nn.Module):

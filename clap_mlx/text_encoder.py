@@ -68,7 +68,7 @@ class SelfAttention(nn.Module):
 
         q, k, v = heads(self.query(queries)), heads(self.key(x)), heads(self.value(x))
         scores = (q * head_dims**-0.5) @ k.transpose(0, 1, 3, 2) + mask
-        out = ops.softmax(scores, axis=-1) @ v
+        out = ops.softmax(scores, donate=True) @ v
         return out.transpose(0, 2, 1, 3).reshape(batch, -1, dims)
 
 
@@ -81,7 +81,8 @@ class ResidualOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(out_dims, eps=eps)
 
     def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
-        return layer_norm(self.LayerNorm, self.dense(x) + residual)
+        norm = self.LayerNorm
+        return ops.layer_norm(self.dense(x), norm.weight, norm.bias, norm.eps, residual=residual)
 
 
 class Attention(nn.Module):
@@ -100,7 +101,7 @@ class Intermediate(nn.Module):
         self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return ops.gelu(self.dense(x))
+        return ops.linear_gelu(self.dense, x)
 
 
 class TransformerLayer(nn.Module):

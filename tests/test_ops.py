@@ -1,9 +1,11 @@
-"""clap_mlx.ops against float64 references, on edge values and both execution paths."""
+"""clap_mlx.ops against float64 references, on edge values, on one and two threads, with
+the compiled kernels and with the NumPy fallback (every test runs on both)."""
 
 import math
 
 import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx.core)
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -12,6 +14,17 @@ from clap_mlx import ops
 RNG = np.random.default_rng(0)
 # Larger than ops.PARALLEL_MIN_ELEMENTS, so the rows are split across threads and blocks.
 PARALLEL_SHAPE = (3, 2000, 97)
+
+
+@pytest.fixture(autouse=True, params=["kernels", "numpy"])
+def backend(request, monkeypatch):
+    if request.param == "kernels":
+        # The extension is part of the package build (setup.py); a test run without it is
+        # a broken install, not a skip.
+        assert ops.use_kernels(), "clap_mlx._kernels was not built (pip install -e . compiles it)"
+    else:
+        monkeypatch.setattr(ops, "_kernels", None)
+    return request.param
 
 
 def as_numpy(x: mx.array) -> np.ndarray:
@@ -151,3 +164,64 @@ def test_scalar_and_empty_inputs():
     assert ops.tanh(mx.array(0.5)).shape == ()
     assert abs(ops.tanh(mx.array(0.5)).item() - math.tanh(0.5)) < 1e-7
     assert ops.gelu(mx.zeros((0, 3))).shape == (0, 3)
+
+
+def test_gelu_with_bias_and_donated_buffer(backend):
+    x = RNG.standard_normal((64, 384)).astype(np.float32) * 3
+    bias = RNG.standard_normal(384).astype(np.float32)
+    source = mx.array(x)
+    got = ops.gelu(source, mx.array(bias), donate=True)
+    assert np.abs(as_numpy(got) - gelu_reference(x + bias)).max() < 5e-7
+    if backend == "kernels":  # the result lives in the donated buffer
+        np.testing.assert_array_equal(np.asarray(source), np.asarray(got))
+
+
+def test_gelu_keeps_its_input_unless_donated():
+    x = RNG.standard_normal((8, 16)).astype(np.float32)
+    source = mx.array(x)
+    ops.gelu(source, mx.ones((16,)))
+    np.testing.assert_array_equal(np.asarray(source), x)
+
+
+def test_linear_gelu_equals_gelu_of_linear():
+    linear = nn.Linear(32, 48)
+    x = mx.array(RNG.standard_normal((5, 32)).astype(np.float32))
+    expected = gelu_reference(as_numpy(linear(x)))
+    assert np.abs(as_numpy(ops.linear_gelu(linear, x)) - expected).max() < 1e-6
+
+
+def test_softmax_with_scale_and_broadcast_bias(backend):
+    scores = RNG.standard_normal((2, 4, 3, 64, 64)).astype(np.float32) * 10
+    bias = RNG.standard_normal((4, 3, 64, 64)).astype(np.float32)
+    bias[1, :, :, 10:] = -1e9  # a shifted-window mask
+    source = mx.array(scores)
+    got = as_numpy(ops.softmax(source, scale=0.125, add=mx.array(bias), donate=True))
+    expected = softmax_reference(scores.astype(np.float64) * 0.125 + bias)
+    assert np.abs(got - expected).max() < 1e-6
+    np.testing.assert_array_equal(got[:, 1, :, :, 10:], 0.0)
+
+
+def test_softmax_rejects_a_bias_that_does_not_broadcast():
+    with pytest.raises(ValueError, match=r"add \[3, 5\] is not the trailing shape of x \[2, 4, 5\]"):
+        ops.softmax(mx.zeros((2, 4, 5)), add=mx.zeros((3, 5)))
+    with pytest.raises(ValueError, match="only supported along the last axis"):
+        ops.softmax(mx.zeros((2, 4, 5)), axis=0, add=mx.zeros((4, 5)))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 96), PARALLEL_SHAPE])
+def test_layer_norm_of_a_sum_and_the_sum_itself(shape):
+    x = (RNG.standard_normal(shape) * 3).astype(np.float32)
+    residual = (RNG.standard_normal(shape) * 30 + 100).astype(np.float32)
+    w = RNG.standard_normal(shape[-1]).astype(np.float32)
+    b = RNG.standard_normal(shape[-1]).astype(np.float32)
+    expected = layer_norm_reference(x.astype(np.float64) + residual, w, b, 1e-5)
+    normed = ops.layer_norm(mx.array(x), mx.array(w), mx.array(b), 1e-5, residual=mx.array(residual))
+    assert np.abs(as_numpy(normed) - expected).max() < 2e-5
+    total, normed = ops.add_layer_norm(mx.array(x), mx.array(residual), mx.array(w), mx.array(b), 1e-5)
+    np.testing.assert_array_equal(np.asarray(total), x + residual)
+    assert np.abs(as_numpy(normed) - expected).max() < 2e-5
+
+
+def test_layer_norm_rejects_a_residual_of_another_shape():
+    with pytest.raises(ValueError, match="residual"):
+        ops.layer_norm(mx.zeros((2, 8)), None, None, 1e-5, residual=mx.zeros((1, 8)))
