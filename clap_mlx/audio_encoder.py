@@ -200,6 +200,22 @@ class PatchEmbed(nn.Module):
         return layer_norm(self.norm, x) if self.norm is not None else x
 
 
+class DerivedArrays:
+    """Arrays computed once from parameters, rebuilt when a source parameter is replaced
+    (e.g. by `load_weights`). A plain object, so MLX never sees its arrays as parameters."""
+
+    def __init__(self):
+        self._entries: dict[str, tuple[tuple[mx.array, ...], mx.array]] = {}
+
+    def get(self, name: str, sources: tuple[mx.array, ...], build) -> mx.array:
+        entry = self._entries.get(name)
+        if entry is None or any(old is not new for old, new in zip(entry[0], sources)):
+            value = build(*sources)
+            mx.eval(value)
+            entry = self._entries[name] = (sources, value)
+        return entry[1]
+
+
 class WindowSelfAttention(nn.Module):
     """Multi-head attention inside each window, with Swin's relative position bias."""
 
@@ -215,25 +231,41 @@ class WindowSelfAttention(nn.Module):
         self.window_tokens = window * window
         self.relative_position_bias_table = mx.zeros(((2 * window - 1) ** 2, num_heads))
         self._bias_index = mx.array(relative_position_index(window).reshape(-1))
+        self._derived = DerivedArrays()
 
     def position_bias(self) -> mx.array:
         """[heads, window², window²] bias added to the attention scores."""
         bias = self.relative_position_bias_table[self._bias_index]
         return bias.reshape(self.window_tokens, self.window_tokens, self.num_heads).transpose(2, 0, 1)
 
+    def attention_bias(self, mask: mx.array | None) -> mx.array:
+        """[1 or windows, heads, window², window²]: position bias (+ shifted-window mask)."""
+
+        def build(table: mx.array, *mask_: mx.array) -> mx.array:
+            bias = self.position_bias()[None]
+            return bias + mask_[0][:, None] if mask_ else bias
+
+        sources = (self.relative_position_bias_table,) + ((mask,) if mask is not None else ())
+        return self._derived.get("bias", sources, build)
+
+    def fused_qkv(self) -> tuple[mx.array, mx.array | None]:
+        """Query, key and value projections as one [3 * dims, dims] weight (one GEMM)."""
+        layers = (self.query, self.key, self.value)
+        weight = self._derived.get("qkv_weight", tuple(l.weight for l in layers), lambda *w: mx.concatenate(w))
+        if "bias" not in self.query:
+            return weight, None
+        bias = self._derived.get("qkv_bias", tuple(l.bias for l in layers), lambda *b: mx.concatenate(b))
+        return weight, bias
+
     def __call__(self, windows: mx.array, mask: mx.array | None) -> mx.array:
         """windows: [B * windows, window², C]; mask: [windows, window², window²] or None."""
         count, tokens, dims = windows.shape
-
-        def split_heads(x: mx.array) -> mx.array:
-            return x.reshape(count, tokens, self.num_heads, -1).transpose(0, 2, 1, 3)
-
-        queries = split_heads(self.query(windows))
-        keys = split_heads(self.key(windows))
-        values = split_heads(self.value(windows))
-        bias = self.position_bias()[None]
-        if mask is not None:
-            bias = bias + mask[:, None]
+        weight, bias = self.fused_qkv()
+        qkv = mx.addmm(bias, windows, weight.T) if bias is not None else windows @ weight.T
+        # [3, count, heads, tokens, head_dims] in one copy: q, k, v become contiguous slices.
+        qkv = qkv.reshape(count, tokens, 3, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
+        queries, keys, values = mx.contiguous(qkv)
+        bias = self.attention_bias(mask)
         # Scores grouped per image so the per-window bias/mask broadcasts over the batch;
         # scaled after the product, as transformers, inside the softmax pass.
         scores = (queries @ keys.swapaxes(-1, -2)).reshape(-1, *bias.shape)

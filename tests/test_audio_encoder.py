@@ -3,6 +3,7 @@
 import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx.core)
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 import numpy as np
 import pytest
 import torch
@@ -111,6 +112,17 @@ def test_tiny_fused_matches_transformers(tiny_fused, pattern):
 @pytest.mark.parametrize("pattern", ["b1-short", "b4-none"])
 def test_tiny_unfused_matches_transformers(tiny_unfused, pattern):
     compare(*tiny_unfused, LONGER_PATTERNS[pattern], seed=11)
+
+
+def test_weights_loaded_after_a_forward_replace_the_derived_arrays():
+    """The fused q/k/v weights and attention biases built on the first forward are rebuilt
+    when load_weights replaces the parameters they came from."""
+    _, encoder = build_pair({**TINY, **FUSED}, seed=21)
+    features, longer = mel_batch([True, False], encoder.input_channels, seed=22, frames=1001)
+    encoder(mx.array(features), mx.array(longer))
+    reference, other = build_pair({**TINY, **FUSED}, seed=23)
+    encoder.load_weights(list(tree_flatten(other.parameters())))
+    compare(reference, encoder, [True, False], seed=24)
 
 
 def test_spectrogram_already_1024_frames_skips_the_resize(tiny_fused):
