@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import warnings
 
 # Debian/Ubuntu `libopenblas0-pthread` first; the generic soname last.
 OPENBLAS_CANDIDATES = (
@@ -49,6 +50,15 @@ def preload_openblas() -> str | None:
     if loaded_blas or not sys.platform.startswith("linux"):
         return loaded_blas
     if os.environ.get("CLAP_MLX_NO_OPENBLAS"):
+        return None
+    if "mlx.core" in sys.modules:
+        # MLX bound its bundled reference BLAS when it was loaded; loading OpenBLAS now changes nothing.
+        warnings.warn(
+            "mlx.core was imported before clap_mlx, so MLX keeps its reference BLAS and matmuls run "
+            "~30x slower; import clap_mlx (or monitor) before mlx.core",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
     coretype = openblas_coretype(_cpu_flags())
     if coretype:
