@@ -1,5 +1,5 @@
-/* Fused float32 row kernels for clap_mlx.ops: GELU (+ bias), softmax (+ scale, + additive
- * bias), layer norm (+ residual add).
+/* Fused float32 kernels for clap_mlx.ops: GELU (+ bias), softmax (+ scale, + additive
+ * bias), layer norm (+ residual add), and small-window multi-head attention.
  *
  * MLX's CPU backend runs transcendental elementwise ops one scalar at a time, and NumPy
  * needs ~20 passes over memory for an erf GELU. Each kernel here makes one pass over a
@@ -19,12 +19,16 @@
 #define SIMD_CLONES
 #endif
 
+/* Helpers must be inlined into each target clone to be compiled for its instruction set
+ * (a default-target call from an AVX-512 clone ran the attention kernel 10x slower). */
+#define INLINE static inline __attribute__((always_inline))
+
 #define LANES 16 /* accumulator width for row reductions: one AVX-512 register */
 
 /* exp(x) as in Cephes' expf (about 1 ulp): x = n ln2 + r, |r| <= ln2 / 2, 2^n built in
  * the exponent bits. Exactly 0 below -87.3 (where float32 leaves the normal range, so no
  * denormals reach the next matmul) and inf above 88.7; NaN stays NaN. */
-static inline float exp_approx(float x) {
+INLINE float exp_approx(float x) {
     const float lo = -87.3f, hi = 88.7f;
     float c = x < lo ? lo : x;
     c = c > hi ? hi : c;
@@ -55,7 +59,7 @@ static inline float exp_approx(float x) {
 /* x * Phi(x) = relu(x) - |x| Phi(-|x|), with Phi(-|x|) = erfc(|x| / sqrt 2) / 2 from
  * Abramowitz & Stegun 7.1.26 (max abs error of the GELU 2.5e-7): the same formula as the
  * NumPy fallback in ops.py, so both paths agree to float32 rounding. */
-static inline float gelu_value(float x) {
+INLINE float gelu_value(float x) {
     const float k = 4.31700850f; /* sqrt(2) / 0.3275911 */
     float a = x < 0.0f ? -x : x;
     a = a > 15.0f ? 15.0f : a; /* the tail term underflows there; keeps inf finite, NaN NaN */
@@ -84,13 +88,13 @@ static void gelu_rows(const float *src, float *dst, const float *bias, Py_ssize_
     }
 }
 
-static inline float lanes_sum(const float *acc) {
+INLINE float lanes_sum(const float *acc) {
     float total = 0.0f;
     for (int l = 0; l < LANES; l++) total += acc[l];
     return total;
 }
 
-static inline float row_max(const float *x, Py_ssize_t cols) {
+INLINE float row_max(const float *x, Py_ssize_t cols) {
     float acc[LANES];
     for (int l = 0; l < LANES; l++) acc[l] = -__builtin_inff();
     Py_ssize_t j = 0;
@@ -103,7 +107,7 @@ static inline float row_max(const float *x, Py_ssize_t cols) {
 }
 
 /* y = exp(y - shift) in place; returns the sum of the new values. */
-static inline float exp_shifted_sum(float *y, float shift, Py_ssize_t cols) {
+INLINE float exp_shifted_sum(float *y, float shift, Py_ssize_t cols) {
     float acc[LANES] = {0};
     float tail = 0.0f;
     Py_ssize_t j = 0;
@@ -178,6 +182,102 @@ static void layer_norm_rows(const float *src, const float *residual, float *sum_
             if (weight) v *= weight[j];
             if (bias) v += bias[j];
             y[j] = v;
+        }
+    }
+}
+
+typedef float v16 __attribute__((vector_size(64)));
+
+INLINE v16 load16(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+/* One (item, head) pair for Swin's 8x8 windows and 32-wide heads (every HTSAT stage): the
+ * score row (4 vectors) and the output row (2 vectors) stay in registers while q.k and p.v
+ * accumulate, which the generic loops below cannot do with runtime sizes. */
+INLINE void attention_pair_64x32(const float *base, Py_ssize_t stride, Py_ssize_t dims, const float *bias,
+                                        float scale, float *out, const float *keys_t, float *row) {
+    for (int i = 0; i < 64; i++) {
+        const float *q = base + i * stride;
+        v16 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        for (int d = 0; d < 32; d++) {
+            const float *k = keys_t + d * 64;
+            s0 += q[d] * load16(k);
+            s1 += q[d] * load16(k + 16);
+            s2 += q[d] * load16(k + 32);
+            s3 += q[d] * load16(k + 48);
+        }
+        s0 *= scale, s1 *= scale, s2 *= scale, s3 *= scale;
+        if (bias) {
+            const float *b = bias + i * 64;
+            s0 += load16(b), s1 += load16(b + 16), s2 += load16(b + 32), s3 += load16(b + 48);
+        }
+        store16(row, s0), store16(row + 16, s1), store16(row + 32, s2), store16(row + 48, s3);
+        const float inverse = 1.0f / exp_shifted_sum(row, row_max(row, 64), 64);
+        v16 o0 = {0}, o1 = {0};
+        for (int j = 0; j < 64; j++) {
+            const float *v = base + j * stride + 2 * dims;
+            o0 += row[j] * load16(v);
+            o1 += row[j] * load16(v + 16);
+        }
+        float *o = out + i * dims;
+        store16(o, o0 * inverse), store16(o + 16, o1 * inverse);
+    }
+}
+
+/* Multi-head self-attention from a packed q/k/v projection, one (item, head) pair at a time:
+ * scores = scale * q k^T + bias, softmax, times v, all inside L1. qkv is [items, tokens, 3,
+ * heads, head_dims] (the output of one fused projection GEMM), out is [items, tokens, heads,
+ * head_dims]; bias is [bias_count, tokens, tokens], pair n using bias n % bias_count.
+ * For Swin's 64-token windows this replaces thousands of tiny batched BLAS calls. */
+SIMD_CLONES
+static void attention_pairs(const float *qkv, float *out, const float *bias, Py_ssize_t bias_count, float scale,
+                            Py_ssize_t tokens, Py_ssize_t heads, Py_ssize_t head_dims, Py_ssize_t pair_start,
+                            Py_ssize_t pair_stop, float *scratch) {
+    const Py_ssize_t dims = heads * head_dims, stride = 3 * dims;
+    float *keys_t = scratch;           /* [head_dims, tokens] */
+    float *row = scratch + head_dims * tokens; /* [tokens] */
+    float *acc = row + tokens;         /* [head_dims] */
+    for (Py_ssize_t n = pair_start; n < pair_stop; n++) {
+        const Py_ssize_t item = n / heads, head = n % heads;
+        const float *base = qkv + item * tokens * stride + head * head_dims;
+        for (Py_ssize_t j = 0; j < tokens; j++) {
+            const float *k = base + j * stride + dims;
+            for (Py_ssize_t d = 0; d < head_dims; d++) keys_t[d * tokens + j] = k[d];
+        }
+        const float *pair_bias = bias ? bias + (n % bias_count) * tokens * tokens : NULL;
+        if (tokens == 64 && head_dims == 32) {
+            attention_pair_64x32(base, stride, dims, pair_bias, scale, out + item * tokens * dims + head * head_dims,
+                                 keys_t, row);
+            continue;
+        }
+        for (Py_ssize_t i = 0; i < tokens; i++) {
+            const float *q = base + i * stride;
+            for (Py_ssize_t j = 0; j < tokens; j++) row[j] = 0.0f;
+            for (Py_ssize_t d = 0; d < head_dims; d++) {
+                const float qd = q[d];
+                const float *kd = keys_t + d * tokens;
+                for (Py_ssize_t j = 0; j < tokens; j++) row[j] += qd * kd[j];
+            }
+            if (pair_bias) {
+                const float *b = pair_bias + i * tokens;
+                for (Py_ssize_t j = 0; j < tokens; j++) row[j] = scale * row[j] + b[j];
+            } else {
+                for (Py_ssize_t j = 0; j < tokens; j++) row[j] *= scale;
+            }
+            const float inverse = 1.0f / exp_shifted_sum(row, row_max(row, tokens), tokens);
+            for (Py_ssize_t d = 0; d < head_dims; d++) acc[d] = 0.0f;
+            for (Py_ssize_t j = 0; j < tokens; j++) {
+                const float p = row[j];
+                const float *v = base + j * stride + 2 * dims;
+                for (Py_ssize_t d = 0; d < head_dims; d++) acc[d] += p * v[d];
+            }
+            float *o = out + (item * tokens + i) * dims + head * head_dims;
+            for (Py_ssize_t d = 0; d < head_dims; d++) o[d] = acc[d] * inverse;
         }
     }
 }
@@ -282,11 +382,49 @@ static PyObject *py_layer_norm(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_attention(PyObject *self, PyObject *args) {
+    PyObject *qkv, *out, *bias;
+    Py_ssize_t bias_count, tokens, heads, head_dims, items, pair_start, pair_stop;
+    float scale;
+    if (!PyArg_ParseTuple(args, "OOOnfnnnnnn", &qkv, &out, &bias, &bias_count, &scale, &items, &tokens, &heads,
+                          &head_dims, &pair_start, &pair_stop))
+        return NULL;
+    if (items < 0 || tokens <= 0 || heads <= 0 || head_dims <= 0 || pair_start < 0 || pair_stop < pair_start ||
+        pair_stop > items * heads || (bias != Py_None && bias_count <= 0)) {
+        PyErr_SetString(PyExc_ValueError, "bad attention shape or pair range");
+        return NULL;
+    }
+    const Py_ssize_t per_item = tokens * heads * head_dims;
+    Buffer b[3];
+    int ok = get_buffer(qkv, &b[0], 0, 3 * items * per_item, "qkv") &&
+             get_buffer(out, &b[1], 1, items * per_item, "out") &&
+             get_buffer(bias, &b[2], 0, bias_count * tokens * tokens, "bias");
+    float *scratch = NULL;
+    if (ok) {
+        scratch = PyMem_RawMalloc((size_t)(head_dims * tokens + tokens + head_dims) * sizeof(float));
+        if (!scratch) {
+            PyErr_NoMemory();
+            ok = 0;
+        }
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS attention_pairs(data(&b[0]), data(&b[1]), data(&b[2]), bias_count, scale, tokens,
+                                               heads, head_dims, pair_start, pair_stop, scratch);
+        Py_END_ALLOW_THREADS
+    }
+    PyMem_RawFree(scratch);
+    release(b, 3);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"gelu", py_gelu, METH_VARARGS, "gelu(src, dst, bias|None, cols, row_start, row_stop)"},
     {"softmax", py_softmax, METH_VARARGS, "softmax(src, dst, scale, add|None, add_rows, cols, row_start, row_stop)"},
     {"layer_norm", py_layer_norm, METH_VARARGS,
      "layer_norm(src, residual|None, sum_dst|None, dst, weight|None, bias|None, eps, cols, row_start, row_stop)"},
+    {"attention", py_attention, METH_VARARGS,
+     "attention(qkv, out, bias|None, bias_count, scale, items, tokens, heads, head_dims, pair_start, pair_stop)"},
     {NULL, NULL, 0, NULL},
 };
 

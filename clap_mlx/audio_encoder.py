@@ -259,19 +259,9 @@ class WindowSelfAttention(nn.Module):
 
     def __call__(self, windows: mx.array, mask: mx.array | None) -> mx.array:
         """windows: [B * windows, window², C]; mask: [windows, window², window²] or None."""
-        count, tokens, dims = windows.shape
         weight, bias = self.fused_qkv()
         qkv = mx.addmm(bias, windows, weight.T) if bias is not None else windows @ weight.T
-        # [3, count, heads, tokens, head_dims] in one copy: q, k, v become contiguous slices.
-        qkv = qkv.reshape(count, tokens, 3, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
-        queries, keys, values = mx.contiguous(qkv)
-        bias = self.attention_bias(mask)
-        # Scores grouped per image so the per-window bias/mask broadcasts over the batch;
-        # scaled after the product, as transformers, inside the softmax pass.
-        scores = (queries @ keys.swapaxes(-1, -2)).reshape(-1, *bias.shape)
-        probs = ops.softmax(scores, scale=self.scale, add=bias, donate=True)
-        probs = probs.reshape(count, self.num_heads, tokens, tokens)
-        return (probs @ values).transpose(0, 2, 1, 3).reshape(count, tokens, dims)
+        return ops.attention(qkv, self.num_heads, self.scale, self.attention_bias(mask))
 
 
 class WindowAttention(nn.Module):

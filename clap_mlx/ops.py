@@ -229,6 +229,46 @@ def softmax(
     return _finish(result, x.shape)
 
 
+def attention(qkv: mx.array, heads: int, scale: float, bias: mx.array | None = None) -> mx.array:
+    """Multi-head self-attention from one packed projection.
+
+    qkv: [items, tokens, 3 * dims], the query, key and value projections side by side (as one
+    GEMM with concatenated weights gives them); bias: [groups, heads, tokens, tokens] added to
+    the scaled scores, item i using group i % groups (e.g. a per-window bias broadcast over the
+    batch), or None. Returns [items, tokens, dims], heads concatenated.
+    """
+    items, tokens, packed = qkv.shape
+    dims = packed // 3
+    if packed % 3 or dims % heads:
+        raise ValueError(f"attention: last axis {packed} is not 3 x a multiple of {heads} heads")
+    head_dims = dims // heads
+    if bias is not None and (bias.ndim != 4 or tuple(bias.shape[1:]) != (heads, tokens, tokens) or items % bias.shape[0]):
+        raise ValueError(
+            f"attention: bias {list(bias.shape)} is not [groups dividing {items}, {heads}, {tokens}, {tokens}]"
+        )
+    if not _numpy_path(qkv) or _kernels is None:
+        # [3, items, heads, tokens, head_dims] in one copy: q, k, v become contiguous slices.
+        queries, keys, values = mx.contiguous(qkv.reshape(items, tokens, 3, heads, head_dims).transpose(2, 0, 3, 1, 4))
+        scores = queries @ keys.swapaxes(-1, -2)
+        if bias is not None:
+            scores = scores.reshape(-1, *bias.shape)
+        probs = softmax(scores, scale=scale, add=bias, donate=True).reshape(items, heads, tokens, tokens)
+        return (probs @ values).transpose(0, 2, 1, 3).reshape(items, tokens, dims)
+    packed_rows = _rows_view(qkv)
+    bias_rows = None if bias is None else _rows_view(bias.astype(mx.float32))
+    bias_count = 0 if bias is None else bias.shape[0] * heads
+    out = np.empty((items, tokens, dims), np.float32)
+    pairs = items * heads
+    _split_rows(
+        lambda start, stop: _kernels.attention(
+            packed_rows, out, bias_rows, bias_count, scale, items, tokens, heads, head_dims, start, stop
+        ),
+        pairs,
+        pairs * tokens * tokens * head_dims,
+    )
+    return mx.array(out)
+
+
 def _layer_norm_kernel(weight: np.ndarray | None, bias: np.ndarray | None, eps: float) -> Kernel:
     def block(x: np.ndarray, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
         inverse_d = np.float32(1.0 / x.shape[1])

@@ -225,3 +225,40 @@ def test_layer_norm_of_a_sum_and_the_sum_itself(shape):
 def test_layer_norm_rejects_a_residual_of_another_shape():
     with pytest.raises(ValueError, match="residual"):
         ops.layer_norm(mx.zeros((2, 8)), None, None, 1e-5, residual=mx.zeros((1, 8)))
+
+
+def attention_reference(qkv: np.ndarray, heads: int, scale: float, bias: np.ndarray | None) -> np.ndarray:
+    items, tokens, packed = qkv.shape
+    q, k, v = qkv.astype(np.float64).reshape(items, tokens, 3, heads, -1).transpose(2, 0, 3, 1, 4)
+    scores = scale * q @ k.swapaxes(-1, -2)
+    if bias is not None:
+        scores = (scores.reshape(-1, *bias.shape) + bias).reshape(scores.shape)
+    return (softmax_reference(scores) @ v).transpose(0, 2, 1, 3).reshape(items, tokens, packed // 3)
+
+
+@pytest.mark.parametrize(
+    "items, tokens, heads, head_dims, groups",
+    [
+        (6, 64, 3, 32, 3),  # HTSAT's windows and heads: the kernel's register-blocked path
+        (2, 64, 24, 32, None),
+        (4, 9, 2, 8, 2),  # any other shape: the generic loops
+        (3, 17, 1, 5, None),
+    ],
+)
+def test_attention_matches_float64_reference(items, tokens, heads, head_dims, groups):
+    qkv = RNG.standard_normal((items, tokens, 3 * heads * head_dims)).astype(np.float32)
+    bias = None
+    if groups:
+        bias = RNG.standard_normal((groups, heads, tokens, tokens)).astype(np.float32)
+        bias[0, :, :, tokens // 2 :] = -1e9  # a shifted-window mask on one group
+    scale = head_dims**-0.5
+    got = ops.attention(mx.array(qkv), heads, scale, None if bias is None else mx.array(bias))
+    assert got.shape == (items, tokens, heads * head_dims)
+    assert np.abs(as_numpy(got) - attention_reference(qkv, heads, scale, bias)).max() < 2e-6
+
+
+def test_attention_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="not 3 x a multiple of 4 heads"):
+        ops.attention(mx.zeros((2, 8, 30)), 4, 1.0)
+    with pytest.raises(ValueError, match=r"bias \[3, 2, 8, 8\] is not \[groups dividing 2, 2, 8, 8\]"):
+        ops.attention(mx.zeros((2, 8, 24)), 2, 1.0, mx.zeros((3, 2, 8, 8)))
