@@ -196,15 +196,27 @@ INLINE v16 load16(const float *p) {
 
 INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
-/* One (item, head) pair for Swin's 8x8 windows and 32-wide heads (every HTSAT stage): the
- * score row (4 vectors) and the output row (2 vectors) stay in registers while q.k and p.v
- * accumulate, which the generic loops below cannot do with runtime sizes. */
-INLINE void attention_pair_64x32(const float *base, Py_ssize_t stride, Py_ssize_t dims, const float *bias,
-                                        float scale, float *out, const float *keys_t, float *row) {
+typedef float v8 __attribute__((vector_size(32)));
+
+INLINE v8 load8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+INLINE void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+
+/* One (item, head) pair for Swin's 8x8 windows (64 tokens) and a head width of 8 * CHUNKS
+ * (24 in every HTSAT stage): the score row (4 x 16 lanes) and the output row (CHUNKS x 8
+ * lanes) stay in registers while q.k and p.v accumulate, which the generic loops below
+ * cannot do with runtime sizes. Called with a constant `chunks`, so it is specialised. */
+INLINE void attention_pair_64(const float *base, Py_ssize_t stride, Py_ssize_t dims, const float *bias, float scale,
+                              float *out, const float *keys_t, float *row, const int chunks) {
+    const int head_dims = 8 * chunks;
     for (int i = 0; i < 64; i++) {
         const float *q = base + i * stride;
         v16 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-        for (int d = 0; d < 32; d++) {
+        for (int d = 0; d < head_dims; d++) {
             const float *k = keys_t + d * 64;
             s0 += q[d] * load16(k);
             s1 += q[d] * load16(k + 16);
@@ -218,30 +230,28 @@ INLINE void attention_pair_64x32(const float *base, Py_ssize_t stride, Py_ssize_
         }
         store16(row, s0), store16(row + 16, s1), store16(row + 32, s2), store16(row + 48, s3);
         const float inverse = 1.0f / exp_shifted_sum(row, row_max(row, 64), 64);
-        v16 o0 = {0}, o1 = {0};
+        v8 o[4] = {{0}, {0}, {0}, {0}};
         for (int j = 0; j < 64; j++) {
             const float *v = base + j * stride + 2 * dims;
-            o0 += row[j] * load16(v);
-            o1 += row[j] * load16(v + 16);
+            for (int c = 0; c < chunks; c++) o[c] += row[j] * load8(v + 8 * c);
         }
-        float *o = out + i * dims;
-        store16(o, o0 * inverse), store16(o + 16, o1 * inverse);
+        float *o_row = out + i * dims;
+        for (int c = 0; c < chunks; c++) store8(o_row + 8 * c, o[c] * inverse);
     }
 }
 
-/* Multi-head self-attention from a packed q/k/v projection, one (item, head) pair at a time:
- * scores = scale * q k^T + bias, softmax, times v, all inside L1. qkv is [items, tokens, 3,
- * heads, head_dims] (the output of one fused projection GEMM), out is [items, tokens, heads,
- * head_dims]; bias is [bias_count, tokens, tokens], pair n using bias n % bias_count.
- * For Swin's 64-token windows this replaces thousands of tiny batched BLAS calls. */
+/* Multi-head self-attention from a packed q/k/v projection for 64-token windows and head
+ * widths of 8, 16, 24 or 32, one (item, head) pair at a time: scores = scale * q k^T + bias,
+ * softmax, times v, all inside L1. qkv is [items, 64, 3, heads, head_dims] (the output of
+ * one fused projection GEMM), out is [items, 64, heads, head_dims]; bias is [bias_count,
+ * 64, 64], pair n using bias n % bias_count. For Swin's windows this replaces thousands of
+ * tiny batched BLAS calls; ops.py takes MLX's path for other shapes. */
 SIMD_CLONES
 static void attention_pairs(const float *qkv, float *out, const float *bias, Py_ssize_t bias_count, float scale,
-                            Py_ssize_t tokens, Py_ssize_t heads, Py_ssize_t head_dims, Py_ssize_t pair_start,
-                            Py_ssize_t pair_stop, float *scratch) {
-    const Py_ssize_t dims = heads * head_dims, stride = 3 * dims;
-    float *keys_t = scratch;           /* [head_dims, tokens] */
-    float *row = scratch + head_dims * tokens; /* [tokens] */
-    float *acc = row + tokens;         /* [head_dims] */
+                            Py_ssize_t heads, Py_ssize_t head_dims, Py_ssize_t pair_start, Py_ssize_t pair_stop) {
+    const Py_ssize_t tokens = 64, dims = heads * head_dims, stride = 3 * dims;
+    float keys_t[32 * 64]; /* [head_dims, tokens]: k transposed so score rows are contiguous */
+    float row[64];
     for (Py_ssize_t n = pair_start; n < pair_stop; n++) {
         const Py_ssize_t item = n / heads, head = n % heads;
         const float *base = qkv + item * tokens * stride + head * head_dims;
@@ -250,34 +260,12 @@ static void attention_pairs(const float *qkv, float *out, const float *bias, Py_
             for (Py_ssize_t d = 0; d < head_dims; d++) keys_t[d * tokens + j] = k[d];
         }
         const float *pair_bias = bias ? bias + (n % bias_count) * tokens * tokens : NULL;
-        if (tokens == 64 && head_dims == 32) {
-            attention_pair_64x32(base, stride, dims, pair_bias, scale, out + item * tokens * dims + head * head_dims,
-                                 keys_t, row);
-            continue;
-        }
-        for (Py_ssize_t i = 0; i < tokens; i++) {
-            const float *q = base + i * stride;
-            for (Py_ssize_t j = 0; j < tokens; j++) row[j] = 0.0f;
-            for (Py_ssize_t d = 0; d < head_dims; d++) {
-                const float qd = q[d];
-                const float *kd = keys_t + d * tokens;
-                for (Py_ssize_t j = 0; j < tokens; j++) row[j] += qd * kd[j];
-            }
-            if (pair_bias) {
-                const float *b = pair_bias + i * tokens;
-                for (Py_ssize_t j = 0; j < tokens; j++) row[j] = scale * row[j] + b[j];
-            } else {
-                for (Py_ssize_t j = 0; j < tokens; j++) row[j] *= scale;
-            }
-            const float inverse = 1.0f / exp_shifted_sum(row, row_max(row, tokens), tokens);
-            for (Py_ssize_t d = 0; d < head_dims; d++) acc[d] = 0.0f;
-            for (Py_ssize_t j = 0; j < tokens; j++) {
-                const float p = row[j];
-                const float *v = base + j * stride + 2 * dims;
-                for (Py_ssize_t d = 0; d < head_dims; d++) acc[d] += p * v[d];
-            }
-            float *o = out + (item * tokens + i) * dims + head * head_dims;
-            for (Py_ssize_t d = 0; d < head_dims; d++) o[d] = acc[d] * inverse;
+        float *pair_out = out + item * tokens * dims + head * head_dims;
+        switch (head_dims) {
+        case 8: attention_pair_64(base, stride, dims, pair_bias, scale, pair_out, keys_t, row, 1); break;
+        case 16: attention_pair_64(base, stride, dims, pair_bias, scale, pair_out, keys_t, row, 2); break;
+        case 24: attention_pair_64(base, stride, dims, pair_bias, scale, pair_out, keys_t, row, 3); break;
+        default: attention_pair_64(base, stride, dims, pair_bias, scale, pair_out, keys_t, row, 4); break;
         }
     }
 }
@@ -323,7 +311,7 @@ static PyObject *py_gelu(PyObject *self, PyObject *args) {
     Py_ssize_t cols, row_start, row_stop;
     if (!PyArg_ParseTuple(args, "OOOnnn", &src, &dst, &bias, &cols, &row_start, &row_stop)) return NULL;
     if (!check_rows(cols, row_start, row_stop)) return NULL;
-    Buffer b[3];
+    Buffer b[3] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
     int ok = get_buffer(src, &b[0], 0, row_stop * cols, "src") && get_buffer(dst, &b[1], 1, row_stop * cols, "dst") &&
              get_buffer(bias, &b[2], 0, cols, "bias");
     if (ok) {
@@ -346,7 +334,7 @@ static PyObject *py_softmax(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "add_rows must be positive");
         return NULL;
     }
-    Buffer b[3];
+    Buffer b[3] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
     int ok = get_buffer(src, &b[0], 0, row_stop * cols, "src") && get_buffer(dst, &b[1], 1, row_stop * cols, "dst") &&
              get_buffer(add, &b[2], 0, add_rows * cols, "add");
     if (ok) {
@@ -368,7 +356,7 @@ static PyObject *py_layer_norm(PyObject *self, PyObject *args) {
         return NULL;
     if (!check_rows(cols, row_start, row_stop)) return NULL;
     Py_ssize_t floats = row_stop * cols;
-    Buffer b[6];
+    Buffer b[6] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
     int ok = get_buffer(src, &b[0], 0, floats, "src") && get_buffer(residual, &b[1], 0, floats, "residual") &&
              get_buffer(sum_dst, &b[2], 1, floats, "sum_dst") && get_buffer(dst, &b[3], 1, floats, "dst") &&
              get_buffer(weight, &b[4], 0, cols, "weight") && get_buffer(bias, &b[5], 0, cols, "bias");
@@ -389,30 +377,26 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOnfnnnnnn", &qkv, &out, &bias, &bias_count, &scale, &items, &tokens, &heads,
                           &head_dims, &pair_start, &pair_stop))
         return NULL;
-    if (items < 0 || tokens <= 0 || heads <= 0 || head_dims <= 0 || pair_start < 0 || pair_stop < pair_start ||
-        pair_stop > items * heads || (bias != Py_None && bias_count <= 0)) {
+    if (tokens != 64 || head_dims <= 0 || head_dims > 32 || head_dims % 8) {
+        PyErr_Format(PyExc_ValueError, "attention kernel: needs 64 tokens and a head width of 8, 16, 24 or 32, got %zd and %zd",
+                     tokens, head_dims);
+        return NULL;
+    }
+    if (items < 0 || heads <= 0 || pair_start < 0 || pair_stop < pair_start || pair_stop > items * heads ||
+        (bias != Py_None && bias_count <= 0)) {
         PyErr_SetString(PyExc_ValueError, "bad attention shape or pair range");
         return NULL;
     }
     const Py_ssize_t per_item = tokens * heads * head_dims;
-    Buffer b[3];
+    Buffer b[3] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
     int ok = get_buffer(qkv, &b[0], 0, 3 * items * per_item, "qkv") &&
              get_buffer(out, &b[1], 1, items * per_item, "out") &&
              get_buffer(bias, &b[2], 0, bias_count * tokens * tokens, "bias");
-    float *scratch = NULL;
     if (ok) {
-        scratch = PyMem_RawMalloc((size_t)(head_dims * tokens + tokens + head_dims) * sizeof(float));
-        if (!scratch) {
-            PyErr_NoMemory();
-            ok = 0;
-        }
-    }
-    if (ok) {
-        Py_BEGIN_ALLOW_THREADS attention_pairs(data(&b[0]), data(&b[1]), data(&b[2]), bias_count, scale, tokens,
-                                               heads, head_dims, pair_start, pair_stop, scratch);
+        Py_BEGIN_ALLOW_THREADS attention_pairs(data(&b[0]), data(&b[1]), data(&b[2]), bias_count, scale, heads,
+                                               head_dims, pair_start, pair_stop);
         Py_END_ALLOW_THREADS
     }
-    PyMem_RawFree(scratch);
     release(b, 3);
     if (!ok) return NULL;
     Py_RETURN_NONE;

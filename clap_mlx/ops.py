@@ -229,6 +229,11 @@ def softmax(
     return _finish(result, x.shape)
 
 
+# (tokens, head width) the compiled attention kernel is specialised for: Swin's 8x8 windows
+# (HTSAT's heads are 24 wide); any other shape runs the MLX path.
+ATTENTION_KERNEL_SHAPES = {(64, 8), (64, 16), (64, 24), (64, 32)}
+
+
 def attention(qkv: mx.array, heads: int, scale: float, bias: mx.array | None = None) -> mx.array:
     """Multi-head self-attention from one packed projection.
 
@@ -246,7 +251,7 @@ def attention(qkv: mx.array, heads: int, scale: float, bias: mx.array | None = N
         raise ValueError(
             f"attention: bias {list(bias.shape)} is not [groups dividing {items}, {heads}, {tokens}, {tokens}]"
         )
-    if not _numpy_path(qkv) or _kernels is None:
+    if not _numpy_path(qkv) or _kernels is None or (tokens, head_dims) not in ATTENTION_KERNEL_SHAPES:
         # [3, items, heads, tokens, head_dims] in one copy: q, k, v become contiguous slices.
         queries, keys, values = mx.contiguous(qkv.reshape(items, tokens, 3, heads, head_dims).transpose(2, 0, 3, 1, 4))
         scores = queries @ keys.swapaxes(-1, -2)

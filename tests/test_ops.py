@@ -239,9 +239,10 @@ def attention_reference(qkv: np.ndarray, heads: int, scale: float, bias: np.ndar
 @pytest.mark.parametrize(
     "items, tokens, heads, head_dims, groups",
     [
-        (6, 64, 3, 32, 3),  # HTSAT's windows and heads: the kernel's register-blocked path
-        (2, 64, 24, 32, None),
-        (4, 9, 2, 8, 2),  # any other shape: the generic loops
+        (6, 64, 4, 24, 3),  # HTSAT's windows and heads: the compiled kernel
+        (2, 64, 2, 32, None),
+        (4, 64, 2, 8, 2),
+        (4, 9, 2, 8, 2),  # any other shape: MLX's path on both backends
         (3, 17, 1, 5, None),
     ],
 )
@@ -262,3 +263,25 @@ def test_attention_rejects_bad_shapes():
         ops.attention(mx.zeros((2, 8, 30)), 4, 1.0)
     with pytest.raises(ValueError, match=r"bias \[3, 2, 8, 8\] is not \[groups dividing 2, 2, 8, 8\]"):
         ops.attention(mx.zeros((2, 8, 24)), 2, 1.0, mx.zeros((3, 2, 8, 8)))
+
+
+def test_attention_kernel_refuses_shapes_it_is_not_specialised_for():
+    from clap_mlx import _kernels  # the extension itself, whichever backend ops uses here
+
+    qkv, out = np.zeros((1, 9, 24), np.float32), np.zeros((1, 9, 8), np.float32)
+    with pytest.raises(ValueError, match="needs 64 tokens and a head width of 8, 16, 24 or 32, got 9 and 8"):
+        _kernels.attention(qkv, out, None, 0, 1.0, 1, 9, 1, 8, 0, 1)
+    with pytest.raises(ValueError, match="qkv: buffer of 96 bytes, need 4608 float32 values"):
+        _kernels.attention(np.zeros(24, np.float32), out, None, 0, 1.0, 1, 64, 3, 8, 0, 1)
+
+
+def test_kernels_check_every_buffer_size():
+    from clap_mlx import _kernels
+
+    rows = np.zeros((2, 8), np.float32)
+    with pytest.raises(ValueError, match="dst: buffer of 32 bytes, need 16 float32 values"):
+        _kernels.gelu(rows, np.zeros(8, np.float32), None, 8, 0, 2)
+    with pytest.raises(ValueError, match="residual: buffer of 4 bytes"):
+        _kernels.layer_norm(rows, np.zeros(1, np.float32), None, rows.copy(), None, None, 1e-5, 8, 0, 2)
+    with pytest.raises(ValueError, match="add: buffer of 8 bytes, need 16 float32 values"):
+        _kernels.softmax(rows, rows.copy(), 1.0, np.zeros(2, np.float32), 2, 8, 0, 2)
