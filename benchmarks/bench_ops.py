@@ -1,4 +1,5 @@
-"""Per-op timings on tower-shaped tensors: MLX native vs clap_mlx.ops vs torch.
+"""Per-op timings on tower-shaped tensors: MLX native vs clap_mlx.ops (compiled kernels,
+and its NumPy fallback) vs torch.
 
     python benchmarks/bench_ops.py [--runs 7]
 """
@@ -69,6 +70,19 @@ def single_threaded(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
+def numpy_fallback(fn: Callable[[], object]) -> Callable[[], object]:
+    """fn with clap_mlx.ops on its NumPy path, as when the C extension could not be built."""
+
+    def run():
+        kernels, ops._kernels = ops._kernels, None
+        try:
+            return fn()
+        finally:
+            ops._kernels = kernels
+
+    return run
+
+
 def torch_op(op: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> Callable[[], object]:
     fns = {
         "gelu": lambda: F.gelu(x),
@@ -81,31 +95,36 @@ def torch_op(op: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> Call
 
 
 def attention_candidates(batch: int) -> dict[str, Callable[[], object]]:
-    """Stage-1 window attention with position bias + shift mask: matmul/ops.softmax/matmul
-    vs mx.fast.scaled_dot_product_attention vs torch SDPA."""
+    """Stage-1 window attention of the real architecture (64 windows of 64 tokens, 4 heads of
+    24) with position bias + shift mask, from the packed q/k/v projection to the merged heads."""
     windows, heads, tokens, head_dim = 64, 4, 64, 24
     rng = np.random.default_rng(0)
-    q, k, v = (rng.standard_normal((batch * windows, heads, tokens, head_dim), np.float32) for _ in range(3))
+    qkv = rng.standard_normal((batch * windows, tokens, 3 * heads * head_dim), np.float32)
     bias = (rng.standard_normal((windows, heads, tokens, tokens), np.float32)
-            - 100 * (rng.random((windows, 1, tokens, tokens)) < 0.2)).astype(np.float32)
-    mq, mk, mv, mbias = (mx.array(a) for a in (q, k, v, bias))
-    tq, tk, tv, tbias = (torch.from_numpy(a) for a in (q, k, v, bias))
+            - 1e9 * (rng.random((windows, 1, tokens, tokens)) < 0.2)).astype(np.float32)
+    mqkv, mbias = mx.array(qkv), mx.array(bias)
+    q, k, v = (torch.from_numpy(np.ascontiguousarray(a))
+               for a in qkv.reshape(batch * windows, tokens, 3, heads, head_dim).transpose(2, 0, 3, 1, 4))
+    tbias = torch.from_numpy(bias)
     scale = 1 / math.sqrt(head_dim)
 
-    def mlx_ops_attention():
-        scores = ((mq * scale) @ mk.swapaxes(-1, -2)).reshape(batch, *bias.shape) + mbias
-        probs = ops.softmax(scores).reshape(batch * windows, heads, tokens, tokens)
-        mx.eval(probs @ mv)
-
     def mlx_sdpa():
+        mq, mk, mv = mx.contiguous(mqkv.reshape(-1, tokens, 3, heads, head_dim).transpose(2, 0, 3, 1, 4))
         mask = mx.broadcast_to(mbias[None], (batch, *bias.shape)).reshape(batch * windows, heads, tokens, tokens)
         mx.eval(mx.fast.scaled_dot_product_attention(mq, mk, mv, scale=scale, mask=mask))
 
     def torch_sdpa():
         mask = tbias.expand(batch, *bias.shape).reshape(batch * windows, heads, tokens, tokens)
-        F.scaled_dot_product_attention(tq, tk, tv, attn_mask=mask, scale=scale)
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale).transpose(1, 2).reshape(
+            batch * windows, tokens, heads * head_dim)
 
-    return {"mlx matmul+ops.softmax": mlx_ops_attention, "mlx fast.sdpa": mlx_sdpa, "torch sdpa": torch_sdpa}
+    kernel = lambda: mx.eval(ops.attention(mqkv, heads, scale, mbias))  # noqa: E731
+    return {
+        "ops.attention (C kernel)": kernel,
+        "ops.attention (MLX matmuls + NumPy softmax)": numpy_fallback(kernel),
+        "mlx fast.sdpa": mlx_sdpa,
+        "torch sdpa": torch_sdpa,
+    }
 
 
 def main() -> None:
@@ -127,16 +146,18 @@ def main() -> None:
                 "mlx native": mlx_native(op, *mxs),
                 "ops.py": mlx_ops(op, *mxs),
                 "ops.py 1 thread": single_threaded(mlx_ops(op, *mxs)),
+                "ops.py NumPy fallback": numpy_fallback(mlx_ops(op, *mxs)),
                 "torch": torch_op(op, *tts),
             }
             times = {name: summary(t) for name, t in interleaved(candidates, args.runs).items()}
             med = {name: t["median_ms"] for name, t in times.items()}
-            rows.append([op, where, str(shape), med["mlx native"], med["ops.py"], med["ops.py 1 thread"], med["torch"],
-                         med["mlx native"] / med["ops.py"], med["torch"] / med["ops.py"]])
+            rows.append([op, where, str(shape), med["mlx native"], med["ops.py"], med["ops.py 1 thread"],
+                         med["ops.py NumPy fallback"], med["torch"], med["mlx native"] / med["ops.py"],
+                         med["torch"] / med["ops.py"]])
             records.append({"op": op, "where": where, "shape": shape, "times": times})
-        print_table(["op", "where", "shape", "native ms", "ops ms", "ops 1thr ms", "torch ms",
+        print_table(["op", "where", "shape", "native ms", "ops ms", "ops 1thr ms", "NumPy fallback ms", "torch ms",
                      "native/ops", "torch/ops"], rows)
-        print("\nstage-1 window attention (64 windows x 4 heads x 64 tokens, bias + mask)")
+        print("\nstage-1 window attention (64 windows x 4 heads of 24 x 64 tokens, bias + mask), packed q/k/v in")
         attention_rows = []
         for batch in (1, 8):
             times = {name: summary(t) for name, t in interleaved(attention_candidates(batch), args.runs).items()}
