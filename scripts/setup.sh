@@ -7,11 +7,16 @@ cd "$(dirname "$0")/.."
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-runtime_apt=(libopenblas0-pthread libportaudio2 libasound2-plugins libsndfile1)
+runtime_apt=(libopenblas0-pthread libportaudio2 libasound2-plugins libsndfile1 gcc)
 test_apt=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils sox libsox-fmt-all espeak-ng openssl)
 
 extras="hub"
 apt_packages=("${runtime_apt[@]}")
+# gcc + Python.h build clap_mlx's C kernels (without them the install still works, on the
+# 1.2-5.6x slower NumPy path); Debian's own python3 needs python3-dev for the header.
+if ! python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    apt_packages+=(python3-dev)
+fi
 if [ "${1:-}" = "--test" ]; then
     extras="hub,test"
     apt_packages+=("${test_apt[@]}")
