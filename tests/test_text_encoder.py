@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers.models.clap.modeling_clap import ClapTextEmbeddings
 
-from clap_mlx.text_encoder import position_ids_from_input_ids
+from clap_mlx.text_encoder import TokenLayout, position_ids_from_input_ids
 
 MAX_ABS_DIFF = 1e-4
 MIN_COSINE = 0.99999
@@ -84,3 +84,35 @@ def test_bad_inputs_are_rejected(tiny_bundle):
 def test_full_text_features_match_transformers(full_bundle, full_reference):
     expected = reference_text_features(full_reference, full_bundle.tokenizer, LABELS)
     assert_embeddings_close(mlx_text_features(full_bundle, LABELS), expected)
+
+
+def test_token_layout_packs_kept_tokens_and_every_first_position():
+    mask = np.array([[1, 1, 1, 0], [0, 1, 0, 0], [1, 1, 1, 1]], dtype=np.int32)
+    layout = TokenLayout.from_mask(mx.array(mask))
+    grid = mx.arange(12 * 2, dtype=mx.float32).reshape(3, 4, 2)
+    packed = layout.pack(grid)
+    # row 1 keeps position 0 although it is masked: the pooler reads it
+    np.testing.assert_array_equal(np.array(packed)[:, 0] // 2, [0, 1, 2, 4, 5, 8, 9, 10, 11])
+    np.testing.assert_array_equal(np.array(layout.first_rows), [0, 3, 5])
+    expected = np.array(grid) * np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])[..., None]
+    np.testing.assert_array_equal(np.array(layout.unpack(packed)), expected)
+
+
+def test_unpadded_batch_has_no_gathers():
+    layout = TokenLayout.from_mask(mx.ones((2, 5), dtype=mx.int32))
+    assert layout.tokens is None and layout.padded_rows is None
+    np.testing.assert_array_equal(np.array(layout.first_rows), [0, 5])
+
+
+def test_unusual_masks_match_transformers(tiny_bundle, tiny_reference):
+    """Holes in the mask and a masked first position: only the kept tokens are computed, as
+    transformers' padded computation gives for them and for the pooled first position."""
+    ids, mask = tiny_bundle.tokenizer(LABELS[:3])
+    mask[1, 3] = 0
+    mask[2, 0] = 0
+    with torch.no_grad():
+        expected = tiny_reference.get_text_features(
+            input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask)
+        ).pooler_output.numpy()
+    actual = np.array(tiny_bundle.model.get_text_features(mx.array(ids), mx.array(mask)))
+    assert_embeddings_close(actual, expected)
