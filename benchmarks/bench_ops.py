@@ -59,28 +59,27 @@ def mlx_ops(op: str, x: mx.array, w: mx.array, b: mx.array) -> Callable[[], obje
     return lambda: mx.eval(fns[op]())
 
 
-def single_threaded(fn: Callable[[], object]) -> Callable[[], object]:
+def with_ops_attribute(name: str, value, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn run with clap_mlx.ops.<name> set to value (restored after each call)."""
+
     def run():
-        pool, ops._pool = ops._pool, None
+        saved = getattr(ops, name)
+        setattr(ops, name, value)
         try:
             return fn()
         finally:
-            ops._pool = pool
+            setattr(ops, name, saved)
 
     return run
+
+
+def single_threaded(fn: Callable[[], object]) -> Callable[[], object]:
+    return with_ops_attribute("_pool", None, fn)
 
 
 def numpy_fallback(fn: Callable[[], object]) -> Callable[[], object]:
     """fn with clap_mlx.ops on its NumPy path, as when the C extension could not be built."""
-
-    def run():
-        kernels, ops._kernels = ops._kernels, None
-        try:
-            return fn()
-        finally:
-            ops._kernels = kernels
-
-    return run
+    return with_ops_attribute("_kernels", None, fn)
 
 
 def torch_op(op: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> Callable[[], object]:

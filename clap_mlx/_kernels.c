@@ -186,25 +186,19 @@ static void layer_norm_rows(const float *src, const float *residual, float *sum_
     }
 }
 
-typedef float v16 __attribute__((vector_size(64)));
+/* GCC vector types (compiled per target clone) with unaligned loads/stores: memcpy
+ * becomes one vmovups. */
+#define VECTOR_TYPE(name, lanes)                                                                                       \
+    typedef float name __attribute__((vector_size(4 * (lanes))));                                                      \
+    INLINE name load_##name(const float *p) {                                                                          \
+        name v;                                                                                                        \
+        memcpy(&v, p, sizeof v);                                                                                       \
+        return v;                                                                                                      \
+    }                                                                                                                  \
+    INLINE void store_##name(float *p, name v) { memcpy(p, &v, sizeof v); }
 
-INLINE v16 load16(const float *p) {
-    v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
-
-typedef float v8 __attribute__((vector_size(32)));
-
-INLINE v8 load8(const float *p) {
-    v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-INLINE void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+VECTOR_TYPE(v16, 16)
+VECTOR_TYPE(v8, 8)
 
 /* One (item, head) pair for Swin's 8x8 windows (64 tokens) and a head width of 8 * CHUNKS
  * (24 in every HTSAT stage): the score row (4 x 16 lanes) and the output row (CHUNKS x 8
@@ -218,25 +212,25 @@ INLINE void attention_pair_64(const float *base, Py_ssize_t stride, Py_ssize_t d
         v16 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
         for (int d = 0; d < head_dims; d++) {
             const float *k = keys_t + d * 64;
-            s0 += q[d] * load16(k);
-            s1 += q[d] * load16(k + 16);
-            s2 += q[d] * load16(k + 32);
-            s3 += q[d] * load16(k + 48);
+            s0 += q[d] * load_v16(k);
+            s1 += q[d] * load_v16(k + 16);
+            s2 += q[d] * load_v16(k + 32);
+            s3 += q[d] * load_v16(k + 48);
         }
         s0 *= scale, s1 *= scale, s2 *= scale, s3 *= scale;
         if (bias) {
             const float *b = bias + i * 64;
-            s0 += load16(b), s1 += load16(b + 16), s2 += load16(b + 32), s3 += load16(b + 48);
+            s0 += load_v16(b), s1 += load_v16(b + 16), s2 += load_v16(b + 32), s3 += load_v16(b + 48);
         }
-        store16(row, s0), store16(row + 16, s1), store16(row + 32, s2), store16(row + 48, s3);
+        store_v16(row, s0), store_v16(row + 16, s1), store_v16(row + 32, s2), store_v16(row + 48, s3);
         const float inverse = 1.0f / exp_shifted_sum(row, row_max(row, 64), 64);
         v8 o[4] = {{0}, {0}, {0}, {0}};
         for (int j = 0; j < 64; j++) {
             const float *v = base + j * stride + 2 * dims;
-            for (int c = 0; c < chunks; c++) o[c] += row[j] * load8(v + 8 * c);
+            for (int c = 0; c < chunks; c++) o[c] += row[j] * load_v8(v + 8 * c);
         }
         float *o_row = out + i * dims;
-        for (int c = 0; c < chunks; c++) store8(o_row + 8 * c, o[c] * inverse);
+        for (int c = 0; c < chunks; c++) store_v8(o_row + 8 * c, o[c] * inverse);
     }
 }
 
