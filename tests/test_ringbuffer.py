@@ -62,7 +62,9 @@ def test_reader_racing_a_writer_never_gets_mixed_audio():
     checked = overwritten = 0
     while not done.is_set():
         end = ring.end
-        start = max(0, end - 4800)
+        # Half the ring: reading all of it fails whenever the writer has reserved its next
+        # block, which in this tight loop can be every time (a flaky `checked == 0`).
+        start = max(0, end - 2400)
         try:
             np.testing.assert_array_equal(ring.read(start, end), ramp(start, end))
             checked += 1
