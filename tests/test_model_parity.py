@@ -70,3 +70,16 @@ def test_logit_scales_match_checkpoint(tiny_bundle, tiny_reference):
 def test_full_audio_features_match_transformers(full_bundle, full_reference, case):
     seconds, _ = CASES[case]
     assert_embeddings_close(*audio_features_pair(full_bundle, full_reference, waveforms(seconds)))
+
+
+def test_tiny_model_matches_transformers_without_the_compiled_kernels(tiny_bundle, tiny_reference, monkeypatch):
+    """An install that could not build clap_mlx._kernels runs ops' NumPy/MLX paths end to end."""
+    from clap_mlx import ops
+    from tests.test_text_encoder import LABELS, mlx_text_features, reference_text_features
+
+    monkeypatch.setattr(ops, "_kernels", None)
+    assert not ops.use_kernels()
+    assert_embeddings_close(*audio_features_pair(tiny_bundle, tiny_reference, waveforms([3.0, 12.5])))
+    assert_embeddings_close(
+        mlx_text_features(tiny_bundle, LABELS), reference_text_features(tiny_reference, tiny_bundle.tokenizer, LABELS)
+    )
