@@ -241,9 +241,9 @@ class WindowSelfAttention(nn.Module):
     def attention_bias(self, mask: mx.array | None) -> mx.array:
         """[1 or windows, heads, window², window²]: position bias (+ shifted-window mask)."""
 
-        def build(table: mx.array, *mask_: mx.array) -> mx.array:
+        def build(*_sources: mx.array) -> mx.array:
             bias = self.position_bias()[None]
-            return bias + mask_[0][:, None] if mask_ else bias
+            return bias if mask is None else bias + mask[:, None]
 
         sources = (self.relative_position_bias_table,) + ((mask,) if mask is not None else ())
         return self._derived.get("bias", sources, build)

@@ -5,10 +5,12 @@ time on one thread: 20-130x slower than torch. An evaluated MLX array is a zero-
 NumPy view, so each op here evaluates its input and computes float32 results outside
 MLX, over rows split across the cores:
 
-* gelu, softmax and layer_norm run the fused C kernels of `_kernels.c` (one vectorised
-  pass per row, bias / scale / residual adds folded in) when the extension was built,
-  else multi-pass NumPy ufuncs over cache-sized blocks (5-17x slower than the kernels'
-  path, still several times faster than MLX's own ops);
+* gelu, softmax, layer_norm and window attention run the fused C kernels of `_kernels.c`
+  (one vectorised pass per row, bias / scale / residual adds folded in; attention per
+  (window, head) inside L1) when the extension was built; else gelu, softmax and
+  layer_norm run as multi-pass NumPy ufuncs over cache-sized blocks and attention as MLX
+  matmuls around the NumPy softmax (1.2-5.6x slower than the kernels, 5-17x faster than
+  MLX's own elementwise ops);
 * tanh and sigmoid (a few hundred values per forward) always use NumPy.
 
 `donate=True` lets an op write its result into its input's buffer (saves an allocation
@@ -303,9 +305,7 @@ def _layer_norm(
         return (total if keep_sum else None), normed
     rows = _rows_view(x)
     residual_rows = None if residual is None else _rows_view(residual)
-    total, total_rows = (None, None)
-    if keep_sum and residual is not None:
-        total, total_rows = _kernel_output(x, rows, donate=True)
+    total, total_rows = _kernel_output(x, rows, donate=True) if keep_sum else (None, None)
     out = np.empty_like(rows)
     weight_vector, bias_vector = _float32_vector(weight), _float32_vector(bias)
     cols = rows.shape[1]
@@ -316,9 +316,7 @@ def _layer_norm(
         rows.shape[0],
         rows.size,
     )
-    if keep_sum:
-        total = x if residual is None else _finish(total, x.shape)
-    return total, mx.array(out.reshape(x.shape))
+    return (_finish(total, x.shape) if keep_sum else None), mx.array(out.reshape(x.shape))
 
 
 def layer_norm(

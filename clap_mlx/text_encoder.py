@@ -4,8 +4,8 @@ Module and attribute names follow transformers' parameter names (`encoder.layer.
 `LayerNorm`, ...) so PyTorch checkpoints load without renaming.
 
 A batch of labels is padded to its longest; the encoder runs only the real tokens ("packed"
-rows: every matmul, layer norm and GELU skips the padding, 37% of the rows for a typical
-list of 32 labels) and lays them out padded only inside attention.
+rows: every matmul, layer norm and GELU skips the padding, e.g. 37% of the rows of the
+benchmark's 32 labels) and lays them out padded only inside attention.
 """
 
 from __future__ import annotations
