@@ -200,10 +200,10 @@ static void layer_norm_rows(const float *src, const float *residual, float *sum_
 VECTOR_TYPE(v16, 16)
 VECTOR_TYPE(v8, 8)
 
-/* One (item, head) pair for Swin's 8x8 windows (64 tokens) and a head width of 8 * CHUNKS
- * (24 in every HTSAT stage): the score row (4 x 16 lanes) and the output row (CHUNKS x 8
- * lanes) stay in registers while q.k and p.v accumulate, which the generic loops below
- * cannot do with runtime sizes. Called with a constant `chunks`, so it is specialised. */
+/* One (item, head) pair for Swin's 8x8 windows (64 tokens) and a head width of 8 * chunks
+ * (24 in every HTSAT stage): the score row (4 x 16 lanes) and the output row (chunks x 8
+ * lanes) stay in registers while q.k and p.v accumulate, which loops over runtime sizes
+ * would not do. Called with a constant `chunks`, so it is specialised. */
 INLINE void attention_pair_64(const float *base, Py_ssize_t stride, Py_ssize_t dims, const float *bias, float scale,
                               float *out, const float *keys_t, float *row, const int chunks) {
     const int head_dims = 8 * chunks;
@@ -274,9 +274,14 @@ typedef struct {
 static int get_buffer(PyObject *obj, Buffer *buffer, int writable, Py_ssize_t floats, const char *name) {
     buffer->held = 0;
     if (obj == Py_None) return 1;
-    if (PyObject_GetBuffer(obj, &buffer->view, writable ? PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS : PyBUF_C_CONTIGUOUS) < 0)
-        return 0;
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &buffer->view, flags) < 0) return 0;
     buffer->held = 1;
+    const char *format = buffer->view.format ? buffer->view.format : "B";
+    if (buffer->view.itemsize != 4 || format[strlen(format) - 1] != 'f') {
+        PyErr_Format(PyExc_TypeError, "%s: expected float32 values, got buffer format '%s'", name, format);
+        return 0;
+    }
     if (buffer->view.len < floats * (Py_ssize_t)sizeof(float)) {
         PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes, need %zd float32 values", name, buffer->view.len,
                      floats);

@@ -285,3 +285,8 @@ def test_kernels_check_every_buffer_size():
         _kernels.layer_norm(rows, np.zeros(1, np.float32), None, rows.copy(), None, None, 1e-5, 8, 0, 2)
     with pytest.raises(ValueError, match="add: buffer of 8 bytes, need 16 float32 values"):
         _kernels.softmax(rows, rows.copy(), 1.0, np.zeros(2, np.float32), 2, 8, 0, 2)
+    with pytest.raises(TypeError, match="src: expected float32 values, got buffer format 'd'"):
+        _kernels.gelu(np.zeros((2, 8)), rows.copy(), None, 8, 0, 2)
+    # an evaluated MLX array is accepted directly (its buffer is float32)
+    _kernels.gelu(mx.zeros((2, 8)), rows, None, 8, 0, 2)
+    np.testing.assert_array_equal(rows, 0.0)
