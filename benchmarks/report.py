@@ -23,8 +23,10 @@ def load(name: str) -> dict:
 
 def machine_line(machine: dict) -> str:
     blas = "OpenBLAS " + machine.get("openblas_coretype", "") if machine.get("openblas_loaded") else "stock BLAS"
+    flags = set(machine.get("simd_flags", []))
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     return (
-        f"{machine['cpu']}, {machine['cores']} cores, no GPU; mlx {machine['mlx']} ({blas}), "
+        f"{machine['cpu']} ({simd}), {machine['cores']} cores, no GPU, Linux VM; mlx {machine['mlx']} ({blas}), "
         f"torch {machine['torch']}, transformers {machine['transformers']}"
     )
 
