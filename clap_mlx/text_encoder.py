@@ -106,16 +106,17 @@ class SelfAttention(nn.Module):
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def __call__(self, x: mx.array, layout: TokenLayout, first_only: bool) -> mx.array:
-        """Attention over all tokens of packed x [N, D] for every row of x, or (first_only) for
-        each sequence's first token only: [B, D]."""
+    def __call__(self, x: mx.array, layout: TokenLayout, first_tokens: mx.array | None = None) -> mx.array:
+        """Attention over all tokens of packed x [N, D] for every row of x, or only for
+        `first_tokens` (x's first-token row of each sequence, [B, D]) when given."""
         batch, dims = layout.batch, x.shape[-1]
         head_dims = dims // self.num_heads
 
         def heads(t: mx.array) -> mx.array:
             return t.reshape(batch, -1, self.num_heads, head_dims).transpose(0, 2, 1, 3)
 
-        q = heads(self.query(x[layout.first_rows]) if first_only else layout.unpack(self.query(x)))
+        first_only = first_tokens is not None
+        q = heads(self.query(first_tokens) if first_only else layout.unpack(self.query(x)))
         k, v = heads(layout.unpack(self.key(x))), heads(layout.unpack(self.value(x)))
         scores = (q * head_dims**-0.5) @ k.transpose(0, 1, 3, 2) + layout.mask
         out = (ops.softmax(scores, donate=True) @ v).transpose(0, 2, 1, 3).reshape(batch, -1, dims)
@@ -142,8 +143,10 @@ class Attention(nn.Module):
         self.output = ResidualOutput(cfg.hidden_size, cfg.hidden_size, cfg.layer_norm_eps)
 
     def __call__(self, x: mx.array, layout: TokenLayout, first_only: bool) -> mx.array:
-        residual = x[layout.first_rows] if first_only else x
-        return self.output(self.self(x, layout, first_only), residual)
+        # The first-token rows are gathered once: the queries and the residual of that attention.
+        first_tokens = x[layout.first_rows] if first_only else None
+        residual = x if first_tokens is None else first_tokens
+        return self.output(self.self(x, layout, first_tokens), residual)
 
 
 class Intermediate(nn.Module):
