@@ -93,6 +93,15 @@ def get_model(name: str = DEFAULT_MODEL) -> CLAP:
         return _MODELS[name]
 
 
+def release_thread() -> None:
+    """Frees the MLX streams of the calling thread; call it last in any thread that ran a model.
+
+    MLX wants each thread's streams destroyed by that thread; left to process teardown
+    they abort the interpreter at exit now and then (ml-explore/mlx#4327).
+    """
+    mx.clear_streams()
+
+
 def clear_model_cache() -> None:
     """Forget the models loaded by `get_model` (e.g. after changing CLAP_MLX_MODEL_DIR)."""
     with _MODELS_LOCK:
