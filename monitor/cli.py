@@ -7,7 +7,7 @@ import signal
 import sys
 
 from .config import ConfigError, MonitorConfig, load_config
-from .sources_base import SourceError
+from .sources import SourceError
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2

@@ -26,7 +26,7 @@ from .ringbuffer import RingBuffer, StreamClock
 from .rules import RulesEngine
 from .sinks.clips import ClipSink
 from .sinks.jsonlog import JsonLogSink
-from .sources_base import AudioSource
+from .sources import AudioSource
 from .windower import SILENCE_DBFS, Windower
 
 log = logging.getLogger(__name__)

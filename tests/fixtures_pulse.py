@@ -114,7 +114,7 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 def refresh_portaudio() -> None:
     """PortAudio enumerates devices once at initialisation: re-scan after the env changes."""
-    from monitor.sources import refresh_devices
+    from monitor.sources.devices import refresh_devices
 
     refresh_devices()
 

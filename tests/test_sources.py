@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from monitor import sources
 from monitor.config import SourceConfig
-from monitor.sources import (FileSource, LiveClock, MicrophoneSource, StdinPCMSource, find_input_device,
-                             format_devices, list_devices, open_source)
-from monitor.sources_base import SourceError
+from monitor.sources import FileSource, MicrophoneSource, SourceError, StdinPCMSource, devices, mic, open_source
+from monitor.sources.clock import LiveClock
+from monitor.sources.devices import find_input_device, format_devices, list_devices
 from tests.fixtures_pulse import wait_for
 
 RATE = 48000
@@ -191,16 +190,16 @@ def test_microphone_counts_a_suspended_device_as_missing_input(pulse_server):
 def settle_abandoned_closes(timeout_s: float = 10.0) -> None:
     """Give an abandoned close time to finish once the server runs again, so later tests start
     without one. Not asserted: when libpulse deadlocked in that close (the case abandonment
-    exists for, see monitor/sources.py) it never returns, and the monitor is built to live with that."""
+    exists for, see monitor/sources/devices.py) it never returns, and the monitor is built to live with that."""
     deadline = time.monotonic() + timeout_s
-    while sources._closing and time.monotonic() < deadline:
+    while devices._closing and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
 def test_microphone_stop_returns_while_the_sound_server_is_frozen(pulse_server, monkeypatch):
     """A stalled sound server must not hang stop(): PortAudio's close would wait on it (or on a lock
     its cancelled callback thread died holding); the stream is abandoned after the timeout instead."""
-    monkeypatch.setattr(sources, "CLOSE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(devices, "CLOSE_TIMEOUT_S", 1.0)
     source = MicrophoneSource("pulse", RATE)
     recorder = Recorder()
     source.start(recorder)
@@ -225,8 +224,8 @@ def test_microphone_stop_returns_while_the_sound_server_is_frozen(pulse_server, 
 
 def test_microphone_reopens_a_stream_stuck_on_a_frozen_server(pulse_server, monkeypatch, caplog):
     """A stream whose PortAudio thread is stuck never reports its end: no input for STUCK_S reopens it."""
-    monkeypatch.setattr(sources, "CLOSE_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(sources, "STUCK_S", 1.5)
+    monkeypatch.setattr(devices, "CLOSE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(mic, "STUCK_S", 1.5)
     source = MicrophoneSource("pulse", RATE, reopen_min_s=0.1)
     recorder = Recorder()
     source.start(recorder)

@@ -1,4 +1,4 @@
-"""The contract between audio sources (`monitor/sources.py`) and the pipeline.
+"""The contract between audio sources (the modules of `monitor/sources/`) and the pipeline.
 
 A source pushes blocks: `start(on_audio)` begins delivery on the source's own
 thread (PortAudio callback thread, file reader thread, stdin reader thread) and
