@@ -6,7 +6,8 @@ import argparse
 import signal
 import sys
 
-from .config import ConfigError, MonitorConfig, load_config
+from .config import MonitorConfig
+from .config_loader import ConfigError, load_config
 from .sources import SourceError
 
 EXIT_RUNTIME = 1

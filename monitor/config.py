@@ -1,34 +1,26 @@
-"""Monitor configuration: the YAML schema as typed, validated objects.
+"""Monitor configuration: the YAML schema as typed frozen dataclasses, and every rule a config can break.
 
-`load_config(path)` composes the YAML node tree (so every value keeps its line)
-and builds the frozen dataclasses below from their type hints. Each dataclass
-may define `problems()` yielding `(field, message)` for range/consistency
-checks; the loader turns them into a `ConfigError` pointing at that field's line.
+Each dataclass may define `problems()` yielding `(field, message)`: ranges,
+required combinations, names that must stay distinct once they become MQTT
+topics. They are the only config checks; `config_loader.load_config` builds
+these classes from their type hints and turns a problem into a `ConfigError`
+at that field's file and line. Sources and sinks check only runtime facts
+(a device present, a file readable, an environment variable set).
+
+A new section is a dataclass with defaults and a field on `MonitorConfig`;
+the loader needs no change.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Literal
-
-import yaml
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 Problems = Iterator[tuple[str, str]]
-
-
-class ConfigError(ValueError):
-    def __init__(self, file: str, path: str, line: int | None, message: str):
-        self.file, self.path, self.line, self.message = file, path, line, message
-        where = f"{file}:{line}" if line is not None else file
-        super().__init__(f"{where}: {path or '<top>'}: {message}")
 
 
 @dataclass(frozen=True)
@@ -269,7 +261,7 @@ class MonitorConfig:
             for key in ("require", "unless"):
                 for other in getattr(label, key):
                     if other not in names:
-                        yield f"labels[{i}].{key}", f"unknown label {other!r}{_suggest(other, names)}"
+                        yield f"labels[{i}].{key}", f"unknown label {other!r}{did_you_mean(other, names)}"
         needed = self.windows.length_s + 1
         why = "window length + 1 s slack"
         if self.clips.enabled:
@@ -297,132 +289,6 @@ def parse_hours(text: str) -> tuple[int, int]:
     return h1 * 60 + m1, h2 * 60 + m2
 
 
-def load_config(path: str | Path) -> MonitorConfig:
-    file = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(file, "", None, f"cannot read: {e.strerror}") from e
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        raise ConfigError(file, "", line, f"invalid YAML: {getattr(e, 'problem', e)}") from e
-    if root is None:
-        raise ConfigError(file, "", 1, "the file is empty; it needs at least a 'labels:' section")
-    return _Builder(file).build(MonitorConfig, root, "")
-
-
-def _suggest(word: str, choices) -> str:
+def did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
-
-
-class _Builder:
-    """Turns composed YAML nodes into dataclasses, remembering where each value was."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.scalars = yaml.SafeLoader("")
-
-    def error(self, path: str, node: yaml.Node, message: str) -> ConfigError:
-        return ConfigError(self.file, path, node.start_mark.line + 1, message)
-
-    def build(self, cls: type, node: yaml.Node, path: str):
-        if _is_null(node):
-            node = yaml.MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(path, node, "must be a mapping of settings")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        hints = typing.get_type_hints(cls)
-        values, nodes = {}, {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            sub = f"{path}.{key}" if path else key
-            if key not in fields:
-                raise self.error(sub, key_node, f"unknown setting{_suggest(key, fields)}; allowed: {', '.join(fields)}")
-            if key in values:
-                raise self.error(sub, key_node, "given twice")
-            values[key] = self.convert(hints[key], value_node, sub)
-            nodes[key] = value_node
-        for name, f in fields.items():
-            if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise self.error(f"{path}.{name}" if path else name, node, "required setting is missing")
-        obj = cls(**values)
-        for name, message in getattr(obj, "problems", lambda: ())():
-            raise self.error(f"{path}.{name}" if path else name, self.locate(name, nodes, node), message)
-        return obj
-
-    def locate(self, dotted: str, nodes: dict, fallback: yaml.Node) -> yaml.Node:
-        """The node of a (possibly nested, e.g. 'labels[1].require') field for error lines."""
-        head, _, rest = dotted.partition(".")
-        name, _, index = head.partition("[")
-        node = nodes.get(name, fallback)
-        if index and isinstance(node, yaml.SequenceNode):
-            node = node.value[int(index.rstrip("]"))]
-        if rest and isinstance(node, yaml.MappingNode):
-            inner = {str(k.value): v for k, v in node.value}
-            return self.locate(rest, inner, node)
-        return node
-
-    def convert(self, hint, node: yaml.Node, path: str):
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-        if origin in (typing.Union, types.UnionType):
-            if _is_null(node) and type(None) in args:
-                return None
-            # str accepts any scalar's text, so it is tried last (device: 3 stays an int)
-            options = sorted((a for a in args if a is not type(None)), key=lambda a: a is str)
-            errors = []
-            for option in options:
-                try:
-                    return self.convert(option, node, path)
-                except ConfigError as e:
-                    errors.append(e)
-            if len(options) == 1:
-                raise errors[0]
-            raise self.error(path, node, "must be " + " or ".join(_describe(o) for o in options))
-        if origin is Literal:
-            value = self.scalar(node, path)
-            if value not in args:
-                raise self.error(path, node, f"{value!r} is not allowed; choose one of: {', '.join(map(str, args))}")
-            return value
-        if origin is tuple:
-            if isinstance(node, yaml.ScalarNode) and not _is_null(node):
-                node = yaml.SequenceNode("tag:yaml.org,2002:seq", [node], node.start_mark, node.end_mark)
-            if not isinstance(node, yaml.SequenceNode):
-                raise self.error(path, node, "must be a list")
-            return tuple(self.convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(node.value))
-        if dataclasses.is_dataclass(hint):
-            return self.build(hint, node, path)
-        return self.primitive(hint, node, path)
-
-    def primitive(self, hint: type, node: yaml.Node, path: str):
-        value = self.scalar(node, path)
-        if hint is str and node.tag != "tag:yaml.org,2002:null":
-            return str(node.value)  # the text as written (e.g. "0123" or "22:00")
-        if hint is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-            return value
-        raise self.error(path, node, f"must be {_describe(hint)}, got {node.value!r}")
-
-    def scalar(self, node: yaml.Node, path: str):
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.error(path, node, "must be a single value, not a list or mapping")
-        return self.scalars.construct_object(node)
-
-
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
-
-
-def _describe(hint) -> str:
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(hint)))
-    if dataclasses.is_dataclass(hint):
-        return "a mapping"
-    return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))

@@ -3,10 +3,13 @@
 from pathlib import Path
 from textwrap import dedent
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from monitor.cli import main
-from monitor.config import ConfigError, MonitorConfig, load_config
+from monitor.config import MonitorConfig
+from monitor.config_loader import ConfigError, load_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -119,3 +122,28 @@ def test_check_config_cli_exit_codes(tmp_path, capsys):
     bad = write(tmp_path, "labels:\n  - name: a\n    threshold: 2\n")
     assert main(["check-config", str(bad)]) == 2
     assert f"{bad}:3: labels[0].threshold" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "data, line, words",
+    [
+        (b"labels:\n  - name: caf\xe9\n", 2, ["not a YAML text file", "0xe9", "not UTF-8"]),  # Latin-1 text
+        (b"labels: [{name: a}]\n\x00\x00\x00\x00", 2, ["not a YAML text file", "U+0000"]),  # UTF-8 but binary
+    ],
+)
+def test_bytes_that_are_not_yaml_text_name_file_and_line(tmp_path, data, line, words):
+    path = tmp_path / "monitor.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.file, info.value.line) == (str(path), line)
+    for word in words:
+        assert word in info.value.message
+
+
+def test_check_config_on_a_binary_file_is_a_clear_error(tmp_path, capsys):
+    wav = tmp_path / "clap.wav"  # a likely mistake: an audio file instead of the config
+    sf.write(wav, np.random.default_rng(0).uniform(-1, 1, 4800).astype(np.float32), 48000)
+    assert main(["check-config", str(wav)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {wav}:") and "not a YAML text file" in err and "Traceback" not in err
