@@ -18,8 +18,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` from a checkout
 
-import clap_mlx  # noqa: E402  (preloads OpenBLAS before anything imports mlx.core)
-from clap_mlx import _blas  # noqa: E402
+from clap_mlx import _blas  # noqa: E402  (every benchmark imports this module before mlx)
 
 CHECKPOINT = CACHE / "clap-htsat-fused"
 LOAD_AT_START = os.getloadavg()  # other processes' load skews every timing: record it

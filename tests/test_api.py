@@ -1,7 +1,5 @@
 """embed / classify / tag on the tiny random-weight checkpoint, against transformers and scoring."""
 
-import clap_mlx as cm  # noqa: I001  (preloads BLAS before mlx)
-
 from pathlib import Path
 
 import mlx.core as mx
@@ -9,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import clap_mlx as cm
 from clap_mlx import api, scoring
 from clap_mlx.audio_io import AudioInputError, load_audio
 

@@ -1,7 +1,5 @@
 """HTSATAudioEncoder against transformers' ClapAudioModel (random weights, eval mode, float32)."""
 
-import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx.core)
-
 import mlx.core as mx
 from mlx.utils import tree_flatten
 import numpy as np

@@ -7,7 +7,6 @@ and against signal invariants (length, tone frequency, RMS).
 import subprocess
 from pathlib import Path
 
-import clap_mlx  # noqa: F401  (before mlx.core)
 import mlx.core as mx
 import numpy as np
 import pytest

@@ -1,7 +1,5 @@
 """`clap-mlx` run for real on the tiny checkpoint: outputs agree with the Python API."""
 
-import clap_mlx as cm  # noqa: I001  (preloads BLAS before mlx)
-
 import json
 import os
 import subprocess
@@ -11,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import clap_mlx as cm
 from clap_mlx.cli import main
 from tests.test_api import write_sound
 

@@ -2,7 +2,6 @@
 
 import threading
 
-import clap_mlx  # noqa: F401  (OpenBLAS before mlx)
 import numpy as np
 import pytest
 

@@ -5,8 +5,6 @@ holding the example sounds below, with CLAP_MLX_MODEL_DIR pointing at the tiny r
 checkpoint as `clap-htsat-fused/`. Example sounds the docs may use: EXAMPLE_SOUNDS.
 """
 
-import clap_mlx  # noqa: F401  (preloads BLAS before mlx)
-
 import re
 import shlex
 from pathlib import Path

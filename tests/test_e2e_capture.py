@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 
-import clap_mlx  # noqa: F401  (OpenBLAS before mlx)
 import numpy as np
 import pytest
 import soundfile as sf

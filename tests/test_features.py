@@ -3,7 +3,6 @@
 import itertools
 from pathlib import Path
 
-import clap_mlx  # noqa: F401  (before mlx.core)
 import numpy as np
 import pytest
 import torch

@@ -1,7 +1,5 @@
 """Checkpoint resolution, torch-free weight reading, the converted-weights cache and `convert`."""
 
-import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
-
 import os
 import pickle
 import shutil

@@ -1,7 +1,5 @@
 """The assembled CLAPModel (features -> audio embeddings, logit scales) against transformers' ClapModel."""
 
-import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
-
 import mlx.core as mx
 import numpy as np
 import pytest

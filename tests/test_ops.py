@@ -3,7 +3,6 @@ the compiled kernels and with the NumPy fallback (every test runs on both)."""
 
 import math
 
-import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx.core)
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np

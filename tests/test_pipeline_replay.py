@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import clap_mlx  # noqa: F401  (OpenBLAS before mlx)
 import numpy as np
 import pytest
 import soundfile

@@ -1,7 +1,5 @@
 """Scoring functions against torch references and the properties the API documents."""
 
-import clap_mlx  # noqa: F401  (preloads BLAS before mlx)
-
 import numpy as np
 import pytest
 import torch

@@ -14,7 +14,6 @@ import json
 import threading
 import time
 
-import clap_mlx  # noqa: F401  (OpenBLAS before mlx)
 import numpy as np
 import pytest
 import soundfile as sf

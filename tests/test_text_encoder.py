@@ -1,7 +1,5 @@
 """RoBERTa text tower and text embeddings against transformers' ClapModel."""
 
-import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx)
-
 import mlx.core as mx
 import numpy as np
 import pytest

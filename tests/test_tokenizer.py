@@ -2,8 +2,6 @@
 
 import shutil
 
-import clap_mlx  # noqa: F401  (preloads OpenBLAS before anything imports mlx)
-
 import numpy as np
 import pytest
 from transformers import ClapProcessor, RobertaTokenizerFast
