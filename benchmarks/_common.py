@@ -27,7 +27,7 @@ LOAD_AT_START = os.getloadavg()  # other processes' load skews every timing: rec
 def full_checkpoint() -> Path:
     """The full-size random-weight checkpoint, generated once into benchmarks/.cache."""
     if not (CHECKPOINT / "config.json").is_file():
-        from tests.checkpoints import make_checkpoint
+        from clap_mlx.testing import make_checkpoint
 
         print(f"generating the full-size random checkpoint in {CHECKPOINT} (about a minute)...")
         make_checkpoint(CHECKPOINT, size="full")

@@ -8,7 +8,6 @@ transposes conv kernels.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -84,10 +83,3 @@ class CLAPModel(nn.Module):
                 other[key] = value
         audio = {AUDIO_ENCODER_PREFIX + k: v for k, v in sanitize_audio_encoder(audio).items()}
         return {**other, **audio}
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> "CLAPModel":
-        """A model from a local checkpoint folder (hub layout or converted); see `loading.load_model`."""
-        from .loading import load_model  # loading builds on this module
-
-        return load_model(path)

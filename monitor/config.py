@@ -21,6 +21,7 @@ from typing import Iterator, Literal
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 Problems = Iterator[tuple[str, str]]
+NAME_PATTERN = r"[A-Za-z0-9_\-]+"  # label names and the MQTT node id: safe in topics, entity ids and file names
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class LabelConfig:
     unless: tuple[str, ...] = ()  # never while any of these labels is present
 
     def problems(self) -> Problems:
-        if not re.fullmatch(r"[A-Za-z0-9_\-]+", self.name):
+        if not re.fullmatch(NAME_PATTERN, self.name):
             yield "name", f"{self.name!r}: use letters, digits, '_' or '-' (it becomes an MQTT topic and entity id)"
         if not 0 < self.threshold <= 1:
             yield "threshold", f"must be in (0, 1], got {self.threshold}"
@@ -198,12 +199,19 @@ class TlsConfig:
     keyfile: str | None = None
     insecure: bool = False
 
+    def problems(self) -> Problems:
+        if self.keyfile and not self.certfile:
+            yield "keyfile", "needs certfile (the client certificate the key belongs to)"
+
 
 @dataclass(frozen=True)
 class DiscoveryConfig:
     enabled: bool = False
     prefix: str = "homeassistant"
     device_name: str | None = None
+
+    def problems(self) -> Problems:
+        yield from _topic_problems("prefix", self.prefix)
 
 
 @dataclass(frozen=True)
@@ -229,12 +237,19 @@ class MqttConfig:
     def problems(self) -> Problems:
         if not 1 <= self.port <= 65535:
             yield "port", f"must be between 1 and 65535, got {self.port}"
+        if not 0 <= self.keepalive <= 65535:
+            yield "keepalive", f"must be between 0 and 65535 seconds (0 = no keepalive), got {self.keepalive}"
+        yield from _topic_problems("base_topic", self.base_topic)
+        if self.node_id is not None and not re.fullmatch(NAME_PATTERN, self.node_id):
+            yield "node_id", f"{self.node_id!r}: use letters, digits, '_' or '-' (it becomes a topic level and entity id)"
         if self.qos not in (0, 1, 2):
             yield "qos", f"must be 0, 1 or 2, got {self.qos}"
         if self.queue_limit < 1:
             yield "queue_limit", f"must be >= 1, got {self.queue_limit}"
         if self.password_env and self.password_file:
             yield "password_file", "set password_env or password_file, not both"
+        if self.level_interval_s < 0:
+            yield "level_interval_s", f"must be >= 0, got {self.level_interval_s}"
         if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
             yield "reconnect_min_s", "must be > 0 and <= reconnect_max_s"
 
@@ -262,6 +277,8 @@ class MonitorConfig:
                 for other in getattr(label, key):
                     if other not in names:
                         yield f"labels[{i}].{key}", f"unknown label {other!r}{did_you_mean(other, names)}"
+        if self.mqtt.enabled:
+            yield from _slug_problems(names)
         needed = self.windows.length_s + 1
         why = "window length + 1 s slack"
         if self.clips.enabled:
@@ -274,6 +291,29 @@ class MonitorConfig:
 
     def prompts(self, label: LabelConfig) -> tuple[str, ...]:
         return label.prompts or (self.detector.prompt_template.format(label.name.replace("_", " ")),)
+
+
+def slugify(label: str) -> str:
+    """Topic- and id-safe form of a label: lower case, runs of other characters -> '_'."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+def _slug_problems(names: list[str]) -> Problems:
+    """Each label's slug names its MQTT state topic and Home Assistant entity: it must exist and be its own."""
+    by_slug: dict[str, str] = {}
+    for i, name in enumerate(names):
+        slug = slugify(name)
+        if not slug:
+            yield f"labels[{i}].name", f"{name!r} has no letters or digits to name its MQTT topic"
+        elif slug in by_slug:
+            yield f"labels[{i}].name", f"{by_slug[slug]!r} and {name!r} map to the same MQTT topic and entity '{slug}'"
+        else:
+            by_slug[slug] = name
+
+
+def _topic_problems(name: str, topic: str) -> Problems:
+    if not topic or "+" in topic or "#" in topic:
+        yield name, f"{topic!r}: must be a non-empty MQTT topic without wildcards (+, #)"
 
 
 def parse_hours(text: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Session fixtures: random-weight CLAP checkpoints in the hub layout (see tests/checkpoints.py),
+"""Session fixtures: random-weight CLAP checkpoints in the hub layout (see clap_mlx/testing.py),
 the transformers reference models loaded from them and the MLX bundles loaded by `clap_mlx.load`.
 
 Each checkpoint is generated once per test session; tests that use a `full_*` fixture
@@ -21,7 +21,7 @@ def isolated_converted_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _generate(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -> Path:
-    from tests.checkpoints import make_checkpoint  # imports torch/transformers only when needed
+    from clap_mlx.testing import make_checkpoint
 
     return make_checkpoint(tmp_path_factory.mktemp("checkpoints") / name, **kwargs)
 

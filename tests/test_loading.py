@@ -1,20 +1,16 @@
-"""Checkpoint resolution, torch-free weight reading, the converted-weights cache and `convert`."""
+"""Checkpoint resolution (local folders, the hub cache), the converted-weights cache and `convert`."""
 
-import os
-import pickle
 import shutil
-import zipfile
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
-import torch
 from mlx.utils import tree_flatten
 
 from clap_mlx import loading
-from clap_mlx.loading import ModelNotFoundError, convert, load, read_state_dict, read_torch_bin
-from tests.checkpoints import copy_with_pytorch_bin
+from clap_mlx.loading import ModelNotFoundError, convert, load, read_state_dict
+from clap_mlx.testing import copy_with_pytorch_bin
+from clap_mlx.torch_pickle import read_torch_bin
 
 
 def parameters(model) -> dict[str, np.ndarray]:
@@ -52,51 +48,6 @@ def test_pytorch_bin_reads_as_the_same_weights(tiny_checkpoint, bin_checkpoint):
         assert from_bin[key].dtype == value.dtype
         np.testing.assert_array_equal(from_bin[key], value, err_msg=key)
     assert_same_parameters(load(bin_checkpoint).model, load(tiny_checkpoint).model)
-
-
-def test_torch_bin_strided_views_and_dtypes(tmp_path):
-    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-    tensors = {
-        "transposed": base.t(),
-        "offset_view": base[1:, 2:5],
-        "scalar": torch.tensor(3.5),
-        "half": torch.linspace(-2, 2, 7).half(),
-        "bfloat16": torch.linspace(-2, 2, 7).bfloat16(),
-        "int64": torch.arange(5),
-        "bool": torch.tensor([True, False, True]),
-    }
-    torch.save(tensors, tmp_path / "w.bin")
-    loaded = read_torch_bin(tmp_path / "w.bin")
-    for key, value in tensors.items():
-        np.testing.assert_array_equal(loaded[key], value.float().numpy() if key == "bfloat16" else value.numpy(), err_msg=key)
-
-
-class _RunsShell:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def _torch_style_archive(path: Path, payload: object) -> None:
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", pickle.dumps(payload, protocol=2))
-        archive.writestr("archive/byteorder", "little")
-
-
-def test_malicious_pickle_is_rejected_without_running_it(tmp_path):
-    marker = tmp_path / "pwned"
-    _torch_style_archive(tmp_path / "pytorch_model.bin", {"weight": _RunsShell(marker)})
-    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load (posix|os)\.system"):
-        read_torch_bin(tmp_path / "pytorch_model.bin")
-    assert not marker.exists()
-
-
-def test_pickle_of_non_tensors_is_rejected(tmp_path):
-    _torch_style_archive(tmp_path / "pytorch_model.bin", {"weight": [1, 2, 3]})
-    with pytest.raises(ValueError, match="state dict of tensors"):
-        read_torch_bin(tmp_path / "pytorch_model.bin")
 
 
 def test_missing_files_are_named(tiny_checkpoint, tmp_path):
@@ -194,9 +145,3 @@ def test_weights_not_matching_config_name_the_file(tiny_checkpoint, tmp_path):
     (broken / "config.json").write_text(config)
     with pytest.raises(ValueError, match=r"model\.safetensors: weights do not match config\.json"):
         load(broken)
-
-
-def test_model_from_pretrained_matches_load(tiny_checkpoint, tiny_bundle):
-    from clap_mlx.model import CLAPModel
-
-    assert_same_parameters(CLAPModel.from_pretrained(tiny_checkpoint), tiny_bundle.model)

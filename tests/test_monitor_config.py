@@ -86,6 +86,24 @@ def test_defaults_and_mqtt_off_when_absent(tmp_path):
         ("log: {console: maybe}\nlabels: [{name: a}]\n", 1, "log.console", ["true/false"]),
         ("labels:\n  - prompts: [x]\n", 2, "labels[0].name", ["required"]),
         ("source: [mic]\nlabels: [{name: a}]\n", 1, "source", ["mapping"]),
+        # rules that sinks and sources used to check again at run time, without a line
+        ("source:\n  type: stdin\nlabels: [{name: a}]\n", 2, "source.sample_rate", ["required when type is 'stdin'"]),
+        ("mqtt:\n  base_topic: home/#\nlabels: [{name: a}]\n", 2, "mqtt.base_topic", ["'home/#'", "wildcards"]),
+        ("mqtt:\n  base_topic: ''\nlabels: [{name: a}]\n", 2, "mqtt.base_topic", ["non-empty"]),
+        ("mqtt:\n  discovery:\n    prefix: ha/+\nlabels: [{name: a}]\n", 3, "mqtt.discovery.prefix",
+         ["'ha/+'", "wildcards"]),
+        ("mqtt:\n  host: x\n  node_id: a/b\nlabels: [{name: a}]\n", 3, "mqtt.node_id", ["'a/b'", "letters, digits"]),
+        ("mqtt:\n  node_id: a+\nlabels: [{name: a}]\n", 2, "mqtt.node_id", ["'a+'"]),
+        ("mqtt:\n  qos: 3\nlabels: [{name: a}]\n", 2, "mqtt.qos", ["0, 1 or 2"]),
+        ("mqtt:\n  queue_limit: 0\nlabels: [{name: a}]\n", 2, "mqtt.queue_limit", [">= 1"]),
+        ("mqtt:\n  keepalive: -1\nlabels: [{name: a}]\n", 2, "mqtt.keepalive", ["between 0 and 65535"]),
+        ("mqtt:\n  level_interval_s: -1\nlabels: [{name: a}]\n", 2, "mqtt.level_interval_s", [">= 0"]),
+        ("mqtt:\n  password_env: PW\n  password_file: /pw\nlabels: [{name: a}]\n", 3, "mqtt.password_file",
+         ["not both"]),
+        ("mqtt:\n  tls:\n    keyfile: /k.pem\nlabels: [{name: a}]\n", 3, "mqtt.tls.keyfile", ["needs certfile"]),
+        ("mqtt: {host: x}\nlabels:\n  - name: Dog-bark\n  - name: dog_bark\n", 4, "labels[1].name",
+         ["'Dog-bark' and 'dog_bark'", "same MQTT topic and entity 'dog_bark'"]),
+        ("mqtt: {host: x}\nlabels:\n  - name: a\n  - name: __\n", 4, "labels[1].name", ["'__'", "no letters or digits"]),
         # clips: 5 s window + (8 pending + 4 batch + n=1) * 1 s hops + 2 s pre-roll + 1 s = 21 s
         ("buffer:\n  seconds: 20\nclips: {enabled: true}\nlabels: [{name: a}]\n", 2, "buffer.seconds",
          [">= 21", "detection lag"]),
@@ -96,6 +114,12 @@ def test_errors_name_line_field_and_what_is_allowed(tmp_path, text, line, field,
     assert (error.line, error.path) == (line, field)
     for word in words:
         assert word in error.message
+
+
+def test_labels_may_share_a_slug_without_mqtt(tmp_path):
+    """Slugs name MQTT topics and entities only: without MQTT, 'Dog' and 'dog' are two labels."""
+    cfg = load_config(write(tmp_path, "labels: [{name: Dog}, {name: dog}, {name: _}]\n"))
+    assert [label.name for label in cfg.labels] == ["Dog", "dog", "_"]
 
 
 def test_yaml_syntax_error_and_empty_file(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from monitor.config import MqttConfig, TlsConfig
 from monitor.events import EventMessage, LevelReport
-from monitor.sinks.mqtt import MqttSink, check_labels, read_password
+from monitor.sinks.mqtt import MqttSink, read_password
 from tests.fixtures_broker import BrokerTls, add_broker_user, sink_config, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,23 +49,7 @@ def wait_online(recorder, sink: MqttSink, timeout: float = 5.0) -> None:
     assert recorder.wait_for(lambda: recorder.payloads(f"{ROOT}/availability")[-1:] == ["online"], timeout)
 
 
-# ---- configuration checks (no broker) ----------------------------------------------------
-
-
-def test_labels_must_map_to_distinct_topics():
-    with pytest.raises(ValueError, match="'Dog bark' and 'dog-bark'"):
-        check_labels(["Dog bark", "dog-bark"])
-    with pytest.raises(ValueError, match="no letters or digits"):
-        check_labels(["!!"])
-
-
-def test_bad_settings_rejected():
-    for bad, message in [(dict(qos=3), "mqtt.qos must be 0, 1 or 2"),
-                         (dict(queue_limit=0), "mqtt.queue_limit must be at least 1"),
-                         (dict(node_id="a/b"), "mqtt.node_id 'a/b'"),
-                         (dict(base_topic="home/#"), "mqtt.base_topic 'home/#'")]:
-        with pytest.raises(ValueError, match=message):
-            MqttSink(MqttConfig(**bad), LABELS, source="test")
+# ---- runtime facts (no broker) ----------------------------------------------------------
 
 
 def test_password_sources_and_their_errors(tmp_path, monkeypatch):

@@ -8,13 +8,15 @@ import signal
 import subprocess
 import threading
 import time
+import typing
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from monitor.config import SourceConfig
-from monitor.sources import FileSource, MicrophoneSource, SourceError, StdinPCMSource, devices, mic, open_source
+from monitor.sources import (BUILDERS, FileSource, MicrophoneSource, SourceError, StdinPCMSource, devices, files,
+                             mic, open_source)
 from monitor.sources.clock import LiveClock
 from monitor.sources.devices import find_input_device, format_devices, list_devices
 from tests.fixtures_pulse import wait_for
@@ -405,6 +407,8 @@ def test_stdin_pcm_from_a_real_encoder_process(tmp_path):
     assert abs(first - 4000) <= 2 and abs(last - 12000) <= 2
 
 
-def test_stdin_needs_a_rate():
-    with pytest.raises(SourceError, match="sample_rate"):
-        StdinPCMSource(None)
+def test_every_configurable_type_and_format_has_its_reader():
+    """The config's options and the readers are named in two places: they must stay in step."""
+    hints = typing.get_type_hints(SourceConfig)
+    assert set(typing.get_args(hints["type"])) == set(BUILDERS)
+    assert set(typing.get_args(hints["format"])) == set(files.PCM_DTYPES) == set(files.PCM_SCALE)

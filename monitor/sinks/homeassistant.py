@@ -10,11 +10,10 @@ publishes what these return.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from importlib import metadata
 
-from ..config import DiscoveryConfig
+from ..config import DiscoveryConfig, slugify
 
 MODEL = "clap-mlx sound monitor"
 PAYLOAD_ON = "ON"
@@ -37,11 +36,6 @@ def software_version() -> str:
         return metadata.version("clap-mlx")
     except metadata.PackageNotFoundError:  # running from a source tree
         return "dev"
-
-
-def slugify(label: str) -> str:
-    """Topic- and id-safe form of a label: lower case, runs of other characters -> '_'."""
-    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 INFLIGHT_WINDOW = 20
 PROBE_TIMEOUT_S = 2.0
-NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -54,16 +53,8 @@ def default_node_id() -> str:
     return re.sub(r"[^a-z0-9_]+", "_", socket.gethostname().lower()).strip("_") or "monitor"
 
 
-def resolve_node_id(cfg: MqttConfig) -> str:
-    node_id = cfg.node_id or default_node_id()
-    if not NODE_ID_PATTERN.fullmatch(node_id):
-        raise ValueError(f"mqtt.node_id {node_id!r}: only letters, digits, '_' and '-' are allowed")
-    return node_id
-
-
 def read_password(cfg: MqttConfig) -> str | None:
-    if cfg.password_env and cfg.password_file:
-        raise ValueError("mqtt: set either password_env or password_file, not both")
+    """The password from the environment variable or file the config names (checked here: they are runtime facts)."""
     if cfg.password_env:
         password = os.environ.get(cfg.password_env)
         if password is None:
@@ -128,36 +119,14 @@ def status_payload(report: LevelReport, dropped_messages: int, queued_messages: 
     }
 
 
-def check_settings(cfg: MqttConfig) -> None:
-    if cfg.qos not in (0, 1, 2):
-        raise ValueError(f"mqtt.qos must be 0, 1 or 2, got {cfg.qos}")
-    if cfg.queue_limit < 1:
-        raise ValueError(f"mqtt.queue_limit must be at least 1, got {cfg.queue_limit}")
-    for name, topic in [("base_topic", cfg.base_topic), ("discovery.prefix", cfg.discovery.prefix)]:
-        if not topic or "+" in topic or "#" in topic:
-            raise ValueError(f"mqtt.{name} {topic!r}: must be a non-empty topic without wildcards (+, #)")
-
-
-def check_labels(labels: list[str]) -> None:
-    """Each label needs its own non-empty slug: it names the state topic and entity."""
-    by_slug: dict[str, str] = {}
-    for label in labels:
-        slug = ha.slugify(label)
-        if not slug:
-            raise ValueError(f"label {label!r} has no letters or digits to name its MQTT topic")
-        if slug in by_slug:
-            raise ValueError(f"labels {by_slug[slug]!r} and {label!r} map to the same MQTT topic '{slug}'")
-        by_slug[slug] = label
-
-
 class MqttSink:
+    """Publishes to the broker `cfg` names; `cfg` and `labels` are as `MonitorConfig.problems()` accepts them."""
+
     def __init__(self, cfg: MqttConfig, labels: list[str], source: str):
-        check_settings(cfg)
-        check_labels(labels)
         self.cfg = cfg
         self.labels = list(labels)
         self.source = source
-        self.node_id = resolve_node_id(cfg)
+        self.node_id = cfg.node_id or default_node_id()
         self.topics = Topics(f"{cfg.base_topic}/{self.node_id}")
         self.dropped_messages = 0
         # In-flight messages cannot be recalled: leave queue room so the newest always fits.

@@ -8,6 +8,8 @@ Each delivers float32 mono blocks with their absolute start sample to
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..config import SourceConfig
 from .base import AudioSource, OnAudio, SourceError
 from .devices import format_devices
@@ -18,14 +20,15 @@ __all__ = ["AudioSource", "FileSource", "MicrophoneSource", "OnAudio", "SourceEr
            "format_devices", "open_source"]
 
 
+# type -> builder; a new source type is a SourceConfig.type option plus an entry here
+BUILDERS: dict[str, Callable[[SourceConfig], AudioSource]] = {
+    "mic": lambda cfg: MicrophoneSource(cfg.device, cfg.sample_rate, cfg.channels, cfg.name),
+    "file": lambda cfg: FileSource(cfg.path, cfg.realtime, cfg.loop, cfg.name),
+    "stdin": lambda cfg: StdinPCMSource(cfg.sample_rate, cfg.channels, cfg.format, name=cfg.name),
+}
+
+
 def open_source(cfg: SourceConfig) -> AudioSource:
-    """Build the source the config describes; raises SourceError naming what is wrong."""
-    if cfg.type == "mic":
-        return MicrophoneSource(cfg.device, cfg.sample_rate, cfg.channels, cfg.name)
-    if cfg.type == "file":
-        if not cfg.path:
-            raise SourceError("source.type 'file' needs source.path")
-        return FileSource(cfg.path, cfg.realtime, cfg.loop, cfg.name)
-    if cfg.type == "stdin":
-        return StdinPCMSource(cfg.sample_rate, cfg.channels, cfg.format, name=cfg.name)
-    raise SourceError(f"unknown source.type {cfg.type!r}; use mic, file or stdin")
+    """Build the source a checked config describes; raises SourceError for what only opening can tell
+    (no such device, an unreadable file)."""
+    return BUILDERS[cfg.type](cfg)

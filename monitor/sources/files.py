@@ -128,12 +128,6 @@ class StdinPCMSource(_ReaderSource):
     def __init__(self, sample_rate: int, channels: int = 1, sample_format: str = "s16le",
                  stream: BinaryIO | None = None, name: str | None = None):
         super().__init__()
-        if sample_format not in PCM_DTYPES:
-            raise SourceError(f"stdin PCM format {sample_format!r} is not supported; use one of {list(PCM_DTYPES)}")
-        if sample_rate is None or sample_rate <= 0:
-            raise SourceError("stdin PCM needs source.sample_rate (the rate of the raw stream)")
-        if channels < 1:
-            raise SourceError(f"source.channels must be >= 1, got {channels}")
         self.sample_rate = int(sample_rate)
         self.channels = channels
         self.format = sample_format

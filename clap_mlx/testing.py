@@ -1,5 +1,8 @@
 """Random-weight CLAP checkpoints in the Hugging Face hub layout, built with transformers.
 
+For the tests and benchmarks only: it needs torch and transformers (the `test` extra), imported
+inside the functions that use them, so `import clap_mlx.testing` works without them.
+
 No model hub is reachable, so tests build their own `laion/clap-htsat-*`-shaped folders:
 config.json + model.safetensors (from `ClapModel.save_pretrained`), preprocessor_config.json
 (from `ClapFeatureExtractor`) and a byte-level BPE tokenizer trained here on a generated
@@ -17,10 +20,15 @@ import json
 import random
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, RobertaTokenizerFast
+
+from .audio_io import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import ClapConfig, ClapModel, RobertaTokenizerFast
 
 SEED = 0
 TOKENIZER_VOCAB_SIZE = 2000
@@ -40,7 +48,7 @@ FULL_PROJECTION_DIM = 512
 # Values of laion/clap-htsat-fused's preprocessor_config.json.
 FEATURE_EXTRACTOR_ARGS = dict(
     feature_size=64,
-    sampling_rate=48_000,
+    sampling_rate=SAMPLE_RATE,
     hop_length=480,
     max_length_s=10,
     fft_window_size=1024,
@@ -88,6 +96,8 @@ def english_corpus() -> list[str]:
 
 def train_tokenizer() -> RobertaTokenizerFast:
     """A RoBERTa-style byte-level BPE tokenizer trained on `english_corpus()`."""
+    from transformers import RobertaTokenizerFast
+
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -105,6 +115,8 @@ def train_tokenizer() -> RobertaTokenizerFast:
 
 def clap_config(size: str, vocab_size: int, fused: bool = True) -> ClapConfig:
     """laion/clap-htsat-fused's config ("full") or a tiny one with the same structure."""
+    from transformers import ClapConfig
+
     if size not in ("tiny", "full"):
         raise ValueError(f"size must be 'tiny' or 'full', got {size!r}")
     text = dict(vocab_size=vocab_size, layer_norm_eps=1e-5)
@@ -119,7 +131,6 @@ def clap_config(size: str, vocab_size: int, fused: bool = True) -> ClapConfig:
     )
 
 
-@torch.no_grad()
 def randomize_weights(model: ClapModel, generator: torch.Generator) -> None:
     """Re-draw every tensor at a scale where each one visibly shapes the embeddings.
 
@@ -130,37 +141,42 @@ def randomize_weights(model: ClapModel, generator: torch.Generator) -> None:
     parameters are perturbed, the input BatchNorm stats look like log-mel dB statistics and the
     logit scales move off their init value.
     """
+    import torch
 
     def normal(t: torch.Tensor, std: float, mean: float = 0.0) -> torch.Tensor:
         return t.copy_(mean + std * torch.randn(t.shape, generator=generator, dtype=t.dtype))
 
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-            normal(module.weight, module.weight[0].numel() ** -0.5)
-            if module.bias is not None:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                normal(module.weight, module.weight[0].numel() ** -0.5)
+                if module.bias is not None:
+                    normal(module.bias, 0.1)
+            elif isinstance(module, torch.nn.Embedding):
+                normal(module.weight, 1.0)
+            elif isinstance(module, (torch.nn.LayerNorm, torch.nn.BatchNorm2d)):
+                normal(module.weight, 0.1, mean=1.0)
                 normal(module.bias, 0.1)
-        elif isinstance(module, torch.nn.Embedding):
-            normal(module.weight, 1.0)
-        elif isinstance(module, (torch.nn.LayerNorm, torch.nn.BatchNorm2d)):
-            normal(module.weight, 0.1, mean=1.0)
-            normal(module.bias, 0.1)
-        if isinstance(module, torch.nn.BatchNorm2d):
-            uniform = torch.rand(module.running_var.shape, generator=generator)
-            if module is model.audio_model.audio_encoder.batch_norm:  # normalises log-mel dB values
-                normal(module.running_mean, 10.0, mean=-50.0)
-                module.running_var.copy_((10.0 + 10.0 * uniform) ** 2)
-            else:
-                normal(module.running_mean, 0.5)
-                module.running_var.copy_(0.5 + uniform)
-    for name, param in model.named_parameters():
-        if name.endswith("relative_position_bias_table"):
-            normal(param, 1.0)
-        elif name.startswith("logit_scale"):
-            param.add_(0.5 * torch.randn((), generator=generator))
+            if isinstance(module, torch.nn.BatchNorm2d):
+                uniform = torch.rand(module.running_var.shape, generator=generator)
+                if module is model.audio_model.audio_encoder.batch_norm:  # normalises log-mel dB values
+                    normal(module.running_mean, 10.0, mean=-50.0)
+                    module.running_var.copy_((10.0 + 10.0 * uniform) ** 2)
+                else:
+                    normal(module.running_mean, 0.5)
+                    module.running_var.copy_(0.5 + uniform)
+        for name, param in model.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                normal(param, 1.0)
+            elif name.startswith("logit_scale"):
+                param.add_(0.5 * torch.randn((), generator=generator))
 
 
 def make_checkpoint(folder: str | Path, size: str = "tiny", fused: bool = True) -> Path:
     """Write a random-weight CLAP checkpoint in the hub layout to `folder` and return it."""
+    import torch
+    from transformers import ClapFeatureExtractor, ClapModel
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer()
@@ -189,6 +205,9 @@ def copy_with_pytorch_bin(folder: str | Path, dst: str | Path) -> Path:
     transformers 5 dropped `save_pretrained(safe_serialization=False)`; this writes what it did:
     `torch.save(model.state_dict())` (an OrderedDict carrying `_metadata`).
     """
+    import torch
+    from transformers import ClapModel
+
     folder, dst = Path(folder), Path(dst)
     shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("model.safetensors"))
     torch.save(ClapModel.from_pretrained(folder).state_dict(), dst / "pytorch_model.bin")
