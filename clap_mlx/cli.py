@@ -1,4 +1,5 @@
-"""`clap-mlx`: embed, classify and tag audio files from the command line; convert checkpoints."""
+"""`clap-mlx`: embed, classify and tag audio files from the command line; evaluate on a labelled
+dataset; convert checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import api, loading
+from . import api, evaluate, loading
 from .audio_io import AudioInputError
 
 EMBEDDING_SUFFIXES = (".npy", ".npz", ".json")
@@ -81,6 +82,14 @@ def cmd_tag(args: argparse.Namespace, progress: bool) -> dict[str, Any]:
     return {"model": api.get_model(args.model).name, "results": [{"file": f, **r.to_dict()} for f, r in zip(args.files, results)]}
 
 
+def cmd_eval(args: argparse.Namespace, progress: bool) -> dict[str, Any]:
+    dataset = evaluate.read_dataset(args.dir, args.labels_csv, args.fold)
+    bar = ProgressBar(len(dataset.items), sys.stderr) if progress else None
+    clap = api.get_model(args.model)
+    result = evaluate.evaluate(dataset, clap, args.prompt, args.batch_size, bar.advance if bar else None)
+    return {"model": clap.name, **result.to_dict()}
+
+
 def format_embed(out: dict[str, Any]) -> str:
     rows = [
         [label, f"{row.shape[0]}-d", "[" + ", ".join(f"{v:+.4f}" for v in row[:4]) + ", ...]"]
@@ -130,7 +139,12 @@ def write_embeddings(path: Path, out: dict[str, Any]) -> None:
         path.write_text(json.dumps(_jsonable(out)) + "\n", encoding="utf-8")
 
 
-COMMANDS = {"embed": (cmd_embed, format_embed), "classify": (cmd_classify, format_classify), "tag": (cmd_tag, format_tag)}
+COMMANDS = {
+    "embed": (cmd_embed, format_embed),
+    "classify": (cmd_classify, format_classify),
+    "tag": (cmd_tag, format_tag),
+    "eval": (cmd_eval, evaluate.format_report),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="probability at which a tag is active (0..1)")
     p.add_argument("--background", nargs="+", help="background prompts each tag is contrasted with")
 
+    p = sub.add_parser("eval", parents=[common], help="zero-shot accuracy on a labelled dataset folder")
+    p.add_argument("dir", help="dataset folder (ESC-50, UrbanSound8K or any folder the CSV's paths are relative to)")
+    p.add_argument("--labels-csv", required=True,
+                   help="meta/esc50.csv, metadata/UrbanSound8K.csv or a file,label CSV (relative paths may be inside DIR)")
+    p.add_argument("--fold", type=_positive_int, help="evaluate only this fold (ESC-50: 1-5, UrbanSound8K: 1-10)")
+
     p = sub.add_parser("convert", help="convert a hub-layout PyTorch checkpoint folder to MLX weights")
     p.add_argument("src", help="checkpoint folder (config.json + model.safetensors or pytorch_model.bin)")
     p.add_argument("dst", help="output folder")
@@ -181,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"converted {args.src} -> {args.dst}")
             return 0
         run, fmt = COMMANDS[args.command]
-        progress = args.progress or (sys.stderr.isatty() and len(args.files) > args.batch_size)
+        many = len(args.files) > args.batch_size if hasattr(args, "files") else True  # eval: a dataset
+        progress = args.progress or (sys.stderr.isatty() and many)
         out = run(args, progress)
         if args.command == "embed" and args.out:
             write_embeddings(Path(args.out), out)
