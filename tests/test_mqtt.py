@@ -136,6 +136,21 @@ def test_broker_down_at_startup_then_started(mosquitto_broker, mqtt_recorder, mq
     assert sink.dropped_messages == 0
 
 
+def test_status_reports_connection_queue_and_drops(mosquitto_broker, mqtt_recorder, mqtt_sink):
+    """The snapshot Pipeline.status() shows under sinks.mqtt, through an outage and a full queue."""
+    broker = mosquitto_broker()
+    recorder = mqtt_recorder(broker, [f"{ROOT}/event"])
+    broker.stop()
+    sink = mqtt_sink(sink_config(broker, queue_limit=5), LABELS)
+    assert sink.status() == {"connected": False, "queued": 0, "dropped": 0}
+    for n in range(3):  # 6 messages into 5 slots
+        sink.handle_event(make_event(n))
+    assert sink.status() == {"connected": False, "queued": 5, "dropped": 1}
+    broker.start()
+    assert wait_until(lambda: len(received_events(recorder)) == 3, timeout=10)
+    assert wait_until(lambda: sink.status() == {"connected": True, "queued": 0, "dropped": 1}, 2.0), sink.status()
+
+
 def test_broker_killed_mid_run_loses_nothing(mosquitto_broker, mqtt_recorder, mqtt_sink, capsys):
     broker = mosquitto_broker()
     recorder = mqtt_recorder(broker, [f"{ROOT}/#"])

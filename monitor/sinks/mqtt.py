@@ -164,7 +164,12 @@ class MqttSink:
     def queued_messages(self) -> int:
         """Messages not yet acknowledged by the broker (queued + in flight)."""
         with self._cond:
-            return len(self._queue) + self._inflight_queued()
+            return self._unacknowledged()
+
+    def status(self) -> dict:
+        """One consistent snapshot: session ready, messages not yet acknowledged, messages dropped."""
+        with self._cond:
+            return {"connected": self._ready, "queued": self._unacknowledged(), "dropped": self.dropped_messages}
 
     def start(self) -> None:
         self._sender.start()
@@ -194,9 +199,9 @@ class MqttSink:
         """Deliver what is queued, publish `offline`, disconnect; gives up after `timeout`."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: not self._ready or not self._queue and not self._inflight_queued(),
+            self._cond.wait_for(lambda: not self._ready or not self._unacknowledged(),
                                 timeout=max(0.0, deadline - time.monotonic()))
-            ready, left = self._ready, len(self._queue) + self._inflight_queued()
+            ready, left = self._ready, self._unacknowledged()
             self._stopping = True
             self._cond.notify_all()
         if left:
@@ -219,6 +224,9 @@ class MqttSink:
     def _inflight_queued(self) -> int:
         return sum(message is not None for message in self._inflight.values())
 
+    def _unacknowledged(self) -> int:
+        return len(self._queue) + self._inflight_queued()
+
     def _enqueue(self, message: Outgoing) -> None:
         with self._cond:
             if self._stopping:
@@ -227,7 +235,7 @@ class MqttSink:
                 self._queue = deque(m for m in self._queue if m.topic != message.topic)
             self._queue.append(message)
             dropped = []
-            while self._queue and len(self._queue) + self._inflight_queued() > self.cfg.queue_limit:
+            while self._queue and self._unacknowledged() > self.cfg.queue_limit:
                 dropped.append(self._queue.popleft())
             self.dropped_messages += len(dropped)
             self._cond.notify_all()
