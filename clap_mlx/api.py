@@ -125,14 +125,10 @@ def embed(
     prompted = _apply_prompt(prompt, texts)
     waveforms, batched = _load_clips(audio, sample_rate) if audio is not None else ([], False)
     clap = _resolve_model(model)
-    result = CLAPEmbeddingResult(texts=texts, batched_audio=batched)
-    if audio is not None:
-        result.audio_embedding = mx.array(clap.embed_audio(waveforms))
-    if text is not None:
-        result.text_embedding = mx.array(clap.embed_text(prompted))
-    if return_similarity:
-        result.similarity = result.audio_embedding @ result.text_embedding.T
-    return result
+    audio_embedding = mx.array(clap.embed_audio(waveforms)) if audio is not None else None
+    text_embedding = mx.array(clap.embed_text(prompted)) if text is not None else None
+    similarity = audio_embedding @ text_embedding.T if return_similarity else None
+    return CLAPEmbeddingResult(audio_embedding, text_embedding, similarity, texts=texts, batched_audio=batched)
 
 
 def classify(

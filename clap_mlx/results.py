@@ -9,12 +9,32 @@ import mlx.core as mx
 import numpy as np
 
 
+class ResultArray(mx.array):
+    """An `mx.array` that also offers `.numpy()`, as the CLAP documentation promises.
+
+    Operations on it (`@`, `.T`, `mx.concatenate`, ...) return plain `mx.array`s.
+    """
+
+    def numpy(self) -> np.ndarray:
+        """A NumPy copy with the same shape and dtype."""
+        return np.array(self)
+
+
+def _wrap_arrays(result: Any, names: tuple[str, ...]) -> None:
+    """Turns the named fields of `result` (array-likes or None) into `ResultArray`s."""
+    for name in names:
+        value = getattr(result, name)
+        if value is not None and not isinstance(value, ResultArray):
+            setattr(result, name, ResultArray(value))
+
+
 @dataclass
 class CLAPEmbeddingResult:
     """Embeddings in CLAP's shared 512-d space (rows are L2-normalised).
 
     `similarity[i, j]` is the cosine similarity of audio i and text j (only when
-    `return_similarity=True`). `mx.array`s convert with `np.asarray(...)`, or use `numpy()`.
+    `return_similarity=True`). The three arrays are `ResultArray`s: `mx.array`s with `.numpy()`;
+    `np.asarray(...)` works too, and `numpy()` returns all of them at once.
     """
 
     audio_embedding: mx.array | None = None
@@ -22,6 +42,9 @@ class CLAPEmbeddingResult:
     similarity: mx.array | None = None
     texts: list[str] = field(default_factory=list)
     batched_audio: bool = False
+
+    def __post_init__(self) -> None:
+        _wrap_arrays(self, ("audio_embedding", "text_embedding", "similarity"))
 
     def best_match(self) -> str | list[str]:
         """The text closest to the audio; a list (one per clip) when a list of audio was given."""
@@ -51,6 +74,9 @@ class ClassificationResult:
     class_names: list[str]
     top_k_classes: list[str]
     top_k_probs: list[float]
+
+    def __post_init__(self) -> None:
+        _wrap_arrays(self, ("probabilities",))
 
     def to_dict(self) -> dict[str, Any]:
         return {
