@@ -19,6 +19,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 import clap_mlx.loading
+from clap_mlx.audio_io import SAMPLE_RATE
 
 # (M, K, N) of tower matmuls: audio stage-1 MLP at batch 1, text MLP for 32 x 12 tokens
 SHAPES = [(4096, 96, 384), (4096, 384, 96), (384, 768, 3072)]
@@ -61,7 +62,7 @@ def main() -> None:
     bundle = clap_mlx.loading.load(full_checkpoint())
     model = bundle.model
     rng = np.random.default_rng(0)
-    clips = [(0.1 * rng.standard_normal(seconds * 48_000)).astype(np.float32) for seconds in (10, 25)]
+    clips = [(0.1 * rng.standard_normal(seconds * SAMPLE_RATE)).astype(np.float32) for seconds in (10, 25)]
     features, is_longer = (mx.array(a) for a in bundle.feature_extractor(clips))
     ids, mask = (mx.array(a) for a in bundle.tokenizer(["the sound of a dog barking", "glass breaking",
                                                          "a smoke alarm beeping", "rain"]))

@@ -26,11 +26,11 @@ import mlx.core as mx
 import numpy as np
 
 from clap_mlx import ops
+from clap_mlx.audio_io import SAMPLE_RATE
 from clap_mlx.config import CLAPConfig
 from clap_mlx.loading import feature_extractor_for, load
 from clap_mlx.tokenizer import ClapTokenizer
 
-SAMPLE_RATE = 48_000
 LABELS = [f"the sound of {thing}" for thing in (
     "a dog barking", "a cat meowing", "glass breaking", "a baby crying", "a smoke alarm", "rain on a roof",
     "a door knocking", "footsteps", "a car horn", "a siren", "speech", "music", "a doorbell", "a phone ringing",

@@ -24,13 +24,13 @@ import paho.mqtt.client as mqtt
 import soundfile
 from paho.mqtt.enums import CallbackAPIVersion
 
+from clap_mlx.audio_io import SAMPLE_RATE
 from monitor.config import (BufferConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, MqttConfig,
                             SourceConfig, WindowsConfig)
 from monitor.pipeline import Pipeline, load_model
 from monitor.sources import FileSource
 from tests.fixtures_broker import Broker
 
-RATE = 48_000
 LENGTH_S, HOP_S = 5.0, 1.0
 GATE_DBFS = -40.0  # silence (zeros) is gated; a window holding >= 0.5 s of the burst is not
 BURST_RMS = 0.3
@@ -45,22 +45,22 @@ OTHER_LABELS = ["dog_bark", "cat", "glass_breaking", "baby_crying", "smoke_alarm
 
 
 def write_wav(path: Path, audio: np.ndarray) -> Path:
-    soundfile.write(str(path), audio, RATE, subtype="FLOAT")
+    soundfile.write(str(path), audio, SAMPLE_RATE, subtype="FLOAT")
     return path
 
 
 def noise(seconds: float, seed: int = 0) -> np.ndarray:
-    return (0.1 * np.random.default_rng(seed).standard_normal(round(seconds * RATE))).astype(np.float32)
+    return (0.1 * np.random.default_rng(seed).standard_normal(round(seconds * SAMPLE_RATE))).astype(np.float32)
 
 
 def onset_stream(cycles: int) -> tuple[np.ndarray, list[float]]:
     """Silence with a noise burst per cycle; returns the audio and the onset times (s)."""
-    audio = np.zeros(round(cycles * CYCLE_S * RATE), np.float32)
+    audio = np.zeros(round(cycles * CYCLE_S * SAMPLE_RATE), np.float32)
     onsets = [k * CYCLE_S + ONSET_IN_CYCLE_S for k in range(cycles)]
     rng = np.random.default_rng(1)
     for onset in onsets:
-        start = round(onset * RATE)
-        audio[start : start + round(BURST_S * RATE)] = BURST_RMS * rng.standard_normal(round(BURST_S * RATE))
+        start = round(onset * SAMPLE_RATE)
+        audio[start : start + round(BURST_S * SAMPLE_RATE)] = BURST_RMS * rng.standard_normal(round(BURST_S * SAMPLE_RATE))
     return audio, onsets
 
 

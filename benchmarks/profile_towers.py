@@ -27,6 +27,7 @@ import numpy as np
 
 import clap_mlx.loading
 from clap_mlx import audio_encoder, ops, text_encoder
+from clap_mlx.audio_io import SAMPLE_RATE
 
 
 
@@ -143,9 +144,9 @@ def main() -> None:
     bundle = clap_mlx.loading.load(full_checkpoint())
     model = bundle.model
     rng = np.random.default_rng(0)
-    waveform = (0.1 * rng.standard_normal(10 * 48_000)).astype(np.float32)
+    waveform = (0.1 * rng.standard_normal(10 * SAMPLE_RATE)).astype(np.float32)
     features, is_longer = (mx.array(a) for a in bundle.feature_extractor([waveform]))
-    long_waveform = (0.1 * rng.standard_normal(25 * 48_000)).astype(np.float32)
+    long_waveform = (0.1 * rng.standard_normal(25 * SAMPLE_RATE)).astype(np.float32)
     long_features, long_is_longer = (mx.array(a) for a in bundle.feature_extractor([long_waveform]))
     ids, mask = (mx.array(a) for a in bundle.tokenizer([f"the sound of thing number {i}" for i in range(32)]))
     forwards = {

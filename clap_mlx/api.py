@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import scoring
-from .audio_io import AudioInputError, AudioSource, load_audio
+from .audio_io import AudioInput, AudioInputError, load_audio
 from .loading import DEFAULT_MODEL, load
 from .results import CLAPEmbeddingResult, ClassificationResult, TaggingResult
 
@@ -109,7 +109,7 @@ def clear_model_cache() -> None:
 
 
 def embed(
-    audio: AudioSource | Sequence[AudioSource] | None = None,
+    audio: AudioInput | Sequence[AudioInput] | None = None,
     text: str | Sequence[str] | None = None,
     return_similarity: bool = False,
     model: str | CLAP = DEFAULT_MODEL,
@@ -132,7 +132,7 @@ def embed(
 
 
 def classify(
-    audio: AudioSource | Sequence[AudioSource],
+    audio: AudioInput | Sequence[AudioInput],
     labels: Sequence[str],
     top_k: int | None = None,
     sample_rate: int | None = None,
@@ -153,7 +153,7 @@ def classify(
 
 
 def tag(
-    audio: AudioSource | Sequence[AudioSource],
+    audio: AudioInput | Sequence[AudioInput],
     tags: str | Sequence[str],
     threshold: float = 0.5,
     sample_rate: int | None = None,

@@ -91,10 +91,6 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.
     return np.where(labels[:, None, :] != labels[:, :, None], MASKED_SCORE, 0.0).astype(np.float32)
 
 
-def layer_norm(norm: nn.LayerNorm, x: mx.array) -> mx.array:
-    return ops.layer_norm(x, norm.weight, norm.bias, norm.eps)
-
-
 class FrozenBatchNorm(nn.Module):
     """BatchNorm over the last axis with running statistics only (inference port: no mode)."""
 
@@ -170,7 +166,7 @@ class PatchEmbed(nn.Module):
         dims = cfg.patch_embeds_hidden_size
         self.enable_fusion = cfg.enable_fusion
         self.proj = nn.Conv2d(cfg.patch_embed_input_channels, dims, kernel, cfg.patch_stride, padding)
-        self.norm = nn.LayerNorm(dims) if cfg.enable_patch_layer_norm else None
+        self.norm = ops.LayerNorm(dims) if cfg.enable_patch_layer_norm else None
         if cfg.enable_fusion:
             self.fusion_model = AttentionalFeatureFusion(dims, cfg.aff_block_r)
             self.mel_conv2d = nn.Conv2d(
@@ -197,7 +193,7 @@ class PatchEmbed(nn.Module):
             local = mx.pad(local, [(0, 0), (0, 0), (0, x.shape[2] - local.shape[2]), (0, 0)])
             x[rows] = self.fusion_model(x[rows], local)
         x = x.reshape(x.shape[0], -1, x.shape[-1])
-        return layer_norm(self.norm, x) if self.norm is not None else x
+        return self.norm(x) if self.norm is not None else x
 
 
 class DerivedArrays:
@@ -291,9 +287,9 @@ class SwinLayer(nn.Module):
         self.resolution = resolution
         self.window = window
         self.shift = shift
-        self.layernorm_before = nn.LayerNorm(dims, eps=cfg.layer_norm_eps)
+        self.layernorm_before = ops.LayerNorm(dims, eps=cfg.layer_norm_eps)
         self.attention = WindowAttention(dims, num_heads, window, cfg.qkv_bias)
-        self.layernorm_after = nn.LayerNorm(dims, eps=cfg.layer_norm_eps)
+        self.layernorm_after = ops.LayerNorm(dims, eps=cfg.layer_norm_eps)
         hidden = int(cfg.mlp_ratio * dims)
         self.intermediate = Dense(dims, hidden)
         self.output = Dense(hidden, dims)
@@ -319,7 +315,7 @@ class SwinLayer(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         """x: [B, H*W, C]."""
-        attended = self.attend(layer_norm(self.layernorm_before, x))
+        attended = self.attend(self.layernorm_before(x))
         norm = self.layernorm_after
         x, normed = ops.add_layer_norm(attended, x, norm.weight, norm.bias, norm.eps)
         return x + self.output(ops.linear_gelu(self.intermediate.dense, normed))
@@ -332,7 +328,7 @@ class PatchMerging(nn.Module):
         super().__init__()
         self.resolution = resolution
         self.reduction = nn.Linear(4 * dims, 2 * dims, bias=False)
-        self.norm = nn.LayerNorm(4 * dims)
+        self.norm = ops.LayerNorm(4 * dims)
 
     def __call__(self, x: mx.array) -> mx.array:
         batch, _, dims = x.shape
@@ -343,7 +339,7 @@ class PatchMerging(nn.Module):
         x = x.reshape(batch, x.shape[1] // 2, 2, x.shape[2] // 2, 2, dims)
         # transformers concatenates (row, col) = (0,0), (1,0), (0,1), (1,1): column-major.
         x = x.transpose(0, 1, 3, 4, 2, 5).reshape(batch, -1, 4 * dims)
-        return self.reduction(layer_norm(self.norm, x))
+        return self.reduction(self.norm(x))
 
 
 class SwinStage(nn.Module):
@@ -397,7 +393,7 @@ class HTSATAudioEncoder(nn.Module):
             for i, (depth, num_heads) in enumerate(zip(cfg.depths, cfg.num_attention_heads))
         ]
         self.num_features = cfg.patch_embeds_hidden_size * 2 ** (stages - 1)
-        self.norm = nn.LayerNorm(self.num_features)
+        self.norm = ops.LayerNorm(self.num_features)
 
     def mel_image(self, features: mx.array) -> mx.array:
         """[B, C, T, mels] -> [B, spec_size, spec_size, C]: time resized to spec_size * freq_ratio
@@ -436,7 +432,7 @@ class HTSATAudioEncoder(nn.Module):
         for stage in self.layers:
             x = stage(x)
         # transformers' pooler regroups the tokens before averaging them all: a plain mean.
-        return layer_norm(self.norm, x).mean(axis=1)
+        return self.norm(x).mean(axis=1)
 
 
 def sanitize_audio_encoder(weights: dict[str, mx.array]) -> dict[str, mx.array]:

@@ -22,7 +22,7 @@ import soxr
 SAMPLE_RATE = 48000
 MAX_CHANNELS = 8
 
-AudioSource = Union[str, Path, np.ndarray, mx.array]
+AudioInput = Union[str, Path, np.ndarray, mx.array]  # one clip: a file path or an array
 
 
 class AudioInputError(ValueError):
@@ -89,7 +89,7 @@ def _check_samples(mono: np.ndarray, name: str):
         raise AudioInputError(f"{name}: {bad.size} NaN/Inf sample(s), first at sample {bad[0]}")
 
 
-def _load(source: AudioSource, sample_rate: int | None, name: str) -> np.ndarray:
+def _load(source: AudioInput, sample_rate: int | None, name: str) -> np.ndarray:
     if isinstance(source, (str, Path)):
         name = f"audio file '{source}'"
         mono, rate = _read_file(Path(source))
@@ -104,7 +104,7 @@ def _load(source: AudioSource, sample_rate: int | None, name: str) -> np.ndarray
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def load_audio(source: AudioSource, sample_rate: int | None = None) -> np.ndarray:
+def load_audio(source: AudioInput, sample_rate: int | None = None) -> np.ndarray:
     """Decode/convert one audio input to float32 mono at 48 kHz.
 
     `sample_rate` is the rate of array input; files use the rate in their header and ignore it.
@@ -113,6 +113,6 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> np.ndarra
     return _load(source, sample_rate, "array")
 
 
-def load_audio_batch(sources: Sequence[AudioSource], sample_rate: int | None = None) -> list[np.ndarray]:
+def load_audio_batch(sources: Sequence[AudioInput], sample_rate: int | None = None) -> list[np.ndarray]:
     """`load_audio` for several inputs; errors name the file or "array #i"."""
     return [_load(source, sample_rate, f"array #{i}") for i, source in enumerate(sources)]

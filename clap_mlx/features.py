@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .audio_io import SAMPLE_RATE
 from .config import known_fields
 
 CROP_RULE = (
@@ -42,7 +43,7 @@ MEL_FLOOR = 1e-10
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    sampling_rate: int = 48000
+    sampling_rate: int = SAMPLE_RATE
     feature_size: int = 64
     fft_window_size: int = 1024
     hop_length: int = 480

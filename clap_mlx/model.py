@@ -15,16 +15,12 @@ import numpy as np
 
 from .audio_encoder import HTSATAudioEncoder, sanitize_audio_encoder
 from .config import CLAPConfig
+from .scoring import l2_normalize
 from .text_encoder import RobertaTextEncoder
 
 AUDIO_ENCODER_PREFIX = "audio_model.audio_encoder."
 # Buffers transformers saves that this port derives from input_ids instead.
 TEXT_BUFFERS = ("text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids")
-
-
-def l2_normalize(x: mx.array) -> mx.array:
-    """As torch's F.normalize: x / max(||x||, 1e-12)."""
-    return x / mx.maximum(mx.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class ProjectionLayer(nn.Module):

@@ -334,6 +334,14 @@ def add_layer_norm(
     return _layer_norm(x, residual, weight, bias, eps, keep_sum=True)
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (same parameters, so checkpoints load unchanged) computed by `layer_norm`."""
+
+    def __call__(self, x: mx.array, residual: mx.array | None = None) -> mx.array:
+        """LayerNorm of `x + residual` (x alone when residual is None)."""
+        return layer_norm(x, self.get("weight"), self.get("bias"), self.eps, residual=residual)
+
+
 def _tanh_block(x: np.ndarray, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     np.tanh(x, out=out)
 

@@ -1,4 +1,4 @@
-"""Turning CLAP embeddings into probabilities (pure numpy, shared by the API and the monitor).
+"""Turning CLAP embeddings into probabilities (numpy, shared by the API and the monitor).
 
 Two questions need two different scores:
 
@@ -18,6 +18,7 @@ Two questions need two different scores:
 
 from __future__ import annotations
 
+import mlx.core as mx
 import numpy as np
 
 DEFAULT_BACKGROUND_PROMPTS: tuple[str, ...] = (
@@ -28,9 +29,13 @@ DEFAULT_BACKGROUND_PROMPTS: tuple[str, ...] = (
 )
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+def l2_normalize(x: np.ndarray | mx.array, axis: int = -1) -> np.ndarray | mx.array:
+    """x / max(||x||, 1e-12) along `axis`, as torch's F.normalize. An mx.array stays one (the model
+    normalises its embeddings inside its graph); anything else becomes a float64 numpy array."""
+    xp = mx if isinstance(x, mx.array) else np
+    if xp is np:
+        x = np.asarray(x, dtype=np.float64)
+    return x / xp.maximum(xp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
 def cosine_similarity(audio_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:

@@ -20,10 +20,6 @@ from . import ops
 from .config import TextConfig
 
 
-def layer_norm(norm: nn.LayerNorm, x: mx.array) -> mx.array:
-    return ops.layer_norm(x, norm.weight, norm.bias, norm.eps)
-
-
 def position_ids_from_input_ids(input_ids: mx.array, padding_idx: int) -> mx.array:
     """RoBERTa positions: padding tokens get `padding_idx`, the others count up from `padding_idx + 1`."""
     not_pad = (input_ids != padding_idx).astype(mx.int32)
@@ -43,13 +39,13 @@ class TextEmbeddings(nn.Module):
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.LayerNorm = ops.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def __call__(self, input_ids: mx.array) -> mx.array:
         positions = position_ids_from_input_ids(input_ids, self.padding_idx)
         # CLAP never passes token_type_ids: every token has type 0.
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
-        return layer_norm(self.LayerNorm, x + self.token_type_embeddings.weight[0])
+        return self.LayerNorm(x + self.token_type_embeddings.weight[0])
 
 
 @dataclass(frozen=True)
@@ -129,11 +125,10 @@ class ResidualOutput(nn.Module):
     def __init__(self, in_dims: int, out_dims: int, eps: float):
         super().__init__()
         self.dense = nn.Linear(in_dims, out_dims)
-        self.LayerNorm = nn.LayerNorm(out_dims, eps=eps)
+        self.LayerNorm = ops.LayerNorm(out_dims, eps=eps)
 
     def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
-        norm = self.LayerNorm
-        return ops.layer_norm(self.dense(x), norm.weight, norm.bias, norm.eps, residual=residual)
+        return self.LayerNorm(self.dense(x), residual)
 
 
 class Attention(nn.Module):

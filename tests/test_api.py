@@ -9,12 +9,12 @@ import soundfile as sf
 
 import clap_mlx as cm
 from clap_mlx import api, scoring
-from clap_mlx.audio_io import AudioInputError, load_audio
+from clap_mlx.audio_io import SAMPLE_RATE, AudioInputError, load_audio
 
 LABELS = ["a dog barking", "a siren wailing", "heavy rain falling"]
 
 
-def write_sound(path: Path, seconds: float = 2.0, freq: float = 440.0, sample_rate: int = 48_000) -> Path:
+def write_sound(path: Path, seconds: float = 2.0, freq: float = 440.0, sample_rate: int = SAMPLE_RATE) -> Path:
     """A decaying tone with a little noise, written in the format its suffix names."""
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     rng = np.random.default_rng(int(freq))
@@ -123,12 +123,12 @@ def test_embed_batch_is_chunked_and_equals_single_clips(clap, model_path, sounds
 
 def test_long_audio_uses_fused_views_deterministically(clap, model_path, sounds):
     waveform = load_audio(sounds["long"])
-    assert len(waveform) > 10 * 48_000
+    assert len(waveform) > 10 * SAMPLE_RATE
     _, is_longer = clap.feature_extractor([waveform])
     assert bool(is_longer[0])
     first = np.asarray(cm.embed(audio=str(sounds["long"]), model=model_path).audio_embedding)
-    again = np.asarray(cm.embed(audio=waveform, sample_rate=48_000, model=model_path).audio_embedding)
-    first_10s = np.asarray(cm.embed(audio=waveform[: 10 * 48_000], sample_rate=48_000, model=model_path).audio_embedding)
+    again = np.asarray(cm.embed(audio=waveform, sample_rate=SAMPLE_RATE, model=model_path).audio_embedding)
+    first_10s = np.asarray(cm.embed(audio=waveform[: 10 * SAMPLE_RATE], sample_rate=SAMPLE_RATE, model=model_path).audio_embedding)
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, first_10s, atol=1e-4)
 
@@ -254,9 +254,9 @@ def test_missing_and_corrupt_files_name_the_file(model_path, tmp_path):
 )
 def test_bad_arrays_are_rejected(model_path, samples, match):
     with pytest.raises(AudioInputError, match=match):
-        cm.embed(audio=samples, sample_rate=48_000, model=model_path)
+        cm.embed(audio=samples, sample_rate=SAMPLE_RATE, model=model_path)
     with pytest.raises(AudioInputError, match=r"audio\[1\]"):
-        cm.embed(audio=[np.ones(4800, np.float32), samples], sample_rate=48_000, model=model_path)
+        cm.embed(audio=[np.ones(4800, np.float32), samples], sample_rate=SAMPLE_RATE, model=model_path)
 
 
 def test_array_without_sample_rate_and_wrong_types(model_path):

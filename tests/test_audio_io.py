@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from clap_mlx.audio_io import AudioInputError, load_audio, load_audio_batch
+from clap_mlx.audio_io import SAMPLE_RATE, AudioInputError, load_audio, load_audio_batch
 
 REAL_CLIPS = Path(__file__).parents[2] / "shared/audio/real-clips"
-SR = 48000
 
 
 def tone(freq: float, seconds: float, rate: int, channels: int = 1) -> np.ndarray:
@@ -25,7 +24,7 @@ def tone(freq: float, seconds: float, rate: int, channels: int = 1) -> np.ndarra
     return np.stack([wave * (c + 1) / channels for c in range(channels)], axis=1).astype(np.float32)
 
 
-def peak_hz(mono: np.ndarray, rate: int = SR) -> float:
+def peak_hz(mono: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     spectrum = np.abs(np.fft.rfft(mono * np.hanning(len(mono))))
     return float(np.fft.rfftfreq(len(mono), 1 / rate)[spectrum.argmax()])
 
@@ -36,7 +35,7 @@ def rms(x: np.ndarray) -> float:
 
 def sox_48k_mono(path: Path, tmp_path: Path) -> np.ndarray:
     raw = tmp_path / f"{path.stem}.f32"
-    subprocess.run(["sox", str(path), "-r", str(SR), "-c", "1", "-t", "f32", str(raw)], check=True)
+    subprocess.run(["sox", str(path), "-r", str(SAMPLE_RATE), "-c", "1", "-t", "f32", str(raw)], check=True)
     return np.fromfile(raw, np.float32)
 
 
@@ -49,7 +48,7 @@ def test_decodes_formats_stereo_44k(tmp_path, suffix, subtype, tolerance):
     sf.write(path, tone(440, 2.0, 44100, channels=2), 44100, subtype=subtype)
     audio = load_audio(path)
     assert audio.dtype == np.float32 and audio.ndim == 1 and audio.flags.c_contiguous
-    assert len(audio) == 2 * SR
+    assert len(audio) == 2 * SAMPLE_RATE
     assert peak_hz(audio) == pytest.approx(440, abs=1)
     assert rms(audio) == pytest.approx(0.75 * 0.5 / np.sqrt(2), rel=0.03)  # mean of 1.0x and 0.5x channels
     if tolerance is not None:  # lossless: sample-exact against sox; lossy codecs only keep the invariants
@@ -64,7 +63,7 @@ def test_speech_22k_matches_sox(tmp_path):
     assert sf.info(path).samplerate == 22050
     audio = load_audio(path)
     expected = sox_48k_mono(path, tmp_path)
-    assert len(audio) == len(expected) == round(sf.info(path).frames * SR / 22050)
+    assert len(audio) == len(expected) == round(sf.info(path).frames * SAMPLE_RATE / 22050)
     assert np.abs(audio - expected).max() < 1e-3
     assert rms(audio) > 0.01
 
@@ -78,34 +77,34 @@ def test_real_clips_match_sox(tmp_path):
         info = sf.info(path)
         audio = load_audio(path)
         expected = sox_48k_mono(path, tmp_path)
-        assert len(audio) == len(expected) == round(info.frames * SR / info.samplerate), path.name
+        assert len(audio) == len(expected) == round(info.frames * SAMPLE_RATE / info.samplerate), path.name
         assert np.abs(audio - expected).max() < 1e-3, path.name
         assert rms(audio) == pytest.approx(rms(expected), rel=1e-3), path.name
-        resampled += info.samplerate != SR and info.channels == 2
+        resampled += info.samplerate != SAMPLE_RATE and info.channels == 2
     assert resampled == 4  # the 44.1 kHz stereo 24-bit clips went through mixing and soxr
 
 
 def test_array_layouts_mix_to_the_same_mono():
-    stereo = tone(300, 0.5, SR, channels=2)
-    mono = load_audio(stereo, SR)
+    stereo = tone(300, 0.5, SAMPLE_RATE, channels=2)
+    mono = load_audio(stereo, SAMPLE_RATE)
     np.testing.assert_array_equal(mono, stereo.mean(axis=1))
-    np.testing.assert_array_equal(load_audio(np.ascontiguousarray(stereo.T), SR), mono)
-    np.testing.assert_array_equal(load_audio(mx.array(stereo), SR), mono)
-    np.testing.assert_allclose(load_audio(mx.array(stereo).astype(mx.bfloat16), SR), mono, atol=4e-3)  # 8-bit mantissa
+    np.testing.assert_array_equal(load_audio(np.ascontiguousarray(stereo.T), SAMPLE_RATE), mono)
+    np.testing.assert_array_equal(load_audio(mx.array(stereo), SAMPLE_RATE), mono)
+    np.testing.assert_allclose(load_audio(mx.array(stereo).astype(mx.bfloat16), SAMPLE_RATE), mono, atol=4e-3)  # 8-bit mantissa
     eight = np.tile(stereo[:, :1], (1, 8))
-    np.testing.assert_array_equal(load_audio(eight, SR), stereo[:, 0])
+    np.testing.assert_array_equal(load_audio(eight, SAMPLE_RATE), stereo[:, 0])
 
 
 def test_mono_48k_array_passes_through():
     samples = np.random.default_rng(0).uniform(-1, 1, 1000)  # float64 in
-    audio = load_audio(samples, SR)
+    audio = load_audio(samples, SAMPLE_RATE)
     assert audio.dtype == np.float32
     np.testing.assert_array_equal(audio, samples.astype(np.float32))
 
 
 def test_array_resampled_to_48k():
     audio = load_audio(tone(1000, 1.0, 16000)[:, 0], 16000)
-    assert len(audio) == SR
+    assert len(audio) == SAMPLE_RATE
     assert peak_hz(audio) == pytest.approx(1000, abs=1)
     assert rms(audio[1000:-1000]) == pytest.approx(0.5 / np.sqrt(2), rel=1e-3)
 
@@ -114,7 +113,7 @@ def test_batch_mixes_files_and_arrays(tmp_path):
     path = tmp_path / "a.wav"
     sf.write(path, tone(500, 1.0, 44100), 44100)
     batch = load_audio_batch([path, str(path), tone(500, 1.0, 24000)], sample_rate=24000)
-    assert [len(a) for a in batch] == [SR, SR, SR]
+    assert [len(a) for a in batch] == [SAMPLE_RATE, SAMPLE_RATE, SAMPLE_RATE]
     np.testing.assert_array_equal(batch[0], batch[1])
     assert load_audio_batch([]) == []
 
@@ -141,18 +140,18 @@ def test_unreadable_files(tmp_path, make, message):
 
 def test_truncated_and_empty_and_nan_files(tmp_path):
     good = tmp_path / "good.wav"
-    sf.write(good, tone(440, 0.5, SR), SR)
+    sf.write(good, tone(440, 0.5, SAMPLE_RATE), SAMPLE_RATE)
     cut = write(tmp_path / "cut.wav", good.read_bytes()[:30])
     with pytest.raises(AudioInputError, match=r"cut\.wav': cannot decode it"):
         load_audio(cut)
     silent = tmp_path / "zero.wav"
-    sf.write(silent, np.zeros((0, 1), np.float32), SR)
+    sf.write(silent, np.zeros((0, 1), np.float32), SAMPLE_RATE)
     with pytest.raises(AudioInputError, match=r"zero\.wav': audio is empty"):
         load_audio(silent)
-    bad = tone(440, 0.5, SR)
+    bad = tone(440, 0.5, SAMPLE_RATE)
     bad[100] = np.nan
     nan_file = tmp_path / "nan.wav"
-    sf.write(nan_file, bad, SR, subtype="FLOAT")
+    sf.write(nan_file, bad, SAMPLE_RATE, subtype="FLOAT")
     with pytest.raises(AudioInputError, match=r"nan\.wav': 1 NaN/Inf sample\(s\), first at sample 100"):
         load_audio(nan_file)
 
@@ -170,17 +169,17 @@ def with_value(index: int, value: float) -> np.ndarray:
         (np.zeros(1000, np.float32), 0, "array: sample_rate must be positive, got 0"),
         (np.zeros(1000, np.float32), -44100, "array: sample_rate must be positive, got -44100"),
         (np.zeros(1000, np.float32), 44100.0, "array: sample_rate must be an integer, got 44100.0"),
-        (np.zeros(0, np.float32), SR, r"array: audio is empty \(zero samples\)"),
-        (np.zeros((0, 2), np.float32), SR, r"array: audio is empty"),
-        (with_value(7, np.nan), SR, r"array: 1 NaN/Inf sample\(s\), first at sample 7"),
-        (with_value(9, np.inf), SR, r"array: 1 NaN/Inf sample\(s\), first at sample 9"),
-        (np.zeros(1000, np.int16), SR, r"array: expected floating-point samples, got dtype int16 \(integer PCM"),
-        (np.zeros(1000, np.complex64), SR, "array: expected floating-point samples, got dtype complex64"),
-        (mx.zeros((1000,), dtype=mx.int32), SR, "array: expected floating-point samples, got dtype int32"),
-        (np.zeros((2, 3, 1000), np.float32), SR, r"array: expected shape \[samples\] or \[samples, channels\], got \(2, 3, 1000\)"),
-        (np.array(0.5, np.float32), SR, r"array: expected shape .* got \(\)"),
-        (np.zeros((16, 16), np.float32), SR, r"array: cannot tell samples from channels in shape \(16, 16\)"),
-        ([0.0, 0.1], SR, "array: expected a file path, numpy array or mx.array, got list"),
+        (np.zeros(0, np.float32), SAMPLE_RATE, r"array: audio is empty \(zero samples\)"),
+        (np.zeros((0, 2), np.float32), SAMPLE_RATE, r"array: audio is empty"),
+        (with_value(7, np.nan), SAMPLE_RATE, r"array: 1 NaN/Inf sample\(s\), first at sample 7"),
+        (with_value(9, np.inf), SAMPLE_RATE, r"array: 1 NaN/Inf sample\(s\), first at sample 9"),
+        (np.zeros(1000, np.int16), SAMPLE_RATE, r"array: expected floating-point samples, got dtype int16 \(integer PCM"),
+        (np.zeros(1000, np.complex64), SAMPLE_RATE, "array: expected floating-point samples, got dtype complex64"),
+        (mx.zeros((1000,), dtype=mx.int32), SAMPLE_RATE, "array: expected floating-point samples, got dtype int32"),
+        (np.zeros((2, 3, 1000), np.float32), SAMPLE_RATE, r"array: expected shape \[samples\] or \[samples, channels\], got \(2, 3, 1000\)"),
+        (np.array(0.5, np.float32), SAMPLE_RATE, r"array: expected shape .* got \(\)"),
+        (np.zeros((16, 16), np.float32), SAMPLE_RATE, r"array: cannot tell samples from channels in shape \(16, 16\)"),
+        ([0.0, 0.1], SAMPLE_RATE, "array: expected a file path, numpy array or mx.array, got list"),
     ],
 )
 def test_bad_arrays(source, rate, message):
@@ -191,5 +190,5 @@ def test_bad_arrays(source, rate, message):
 def test_batch_errors_name_the_array():
     good = np.zeros(1000, np.float32)
     with pytest.raises(AudioInputError, match=r"array #2: 1 NaN/Inf sample"):
-        load_audio_batch([good, good, with_value(3, np.nan)], sample_rate=SR)
+        load_audio_batch([good, good, with_value(3, np.nan)], sample_rate=SAMPLE_RATE)
     assert issubclass(AudioInputError, ValueError)

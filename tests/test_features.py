@@ -9,7 +9,7 @@ import torch
 from transformers import ClapFeatureExtractor as ReferenceExtractor
 from transformers.utils import logging
 
-from clap_mlx.audio_io import load_audio
+from clap_mlx.audio_io import SAMPLE_RATE, load_audio
 from clap_mlx.features import (
     ClapFeatureExtractor,
     FeatureConfig,
@@ -19,7 +19,6 @@ from clap_mlx.features import (
 )
 
 REAL_CLIPS = Path(__file__).parents[2] / "shared/audio/real-clips"
-SR = 48000
 MAX_DB_DIFF = 1e-3
 # The fields laion/clap-htsat-fused's preprocessor_config.json sets away from transformers' defaults.
 HUB_FIELDS = dict(frequency_min=50, frequency_max=14000)
@@ -30,11 +29,11 @@ logging.set_verbosity_error()  # it warns on every call that no sampling_rate wa
 def synth_clip(seconds: float, seed: int = 0) -> np.ndarray:
     """A chirp, noise bursts and a near-silent stretch: loud and -100 dB floor bins in one clip."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     chirp = 0.3 * np.sin(2 * np.pi * (100 + 2000 * t / seconds) * t)
     bursts = 0.2 * rng.standard_normal(t.size) * (np.sin(2 * np.pi * 0.7 * t) > 0.5)
     sound = chirp + bursts
-    sound[t.size // 3 : t.size // 3 + SR // 2] *= 1e-5
+    sound[t.size // 3 : t.size // 3 + SAMPLE_RATE // 2] *= 1e-5
     return sound.astype(np.float32)
 
 
@@ -47,7 +46,7 @@ def ours(truncation="fusion", padding="repeatpad") -> ClapFeatureExtractor:
 
 
 def reference_features(extractor: ReferenceExtractor, waveforms) -> tuple[np.ndarray, np.ndarray]:
-    out = extractor(waveforms, sampling_rate=SR, return_tensors="np")
+    out = extractor(waveforms, sampling_rate=SAMPLE_RATE, return_tensors="np")
     return out["input_features"], out["is_longer"][:, 0]
 
 
@@ -112,7 +111,7 @@ def test_fusion_chunk_starts_follow_crop_rule():
         (3, "fusion", "repeat"),
         (3, "fusion", "pad"),
         (10, "fusion", "repeatpad"),
-        (10 + 100 / SR, "fusion", "repeatpad"),  # longer, but by less than a hop: no fusion crops
+        (10 + 100 / SAMPLE_RATE, "fusion", "repeatpad"),  # longer, but by less than a hop: no fusion crops
         (25, "fusion", "repeatpad"),
         (3, "rand_trunc", "repeatpad"),
         (3, "rand_trunc", "repeat"),

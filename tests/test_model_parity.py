@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from clap_mlx.audio_io import SAMPLE_RATE
 from tests.test_text_encoder import assert_embeddings_close
-
-SR = 48_000
 
 
 def waveforms(seconds: list[float], seed: int = 0) -> list[np.ndarray]:
@@ -15,7 +14,7 @@ def waveforms(seconds: list[float], seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     clips = []
     for s in seconds:
-        t = np.arange(int(s * SR)) / SR
+        t = np.arange(int(s * SAMPLE_RATE)) / SAMPLE_RATE
         f0, tremolo, noise = 100 * 2 ** (5 * rng.random()), 0.5 + 8 * rng.random(), 10 ** (-2 + 1.5 * rng.random())
         chirp = np.sin(2 * np.pi * f0 * t * (1 + t / s)) * (0.6 + 0.4 * np.sin(2 * np.pi * tremolo * t))
         clips.append((0.3 * chirp + noise * rng.standard_normal(t.size)).astype(np.float32))
