@@ -1,0 +1,37 @@
+/* The float32 kernels of clap_mlx.ops, compiled once per SIMD target (_kernels_avx512.c,
+ * _kernels_avx2.c, _kernels_baseline.c, each with its own vector width) and picked at run
+ * time by CPU feature. Plain C: the Python bindings (_kernels.c) and the C tests
+ * (tests/c/test_kernels.c) both call them through a table. */
+#ifndef CLAP_KERNELS_SIMD_H
+#define CLAP_KERNELS_SIMD_H
+
+#include <stddef.h>
+
+struct kernel_table {
+    const char *name;
+    int lanes; /* float32 lanes of the target's native vector */
+    /* dst[i] = gelu(src[i] (+ bias)) for rows [row_start, row_stop) of a [rows, cols] matrix */
+    void (*gelu_rows)(const float *src, float *dst, const float *bias, ptrdiff_t cols, ptrdiff_t row_start,
+                      ptrdiff_t row_stop);
+    /* dst[i] = softmax(scale * src[i] (+ add[i % add_rows])) */
+    void (*softmax_rows)(const float *src, float *dst, float scale, const float *add, ptrdiff_t add_rows,
+                         ptrdiff_t cols, ptrdiff_t row_start, ptrdiff_t row_stop);
+    /* dst[i] = LayerNorm(src[i] (+ residual[i])), the sum also to sum_dst when given */
+    void (*layer_norm_rows)(const float *src, const float *residual, float *sum_dst, float *dst,
+                            const float *weight, const float *bias, float eps, ptrdiff_t cols, ptrdiff_t row_start,
+                            ptrdiff_t row_stop);
+    /* 64-token multi-head attention from packed q/k/v, (item, head) pairs [pair_start, pair_stop) */
+    void (*attention_pairs)(const float *qkv, float *out, const float *bias, ptrdiff_t bias_count, float scale,
+                            ptrdiff_t heads, ptrdiff_t head_dims, ptrdiff_t pair_start, ptrdiff_t pair_stop);
+};
+
+/* Fills `out` with the variants this CPU can run, fastest first; returns how many (>= 1). */
+int kernels_runnable(const struct kernel_table **out, int capacity);
+
+/* The variant called `name` if this CPU can run it, else NULL. */
+const struct kernel_table *kernels_find(const char *name);
+
+/* Every variant this build knows, runnable or not, separated by "|" (for error messages). */
+extern const char kernels_all_names[];
+
+#endif
