@@ -7,10 +7,15 @@ own sample rate. Arrays (numpy or mx.array, any floating dtype, samples in [-1, 
 Array layouts: [n] mono, or 2-D with at most `MAX_CHANNELS` channels on one axis: [n, ch]
 (soundfile's layout) when the second axis is the short one, [ch, n] (torchaudio's layout) when
 the first is. A 2-D array whose layout cannot be told apart that way is rejected.
+
+A WAV file cut short (its header declares more frames than it holds, e.g. a recording whose
+writer died) gives the frames it holds, with a `TruncatedAudioWarning` saying how many of how many.
 """
 
 from __future__ import annotations
 
+import struct
+import warnings
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -29,6 +34,38 @@ class AudioInputError(ValueError):
     """Audio that cannot be used; the message names the file or array and the problem."""
 
 
+class TruncatedAudioWarning(UserWarning):
+    """An audio file holds fewer frames than its header declares; what it holds is used."""
+
+
+# WAV formats whose every frame takes `block_align` bytes: PCM, IEEE float, A-law, mu-law, extensible.
+FIXED_FRAME_WAV_FORMATS = {0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE}
+# The data size streaming writers leave in place of the unknown length; readers read to the end.
+UNKNOWN_WAV_DATA_SIZE = 0xFFFFFFFF
+
+
+def wav_declared_frames(path: Path) -> int | None:
+    """The frame count a RIFF/WAVE header declares for its data chunk; None when the file is not
+    such a WAV, its format has no fixed frame size, or its writer left the length unknown."""
+    with open(path, "rb") as f:
+        riff, _, wave = struct.unpack("<4sI4s", f.read(12).ljust(12, b"\0"))
+        if (riff, wave) != (b"RIFF", b"WAVE"):
+            return None
+        block_align = None
+        while len(header := f.read(8)) == 8:
+            chunk, size = struct.unpack("<4sI", header)
+            if chunk == b"data":
+                if not block_align or size == UNKNOWN_WAV_DATA_SIZE:
+                    return None
+                return size // block_align
+            body = f.read(size + size % 2)  # chunks are padded to even sizes
+            if chunk == b"fmt " and len(body) >= 14:
+                tag, _, _, _, block_align = struct.unpack_from("<HHIIH", body)
+                if tag not in FIXED_FRAME_WAV_FORMATS:
+                    return None
+    return None
+
+
 def _read_file(path: Path) -> tuple[np.ndarray, int]:
     if path.is_dir():
         raise AudioInputError(f"audio file '{path}': is a directory, not an audio file")
@@ -38,6 +75,14 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
         samples, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, OSError) as e:
         raise AudioInputError(f"audio file '{path}': cannot decode it (corrupt or unsupported format): {e}") from None
+    declared = wav_declared_frames(path)
+    if declared is not None and len(samples) < declared:
+        warnings.warn(
+            f"audio file '{path}': truncated: its header declares {declared} frames ({declared / rate:.2f} s), "
+            f"the file holds {len(samples)} ({len(samples) / rate:.2f} s); using those",
+            TruncatedAudioWarning,
+            stacklevel=4,
+        )
     return samples.mean(axis=1, dtype=np.float32), rate
 
 

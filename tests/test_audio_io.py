@@ -5,6 +5,7 @@ and against signal invariants (length, tone frequency, RMS).
 """
 
 import subprocess
+import warnings
 from pathlib import Path
 
 import mlx.core as mx
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from clap_mlx.audio_io import SAMPLE_RATE, AudioInputError, load_audio, load_audio_batch
+from clap_mlx.audio_io import SAMPLE_RATE, AudioInputError, TruncatedAudioWarning, load_audio, load_audio_batch
 
 REAL_CLIPS = Path(__file__).parents[2] / "shared/audio/real-clips"
 
@@ -192,3 +193,49 @@ def test_batch_errors_name_the_array():
     with pytest.raises(AudioInputError, match=r"array #2: 1 NaN/Inf sample"):
         load_audio_batch([good, good, with_value(3, np.nan)], sample_rate=SAMPLE_RATE)
     assert issubclass(AudioInputError, ValueError)
+
+
+def cut_short(src: Path, dst: Path, keep_bytes: int) -> Path:
+    """A copy of `src` whose bytes end after `keep_bytes`: the header still declares every frame."""
+    dst.write_bytes(src.read_bytes()[:keep_bytes])
+    return dst
+
+
+def test_truncated_wav_loads_what_it_holds_and_warns(tmp_path):
+    samples = np.random.default_rng(0).uniform(-0.5, 0.5, SAMPLE_RATE).astype(np.float32)  # 1 s
+    full = tmp_path / "full.wav"
+    sf.write(full, samples, SAMPLE_RATE, subtype="FLOAT")
+    header = full.stat().st_size - 4 * len(samples)
+    short = cut_short(full, tmp_path / "short.wav", header + 4 * 12000 + 3)  # and a partial frame
+    declared = r"declares 48000 frames \(1\.00 s\), the file holds 12000 \(0\.25 s\)"
+    with pytest.warns(TruncatedAudioWarning, match=rf"audio file '{short}': truncated: its header {declared}"):
+        audio = load_audio(short)
+    np.testing.assert_array_equal(audio, samples[:12000])
+
+
+@pytest.mark.skipif(not REAL_CLIPS.is_dir(), reason=f"real clips not found at {REAL_CLIPS}")
+def test_truncated_real_recording_is_mixed_and_resampled_as_far_as_it_goes(tmp_path):
+    full = REAL_CLIPS / "Bird.wav"  # 24-bit stereo at 44.1 kHz
+    info = sf.info(full)
+    short = cut_short(full, tmp_path / "Bird.wav", full.stat().st_size * 3 // 5)
+    held = sf.info(short).frames
+    assert 0 < held < info.frames
+    with pytest.warns(TruncatedAudioWarning, match=rf"declares {info.frames} frames .* holds {held} "):
+        audio = load_audio(short)
+    samples, rate = sf.read(full, dtype="float32", frames=held)
+    np.testing.assert_array_equal(audio, load_audio(samples, rate))
+
+
+def test_complete_and_streamed_wavs_do_not_warn(tmp_path):
+    samples = np.random.default_rng(0).uniform(-0.5, 0.5, SAMPLE_RATE // 2).astype(np.float32)
+    path = tmp_path / "complete.wav"
+    sf.write(path, samples, SAMPLE_RATE, subtype="PCM_16")
+    streamed = bytearray(path.read_bytes())
+    # A writer that cannot seek back (e.g. to a pipe) leaves the data size at 0xFFFFFFFF.
+    size_at = streamed.index(b"data") + 4
+    streamed[size_at : size_at + 4] = b"\xff\xff\xff\xff"
+    (tmp_path / "streamed.wav").write_bytes(streamed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedAudioWarning)
+        for name in ("complete.wav", "streamed.wav"):
+            assert len(load_audio(tmp_path / name)) == len(samples), name
