@@ -136,7 +136,7 @@ def test_example_configs_are_valid(path):
 
 
 def test_example_configs_exist():
-    assert {p.name for p in CONFIGS} >= {"home.yaml", "baby-monitor.yaml", "smoke-alarm.yaml"}
+    assert {p.name for p in CONFIGS} >= {"quickstart.yaml", "home.yaml", "baby-monitor.yaml", "smoke-alarm.yaml"}
 
 
 def test_check_config_cli_exit_codes(tmp_path, capsys):
