@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.helpers import wait_until
+
 START_TIMEOUT_S = 5.0
 
 
@@ -30,15 +31,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def add_broker_user(passwd_file: Path, user: str, password: str) -> None:
@@ -195,9 +187,6 @@ class Recorder:
     def payloads(self, topic: str) -> list[str]:
         with self._lock:
             return [payload for t, payload, _ in self.messages if t == topic]
-
-    def wait_for(self, predicate, timeout: float = 5.0) -> bool:
-        return wait_until(predicate, timeout)
 
     def clear(self) -> None:
         with self._lock:

@@ -105,13 +105,6 @@ class PulseServer:
                                 env={**os.environ, **self.client_env})
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def refresh_portaudio() -> None:
     """PortAudio enumerates devices once at initialisation: re-scan after the env changes."""
     from monitor.sources.devices import refresh_devices

@@ -29,11 +29,6 @@ def model_path(tiny_checkpoint) -> str:
 
 
 @pytest.fixture(scope="module")
-def clap(model_path) -> api.CLAP:
-    return api.get_model(model_path)
-
-
-@pytest.fixture(scope="module")
 def sounds(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("sounds")
     return {

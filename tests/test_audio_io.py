@@ -14,15 +14,14 @@ import pytest
 import soundfile as sf
 
 from clap_mlx.audio_io import SAMPLE_RATE, AudioInputError, TruncatedAudioWarning, load_audio, load_audio_batch
+from tests.helpers import tone
 
 REAL_CLIPS = Path(__file__).parents[2] / "shared/audio/real-clips"
 
 
-def tone(freq: float, seconds: float, rate: int, channels: int = 1) -> np.ndarray:
-    """[n, channels] sine at 0.5 amplitude; channel c is scaled by (c + 1) / channels."""
-    t = np.arange(int(seconds * rate)) / rate
-    wave = 0.5 * np.sin(2 * np.pi * freq * t)
-    return np.stack([wave * (c + 1) / channels for c in range(channels)], axis=1).astype(np.float32)
+def channels(mono: np.ndarray, n: int) -> np.ndarray:
+    """[samples, n]: channel c is `mono` scaled by (c + 1) / n."""
+    return np.stack([mono * (c + 1) / n for c in range(n)], axis=1)
 
 
 def peak_hz(mono: np.ndarray, rate: int = SAMPLE_RATE) -> float:
@@ -46,7 +45,7 @@ def sox_48k_mono(path: Path, tmp_path: Path) -> np.ndarray:
 )
 def test_decodes_formats_stereo_44k(tmp_path, suffix, subtype, tolerance):
     path = tmp_path / f"tone.{suffix}"
-    sf.write(path, tone(440, 2.0, 44100, channels=2), 44100, subtype=subtype)
+    sf.write(path, channels(tone(440, 2.0, 44100), 2), 44100, subtype=subtype)
     audio = load_audio(path)
     assert audio.dtype == np.float32 and audio.ndim == 1 and audio.flags.c_contiguous
     assert len(audio) == 2 * SAMPLE_RATE
@@ -86,7 +85,7 @@ def test_real_clips_match_sox(tmp_path):
 
 
 def test_array_layouts_mix_to_the_same_mono():
-    stereo = tone(300, 0.5, SAMPLE_RATE, channels=2)
+    stereo = channels(tone(300, 0.5, SAMPLE_RATE), 2)
     mono = load_audio(stereo, SAMPLE_RATE)
     np.testing.assert_array_equal(mono, stereo.mean(axis=1))
     np.testing.assert_array_equal(load_audio(np.ascontiguousarray(stereo.T), SAMPLE_RATE), mono)
@@ -104,7 +103,7 @@ def test_mono_48k_array_passes_through():
 
 
 def test_array_resampled_to_48k():
-    audio = load_audio(tone(1000, 1.0, 16000)[:, 0], 16000)
+    audio = load_audio(tone(1000, 1.0, 16000), 16000)
     assert len(audio) == SAMPLE_RATE
     assert peak_hz(audio) == pytest.approx(1000, abs=1)
     assert rms(audio[1000:-1000]) == pytest.approx(0.5 / np.sqrt(2), rel=1e-3)

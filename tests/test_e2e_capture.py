@@ -29,9 +29,9 @@ import yaml
 
 from monitor.config import DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig, WindowsConfig
 from monitor.detector import Detector
-from monitor.pipeline import Pipeline, load_model
+from monitor.pipeline import Pipeline
 from monitor.sources import open_source
-from tests.fixtures_pulse import wait_for
+from tests.helpers import tone, wait_until
 
 RATE = 48000
 WINDOW_S, HOP_S = 1.0, 0.5
@@ -47,9 +47,9 @@ def noise(seconds: float, seed: int) -> np.ndarray:
     return (BURST_RMS * np.random.default_rng(seed).standard_normal(round(seconds * RATE))).astype(np.float32)
 
 
-def tone(seconds: float) -> np.ndarray:
+def tone_burst(seconds: float) -> np.ndarray:
     # same RMS as the noise: the level alone cannot tell them apart
-    return (BURST_RMS * np.sqrt(2) * np.sin(2 * np.pi * 1000 * np.arange(round(seconds * RATE)) / RATE)).astype(np.float32)
+    return tone(1000, seconds, RATE, BURST_RMS * np.sqrt(2))
 
 
 def silence(seconds: float) -> np.ndarray:
@@ -66,11 +66,6 @@ def partial_windows(burst) -> list[np.ndarray]:
     return windows
 
 
-@pytest.fixture(scope="module")
-def clap(tiny_checkpoint):
-    return load_model(MonitorConfig(labels=()), str(tiny_checkpoint))
-
-
 def separating_label(clap, name: str, targets: list[np.ndarray], others: list[np.ndarray]) -> LabelConfig:
     """A label with the prompt (of CANDIDATE_PROMPTS) that scores every target window above every
     other window by the widest margin, and its threshold halfway across that margin."""
@@ -85,7 +80,7 @@ def separating_label(clap, name: str, targets: list[np.ndarray], others: list[np
 
 @pytest.fixture(scope="module")
 def noise_label(clap) -> LabelConfig:
-    return separating_label(clap, "noise", partial_windows(lambda s: noise(s, seed=1)), partial_windows(tone))
+    return separating_label(clap, "noise", partial_windows(lambda s: noise(s, seed=1)), partial_windows(tone_burst))
 
 
 def monitor_config(tmp_path, label: LabelConfig) -> MonitorConfig:
@@ -101,7 +96,7 @@ def monitor_config(tmp_path, label: LabelConfig) -> MonitorConfig:
 def start_capturing(cfg: MonitorConfig, clap) -> Pipeline:
     pipeline = Pipeline(cfg, open_source(cfg.source), clap)
     pipeline.start()
-    wait_for(lambda: pipeline.ring.end > RATE // 5, 10, "capture to start")
+    assert wait_until(lambda: pipeline.ring.end > RATE // 5, 10), "timed out waiting for capture to start"
     return pipeline
 
 
@@ -133,7 +128,7 @@ def test_capture_to_event_log(pulse_server, clap, noise_label, tmp_path):
     pipeline = start_capturing(monitor_config(tmp_path, noise_label), clap)
     try:
         played_at = play(pulse_server, tmp_path / "clip.wav",
-                         [silence(1.5), noise(2.0, seed=2), silence(1.5), tone(2.0), silence(1.5)])
+                         [silence(1.5), noise(2.0, seed=2), silence(1.5), tone_burst(2.0), silence(1.5)])
     finally:
         pipeline.shutdown()
 
@@ -162,7 +157,7 @@ def test_capture_survives_sound_server_restart(pulse_server, clap, noise_label, 
         pulse_server.start()
         # libpulse now and then deadlocks a stream whose server dies: then the stuck-stream
         # watchdog (sources.STUCK_S) abandons it (sources.CLOSE_TIMEOUT_S) and reopens
-        wait_for(lambda: source.gaps, 30, "the source to reopen")
+        assert wait_until(lambda: source.gaps, 30), "timed out waiting for the source to reopen"
         played_at = play(pulse_server, tmp_path / "clip.wav", [silence(1.0), noise(2.0, seed=3), silence(1.5)])
     finally:
         pipeline.shutdown()
@@ -182,7 +177,7 @@ def test_capture_survives_sound_server_restart(pulse_server, clap, noise_label, 
 
 def test_stdin_pcm_through_the_cli(noise_label, tiny_checkpoint, tmp_path):
     """`<decoder> | sound-monitor run` with a stdin source: raw stereo s16le in, events out, exit at EOF."""
-    clip = np.concatenate([silence(1.5), noise(2.0, seed=4), silence(1.5), tone(2.0), silence(1.5)])
+    clip = np.concatenate([silence(1.5), noise(2.0, seed=4), silence(1.5), tone_burst(2.0), silence(1.5)])
     pcm = (np.clip(np.repeat(clip[:, None], 2, axis=1), -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
     config = tmp_path / "stdin.yaml"
     config.write_text(yaml.safe_dump({

@@ -13,6 +13,7 @@ import jinja2
 
 from monitor.config import DiscoveryConfig
 from tests.fixtures_broker import sink_config
+from tests.helpers import wait_until
 from tests.test_mqtt import ROOT, level_report, make_event
 
 LABELS = ["dog bark", "siren"]
@@ -54,7 +55,7 @@ def test_discovery_configs_describe_the_published_topics(mosquitto_broker, mqtt_
     broker = mosquitto_broker()
     recorder = mqtt_recorder(broker, [f"{PREFIX}/#", f"{ROOT}/#"])
     sink = mqtt_sink(discovery_cfg(broker), LABELS)
-    assert recorder.wait_for(lambda: set(latest_configs(recorder)) == CONFIG_TOPICS)
+    assert wait_until(lambda: set(latest_configs(recorder)) == CONFIG_TOPICS)
     configs = latest_configs(recorder)
 
     assert len({c["unique_id"] for c in configs.values()}) == len(CONFIG_TOPICS)
@@ -70,11 +71,11 @@ def test_discovery_configs_describe_the_published_topics(mosquitto_broker, mqtt_
     assert (siren["device_class"], siren["payload_on"], siren["payload_off"]) == ("sound", "ON", "OFF")
     sink.handle_event(make_event(3, "start", label="siren"))
     sink.handle_event(make_event(3, "end", label="siren"))
-    assert recorder.wait_for(lambda: recorder.payloads(siren["state_topic"])[-2:] == ["ON", "OFF"])
+    assert wait_until(lambda: recorder.payloads(siren["state_topic"])[-2:] == ["ON", "OFF"])
 
     event_entity = configs[f"{PREFIX}/event/test_node/detection/config"]
     assert event_entity["event_types"] == LABELS
-    assert recorder.wait_for(lambda: len(recorder.payloads(event_entity["state_topic"])) == 2)
+    assert wait_until(lambda: len(recorder.payloads(event_entity["state_topic"])) == 2)
     start, end = recorder.payloads(event_entity["state_topic"])
     fired = json.loads(render_ha_template(event_entity["value_template"], start))
     assert (fired["event_type"], fired["event_id"]) == ("siren", "ev0003")
@@ -83,7 +84,7 @@ def test_discovery_configs_describe_the_published_topics(mosquitto_broker, mqtt_
     level = configs[f"{PREFIX}/sensor/test_node/level/config"]
     assert (level["unit_of_measurement"], level["state_class"]) == ("dBFS", "measurement")
     sink.handle_level(level_report(-27.25))
-    assert recorder.wait_for(lambda: recorder.payloads(level["state_topic"]))
+    assert wait_until(lambda: recorder.payloads(level["state_topic"]))
     assert float(render_ha_template(level["value_template"], recorder.payloads(level["state_topic"])[0])) == -27.25
 
     assert set(retained_configs(mqtt_recorder, broker)) == CONFIG_TOPICS
@@ -93,24 +94,24 @@ def test_discovery_resent_when_home_assistant_comes_online(mosquitto_broker, mqt
     broker = mosquitto_broker()
     recorder = mqtt_recorder(broker, [f"{PREFIX}/+/test_node/+/config"])
     mqtt_sink(discovery_cfg(broker), LABELS)
-    assert recorder.wait_for(lambda: set(latest_configs(recorder)) == CONFIG_TOPICS)
+    assert wait_until(lambda: set(latest_configs(recorder)) == CONFIG_TOPICS)
     recorder.clear()
     subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-t", f"{PREFIX}/status", "-m", "offline"], check=True)
     time.sleep(0.3)
     assert recorder.messages == []  # only `online` triggers a re-send
     subprocess.run(["mosquitto_pub", "-p", str(broker.port), "-t", f"{PREFIX}/status", "-m", "online"], check=True)
-    assert recorder.wait_for(lambda: set(latest_configs(recorder)) == CONFIG_TOPICS)
+    assert wait_until(lambda: set(latest_configs(recorder)) == CONFIG_TOPICS)
 
 
 def test_dropped_label_config_is_removed(mosquitto_broker, mqtt_recorder, mqtt_sink):
     broker = mosquitto_broker()
     recorder = mqtt_recorder(broker, [f"{PREFIX}/+/test_node/+/config"])
     first = mqtt_sink(discovery_cfg(broker), LABELS)
-    assert recorder.wait_for(lambda: set(latest_configs(recorder)) == CONFIG_TOPICS)
+    assert wait_until(lambda: set(latest_configs(recorder)) == CONFIG_TOPICS)
     first.close()
     assert set(retained_configs(mqtt_recorder, broker)) == CONFIG_TOPICS
 
     mqtt_sink(discovery_cfg(broker), ["dog bark"])
-    assert recorder.wait_for(lambda: recorder.payloads(f"{PREFIX}/binary_sensor/test_node/siren/config")[-1:] == [""])
+    assert wait_until(lambda: recorder.payloads(f"{PREFIX}/binary_sensor/test_node/siren/config")[-1:] == [""])
     assert set(retained_configs(mqtt_recorder, broker)) == CONFIG_TOPICS - {
         f"{PREFIX}/binary_sensor/test_node/siren/config"}

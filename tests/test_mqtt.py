@@ -18,7 +18,8 @@ import pytest
 from monitor.config import MqttConfig, TlsConfig
 from monitor.events import EventMessage, LevelReport
 from monitor.sinks.mqtt import MqttSink, read_password
-from tests.fixtures_broker import BrokerTls, add_broker_user, sink_config, wait_until
+from tests.fixtures_broker import BrokerTls, add_broker_user, sink_config
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = "sound_monitor/test_node"
@@ -46,7 +47,7 @@ def received_events(recorder) -> list[tuple[str, str]]:
 
 def wait_online(recorder, sink: MqttSink, timeout: float = 5.0) -> None:
     assert wait_until(lambda: sink.connected, timeout), "sink never came online"
-    assert recorder.wait_for(lambda: recorder.payloads(f"{ROOT}/availability")[-1:] == ["online"], timeout)
+    assert wait_until(lambda: recorder.payloads(f"{ROOT}/availability")[-1:] == ["online"], timeout)
 
 
 # ---- runtime facts (no broker) ----------------------------------------------------------
@@ -71,14 +72,14 @@ def test_documented_topics_and_payloads(mosquitto_broker, mqtt_recorder, mqtt_si
     recorder = mqtt_recorder(broker, [f"{ROOT}/#"])
     sink = mqtt_sink(sink_config(broker), LABELS)
     wait_online(recorder, sink)
-    assert recorder.wait_for(lambda: recorder.payloads(f"{ROOT}/glass_breaking/state") == ["OFF"])
+    assert wait_until(lambda: recorder.payloads(f"{ROOT}/glass_breaking/state") == ["OFF"])
 
     sink.handle_event(make_event(1, "start"))
     sink.handle_event(make_event(1, "update"))  # updates are not published
     sink.handle_event(make_event(1, "end"))
     sink.handle_level(level_report(-31.5))
-    assert recorder.wait_for(lambda: len(recorder.payloads(f"{ROOT}/status")) == 1)
-    assert recorder.wait_for(lambda: len(received_events(recorder)) == 2)
+    assert wait_until(lambda: len(recorder.payloads(f"{ROOT}/status")) == 1)
+    assert wait_until(lambda: len(received_events(recorder)) == 2)
 
     assert recorder.payloads(f"{ROOT}/dog_bark/state") == ["OFF", "ON", "OFF"]
     start, end = (json.loads(p) for p in recorder.payloads(f"{ROOT}/event"))
@@ -99,10 +100,10 @@ def test_status_rate_limited_by_level_interval(mosquitto_broker, mqtt_recorder, 
     sink = mqtt_sink(sink_config(broker, level_interval_s=10.0), LABELS)
     first = level_report(-40.0)
     sink.handle_level(first)
-    assert recorder.wait_for(lambda: len(recorder.payloads(f"{ROOT}/status")) == 1)
+    assert wait_until(lambda: len(recorder.payloads(f"{ROOT}/status")) == 1)
     for dt, level in [(4, -41.0), (10, -42.0)]:
         sink.handle_level(LevelReport(**{**first.to_dict(), "timestamp": first.timestamp + dt, "level_dbfs": level}))
-    assert recorder.wait_for(lambda: len(recorder.payloads(f"{ROOT}/status")) == 2)
+    assert wait_until(lambda: len(recorder.payloads(f"{ROOT}/status")) == 2)
     time.sleep(0.2)
     assert [json.loads(p)["level_dbfs"] for p in recorder.payloads(f"{ROOT}/status")] == [-40.0, -42.0]
 
@@ -114,9 +115,9 @@ def test_clean_close_publishes_retained_offline(mosquitto_broker, mqtt_recorder,
     wait_online(recorder, sink)
     sink.close()
     late = mqtt_recorder(broker, [f"{ROOT}/availability"])  # close() waited for the broker to take it
-    assert late.wait_for(lambda: late.messages)
+    assert wait_until(lambda: late.messages)
     assert late.messages == [(f"{ROOT}/availability", "offline", True)]
-    assert recorder.wait_for(lambda: recorder.payloads(f"{ROOT}/availability") == ["online", "offline"])
+    assert wait_until(lambda: recorder.payloads(f"{ROOT}/availability") == ["online", "offline"])
 
 
 def test_broker_down_at_startup_then_started(mosquitto_broker, mqtt_recorder, mqtt_sink):
@@ -130,7 +131,7 @@ def test_broker_down_at_startup_then_started(mosquitto_broker, mqtt_recorder, mq
     time.sleep(0.5)  # several failed connection attempts
     assert not sink.connected and sink.queued_messages == 11
     broker.start()
-    assert recorder.wait_for(lambda: len(received_events(recorder)) == 5, timeout=10)
+    assert wait_until(lambda: len(received_events(recorder)) == 5, timeout=10)
     assert received_events(recorder) == [(f"ev{n:04d}", "start") for n in range(5)]
     assert [json.loads(p)["level_dbfs"] for p in recorder.payloads(f"{ROOT}/status")] == [-46.0]
     assert sink.dropped_messages == 0
@@ -166,7 +167,7 @@ def test_broker_killed_mid_run_loses_nothing(mosquitto_broker, mqtt_recorder, mq
             time.sleep(pause_s)
 
     raise_events(range(10))
-    assert recorder.wait_for(lambda: len(received_events(recorder)) == 20)
+    assert wait_until(lambda: len(received_events(recorder)) == 20)
     broker.freeze()  # these 20 go out on a live socket but are never acknowledged
     raise_events(range(10, 20))
     assert wait_until(lambda: sink.queued_messages == 40 and sink.connected, 2.0)
@@ -177,7 +178,7 @@ def test_broker_killed_mid_run_loses_nothing(mosquitto_broker, mqtt_recorder, mq
     broker.start()
     assert wait_until(lambda: sink.connected, 5.0)
     reconnect_s = time.monotonic() - restarted
-    assert recorder.wait_for(lambda: len(received_events(recorder)) == len(expected), timeout=10)
+    assert wait_until(lambda: len(received_events(recorder)) == len(expected), timeout=10)
     delivered_s = time.monotonic() - restarted
     assert received_events(recorder) == expected
     assert wait_until(lambda: sink.queued_messages == 0, 2.0) and sink.dropped_messages == 0
@@ -198,7 +199,7 @@ def test_queue_bound_drops_oldest_and_counts(mosquitto_broker, mqtt_recorder, mq
     assert sink.dropped_messages == 7
     assert sum("dropped oldest" in r.getMessage() for r in caplog.records) == 7
     broker.start()
-    assert recorder.wait_for(lambda: len(received_events(recorder)) == 3, timeout=10)
+    assert wait_until(lambda: len(received_events(recorder)) == 3, timeout=10)
     time.sleep(0.2)
     assert received_events(recorder) == [("ev0003", "start"), ("ev0004", "start"), ("ev0005", "start")]
 
@@ -218,13 +219,13 @@ def test_last_will_offline_when_monitor_process_killed(mosquitto_broker, mqtt_re
     monitor = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
                                env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        assert recorder.wait_for(lambda: recorder.payloads(f"{ROOT}/availability") == ["online"], timeout=10)
+        assert wait_until(lambda: recorder.payloads(f"{ROOT}/availability") == ["online"], timeout=10)
     finally:
         monitor.kill()  # SIGKILL: no close(), only the broker's last will can say offline
         monitor.wait()
-    assert recorder.wait_for(lambda: recorder.payloads(f"{ROOT}/availability") == ["online", "offline"])
+    assert wait_until(lambda: recorder.payloads(f"{ROOT}/availability") == ["online", "offline"])
     late = mqtt_recorder(broker, [f"{ROOT}/availability"])
-    assert late.wait_for(lambda: late.messages == [(f"{ROOT}/availability", "offline", True)])
+    assert wait_until(lambda: late.messages == [(f"{ROOT}/availability", "offline", True)])
 
 
 def test_wrong_password_retries_then_connects(mosquitto_broker, mqtt_recorder, mqtt_sink, caplog, monkeypatch,
@@ -252,7 +253,7 @@ def test_wrong_password_retries_then_connects(mosquitto_broker, mqtt_recorder, m
     recorder = mqtt_recorder(broker, [f"{ROOT}/event"], username="recorder", password="rec-pw")
     assert wait_until(lambda: sink.connected, 5.0)
     sink.handle_event(make_event(1))
-    assert recorder.wait_for(lambda: received_events(recorder) == [("ev0001", "start")])
+    assert wait_until(lambda: received_events(recorder) == [("ev0001", "start")])
 
 
 def make_certificates(folder: Path, server_name: str = "IP:127.0.0.1") -> dict[str, Path]:
@@ -289,7 +290,7 @@ def test_tls_with_client_certificate_and_password_file(mosquitto_broker, mqtt_re
     sink = mqtt_sink(cfg, LABELS)
     wait_online(recorder, sink)
     sink.handle_event(make_event(7))
-    assert recorder.wait_for(lambda: received_events(recorder) == [("ev0007", "start")])
+    assert wait_until(lambda: received_events(recorder) == [("ev0007", "start")])
 
 
 def test_tls_host_name_mismatch_needs_insecure(mosquitto_broker, mqtt_recorder, mqtt_sink, tmp_path, caplog):
@@ -306,4 +307,4 @@ def test_tls_host_name_mismatch_needs_insecure(mosquitto_broker, mqtt_recorder, 
     lenient = mqtt_sink(sink_config(broker, tls=TlsConfig(ca_certs=str(certs["ca"]), insecure=True)), LABELS)
     assert wait_until(lambda: lenient.connected, 5.0)
     lenient.handle_event(make_event(9))
-    assert recorder.wait_for(lambda: received_events(recorder) == [("ev0009", "start")])
+    assert wait_until(lambda: received_events(recorder) == [("ev0009", "start")])

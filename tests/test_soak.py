@@ -19,8 +19,9 @@ import pytest
 import soundfile as sf
 
 from monitor.config import DetectorConfig, LogConfig, MonitorConfig, SourceConfig, WindowsConfig
-from monitor.pipeline import Pipeline, load_model
+from monitor.pipeline import Pipeline
 from monitor.sources import open_source
+from tests.helpers import tone
 from tests.test_e2e_capture import BACKGROUND, separating_label
 
 RATE = 48000
@@ -36,7 +37,7 @@ def segment(kind: str, seed: int) -> np.ndarray:
     if kind == "noise":
         return (0.25 * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
     if kind == "tone":
-        return (0.35 * np.sin(2 * np.pi * 1000 * np.arange(n) / RATE)).astype(np.float32)
+        return tone(1000, SEGMENT_S, RATE, amplitude=0.35)
     return np.zeros(n, np.float32)
 
 
@@ -61,10 +62,9 @@ class RssSampler(threading.Thread):
 
 
 @pytest.mark.slow
-def test_soak_one_hour_at_full_speed(tmp_path, tiny_checkpoint, record_property):
+def test_soak_one_hour_at_full_speed(tmp_path, clap, record_property):
     clip = [segment(kind, seed) for seed, kind in enumerate(SEGMENTS)]
     sf.write(tmp_path / "clip.wav", np.concatenate(clip), RATE, subtype="FLOAT")
-    clap = load_model(MonitorConfig(labels=()), str(tiny_checkpoint))
 
     label = separating_label(clap, "noise", [s for s, kind in zip(clip, SEGMENTS) if kind == "noise"],
                              [s for s, kind in zip(clip, SEGMENTS) if kind != "noise"])

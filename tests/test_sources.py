@@ -19,7 +19,7 @@ from monitor.sources import (BUILDERS, FileSource, MicrophoneSource, SourceError
                              mic, open_source)
 from monitor.sources.clock import LiveClock
 from monitor.sources.devices import find_input_device, format_devices, list_devices
-from tests.fixtures_pulse import wait_for
+from tests.helpers import tone, wait_until
 
 RATE = 48000
 
@@ -51,9 +51,8 @@ def assert_contiguous(blocks: list[tuple[int, np.ndarray, float]]) -> None:
 def tone_clip(path, before_s: float, tone_s: float, after_s: float, freq: float = 1000.0,
               rate: int = RATE, channels: int = 1) -> None:
     """Silence, a sine burst at -6 dBFS, silence."""
-    t = np.arange(round(tone_s * rate)) / rate
-    audio = np.concatenate([np.zeros(round(before_s * rate)), 0.5 * np.sin(2 * np.pi * freq * t),
-                            np.zeros(round(after_s * rate))]).astype(np.float32)
+    audio = np.concatenate([np.zeros(round(before_s * rate), np.float32), tone(freq, tone_s, rate),
+                            np.zeros(round(after_s * rate), np.float32)])
     sf.write(path, np.repeat(audio[:, None], channels, axis=1), rate)
 
 
@@ -69,7 +68,7 @@ def play_and_capture(pulse_server, wav, recorder: Recorder, tail_s: float = 0.2)
     player = pulse_server.play(wav)
     played_at = time.monotonic()
     try:
-        wait_for(lambda: recorder.samples_seen() >= wanted, 10, f"{wav.name} to be captured")
+        assert wait_until(lambda: recorder.samples_seen() >= wanted, 10), f"timed out waiting for {wav.name} to be captured"
     finally:
         player.terminate()  # paplay would wait a further ~2 s for the null sink to drain
         player.wait()
@@ -116,7 +115,7 @@ def test_microphone_captures_played_tone(pulse_server, tmp_path):
     recorder = Recorder()
     source.start(recorder)
     try:
-        wait_for(lambda: recorder.samples_seen() > RATE // 10, 5, "capture to start")
+        assert wait_until(lambda: recorder.samples_seen() > RATE // 10, 5), "timed out waiting for capture to start"
         played_at = play_and_capture(pulse_server, wav, recorder)
     finally:
         source.stop()
@@ -146,17 +145,17 @@ def test_microphone_reopens_after_server_restart(pulse_server, tmp_path):
     recorder = Recorder()
     source.start(recorder)
     try:
-        wait_for(lambda: recorder.samples_seen() > RATE // 5, 5, "capture to start")
+        assert wait_until(lambda: recorder.samples_seen() > RATE // 5, 5), "timed out waiting for capture to start"
         pulse_server.stop()
         down_at = time.monotonic()
         time.sleep(1.5)  # several failed reopen attempts while the server is gone
         pulse_server.start()
         # 30 s: now and then libpulse deadlocks the stream when its server dies; the stuck-stream
         # watchdog (STUCK_S) then abandons and reopens it instead of the device-lost callback
-        wait_for(lambda: source.gaps, 30, "the source to reopen")
+        assert wait_until(lambda: source.gaps, 30), "timed out waiting for the source to reopen"
         outage = time.monotonic() - down_at
         resumed = len(recorder.blocks)
-        wait_for(lambda: len(recorder.blocks) > resumed, 5, "capture to resume")
+        assert wait_until(lambda: len(recorder.blocks) > resumed, 5), "timed out waiting for capture to resume"
         play_and_capture(pulse_server, wav, recorder)
     finally:
         source.stop()
@@ -178,11 +177,11 @@ def test_microphone_counts_a_suspended_device_as_missing_input(pulse_server):
     recorder = Recorder()
     source.start(recorder)
     try:
-        wait_for(lambda: recorder.samples_seen() > RATE // 5, 5, "capture to start")
+        assert wait_until(lambda: recorder.samples_seen() > RATE // 5, 5), "timed out waiting for capture to start"
         pulse_server.pactl("suspend-sink", "monitor_test", "1")
         time.sleep(3.5)
         pulse_server.pactl("suspend-sink", "monitor_test", "0")
-        wait_for(lambda: source.gaps, 10, "the stall to be counted")
+        assert wait_until(lambda: source.gaps, 10), "timed out waiting for the stall to be counted"
     finally:
         source.stop()
     [(_, gap)] = source.gaps
@@ -207,7 +206,7 @@ def test_microphone_stop_returns_while_the_sound_server_is_frozen(pulse_server, 
     source.start(recorder)
     stopper = threading.Thread(target=source.stop, daemon=True)
     try:
-        wait_for(lambda: recorder.samples_seen() > RATE // 5, 5, "capture to start")
+        assert wait_until(lambda: recorder.samples_seen() > RATE // 5, 5), "timed out waiting for capture to start"
         pulse_server.process.send_signal(signal.SIGSTOP)
         time.sleep(0.5)  # the buffered blocks drain; PortAudio's thread now waits on the server
         stopped_at = time.monotonic()
@@ -232,15 +231,15 @@ def test_microphone_reopens_a_stream_stuck_on_a_frozen_server(pulse_server, monk
     recorder = Recorder()
     source.start(recorder)
     try:
-        wait_for(lambda: recorder.samples_seen() > RATE // 5, 5, "capture to start")
+        assert wait_until(lambda: recorder.samples_seen() > RATE // 5, 5), "timed out waiting for capture to start"
         pulse_server.process.send_signal(signal.SIGSTOP)
         try:
-            wait_for(lambda: "no input for" in caplog.text, 5, "the stuck stream to be noticed")
+            assert wait_until(lambda: "no input for" in caplog.text, 5), "timed out waiting for the stuck stream to be noticed"
         finally:
             pulse_server.process.send_signal(signal.SIGCONT)
-        wait_for(lambda: source.gaps, 10, "the source to reopen")
+        assert wait_until(lambda: source.gaps, 10), "timed out waiting for the source to reopen"
         resumed = len(recorder.blocks)
-        wait_for(lambda: len(recorder.blocks) > resumed + 10, 5, "capture to resume")
+        assert wait_until(lambda: len(recorder.blocks) > resumed + 10, 5), "timed out waiting for capture to resume"
     finally:
         source.stop()
     settle_abandoned_closes()
@@ -331,7 +330,7 @@ def test_file_source_loops_until_stopped(tmp_path):
     source = FileSource(path, realtime=False, loop=True)
     recorder = Recorder()
     source.start(recorder)
-    wait_for(lambda: recorder.samples_seen() > 10 * len(clip), 5, "ten loops")
+    assert wait_until(lambda: recorder.samples_seen() > 10 * len(clip), 5), "timed out waiting for ten loops"
     source.stop()
     delivered = len(recorder.blocks)
     assert source.wait(5)
