@@ -24,10 +24,11 @@ import paho.mqtt.client as mqtt
 import soundfile
 from paho.mqtt.enums import CallbackAPIVersion
 
+from clap_mlx.api import CLAP
 from clap_mlx.audio_io import SAMPLE_RATE
 from monitor.config import (BufferConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, MqttConfig,
                             SourceConfig, WindowsConfig)
-from monitor.pipeline import Pipeline, load_model
+from monitor.pipeline import Pipeline
 from monitor.sources import FileSource
 from tests.fixtures_broker import Broker
 
@@ -185,7 +186,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="another hub-layout folder (default: the full-size random one)")
     args = parser.parse_args()
     folder = args.checkpoint or full_checkpoint()
-    clap = load_model(MonitorConfig(labels=(), mqtt=NO_MQTT), str(folder))
+    clap = CLAP(str(folder), batch_size=DetectorConfig().batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         rtf = full_speed(clap, folder, workdir, args.rtf_seconds)

@@ -51,16 +51,18 @@ def devices(args) -> int:
 
 def run(args) -> int:
     cfg = load_config(args.config)
-    from .pipeline import Pipeline, load_model
+    import clap_mlx  # here, not at the top: check-config and devices need no model
+    from clap_mlx.api import CLAP
+
+    from .pipeline import Pipeline
     from .sources import open_source
 
-    pipeline = Pipeline(cfg, open_source(cfg.source), load_model(cfg, args.model))
+    source = open_source(cfg.source)
+    pipeline = Pipeline(cfg, source, CLAP(args.model or cfg.detector.model, batch_size=cfg.detector.batch_size))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
     pipeline.run()
-    import mlx.core as mx  # after clap_mlx (loaded by the model): see DetectorThread.run
-
-    mx.clear_streams()  # the main thread embedded the label prompts
+    clap_mlx.release_thread()  # this thread embedded the label prompts
     return 0
 
 

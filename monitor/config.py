@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
+from .history import audio_history
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 Problems = Iterator[tuple[str, str]]
@@ -279,15 +281,9 @@ class MonitorConfig:
                         yield f"labels[{i}].{key}", f"unknown label {other!r}{did_you_mean(other, names)}"
         if self.mqtt.enabled:
             yield from _slug_problems(names)
-        needed = self.windows.length_s + 1
-        why = "window length + 1 s slack"
-        if self.clips.enabled:
-            # an event's start reaches the clip sink this many windows after its first window was cut
-            lag = self.detector.max_pending + self.detector.batch_size + max((l.n for l in self.labels), default=1)
-            needed += lag * self.windows.hop_s + self.clips.pre_roll_s
-            why += " + clip pre-roll + (max_pending + batch_size + largest n) hops of detection lag"
-        if self.buffer.seconds < needed:
-            yield "buffer.seconds", f"must be >= {needed:g} ({why})"
+        history = audio_history(self)
+        if self.buffer.seconds < history.ring_s:
+            yield "buffer.seconds", f"must be >= {history.ring_s:g} ({history.why})"
 
     def prompts(self, label: LabelConfig) -> tuple[str, ...]:
         return label.prompts or (self.detector.prompt_template.format(label.name.replace("_", " ")),)

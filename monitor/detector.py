@@ -3,7 +3,8 @@
 The windower feeds a bounded `WindowQueue`; the `DetectorThread` takes whatever
 is pending (up to `batch_size`) per model call, so a backlog is worked off in
 batches. For live sources the queue drops its OLDEST windows when full: the
-monitor stays current instead of accumulating latency.
+monitor stays current instead of accumulating latency. The model is anything
+with the `Embedder` methods (in the service: `clap_mlx.api.CLAP`).
 """
 
 from __future__ import annotations
@@ -13,44 +14,61 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from clap_mlx.scoring import contrast_probabilities, l2_normalize  # clap_mlx first: OpenBLAS before mlx
-
-import mlx.core as mx  # noqa: E402  isort: skip
+from clap_mlx import release_thread
+from clap_mlx.scoring import contrast_probabilities, l2_normalize
 
 from .windower import Window
 
 log = logging.getLogger(__name__)
 
 
+RECENT_BATCHES = 20  # batches the mean inference time is taken over
+
+
+class Embedder(Protocol):
+    """What the detector needs of a model: L2-normalised embeddings in one shared space."""
+
+    def embed_audio(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """48 kHz mono float32 waveforms -> [N, D]."""
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> [M, D]."""
+
+    @property
+    def logit_scale_audio(self) -> float:
+        """The temperature of audio-to-text logits."""
+
+
 @dataclass(frozen=True)
 class Detection:
     window: Window
     scores: dict[str, float] | None  # None: the window was gated (too quiet to score)
+    inference_ms: float | None = None  # model wall time per window of its batch; None when gated
 
 
 class Detector:
     """Holds the model and the precomputed label/background text embeddings."""
 
-    def __init__(self, clap, label_prompts: dict[str, Sequence[str]], background_prompts: Sequence[str]):
-        self.clap = clap
+    def __init__(self, embedder: Embedder, label_prompts: dict[str, Sequence[str]], background_prompts: Sequence[str]):
+        self.embedder = embedder
         self.labels = list(label_prompts)
         # one direction per label: the renormalised mean of its prompts' embeddings
         self.label_embeddings = np.stack(
-            [l2_normalize(clap.embed_text(list(prompts)).mean(axis=0)) for prompts in label_prompts.values()]
+            [l2_normalize(embedder.embed_text(list(prompts)).mean(axis=0)) for prompts in label_prompts.values()]
         )
-        self.background = clap.embed_text(list(background_prompts))
-        self.logit_scale = clap.logit_scale_audio
+        self.background = embedder.embed_text(list(background_prompts))
+        self.logit_scale = embedder.logit_scale_audio
 
     def score(self, waveforms: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """48 kHz mono windows -> one {label: probability} per window."""
         if not waveforms:
             return []
         probs = contrast_probabilities(
-            self.clap.embed_audio(list(waveforms)), self.label_embeddings, self.background, self.logit_scale
+            self.embedder.embed_audio(list(waveforms)), self.label_embeddings, self.background, self.logit_scale
         )
         return [dict(zip(self.labels, map(float, row))) for row in probs]
 
@@ -112,6 +130,15 @@ class DetectorThread(threading.Thread):
         self.windows_scored = 0
         self.busy_s = 0.0  # wall time spent in the model
         self.error: BaseException | None = None
+        self._recent: deque[tuple[float, int]] = deque(maxlen=RECENT_BATCHES)  # (model s, windows) per batch
+        self._recent_lock = threading.Lock()  # read by status() on other threads
+
+    @property
+    def inference_ms(self) -> float | None:
+        """Mean model wall time per scored window over the recent batches (None: none scored yet)."""
+        with self._recent_lock:
+            seconds, windows = sum(s for s, _ in self._recent), sum(n for _, n in self._recent)
+        return 1000 * seconds / windows if windows else None
 
     def run(self) -> None:
         try:
@@ -122,14 +149,17 @@ class DetectorThread(threading.Thread):
             self.error = error
             self.queue.close()  # a paced windower must not wait for room forever
         finally:
-            # MLX wants each thread's streams destroyed by that thread; left to process
-            # teardown they abort the interpreter at exit now and then (ml-explore/mlx#4327)
-            mx.clear_streams()
+            release_thread()  # this thread ran the model
 
     def _score(self, batch: list[Window]) -> list[Detection]:
         audible = [w for w in batch if not w.gated]
         started = time.perf_counter()
         scores = iter(self.detector.score([w.samples for w in audible]))
-        self.busy_s += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.busy_s += elapsed
         self.windows_scored += len(audible)
-        return [Detection(w, None if w.gated else next(scores)) for w in batch]
+        if audible:
+            with self._recent_lock:
+                self._recent.append((elapsed, len(audible)))
+        per_window_ms = 1000 * elapsed / len(audible) if audible else None
+        return [Detection(w, None, None) if w.gated else Detection(w, next(scores), per_window_ms) for w in batch]

@@ -1,7 +1,8 @@
-"""Messages passed from the rules engine to the sinks."""
+"""Messages the pipeline passes to the sinks: events (from the rules), level reports, window reports."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -43,3 +44,19 @@ class LevelReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """One analysis window as the detector saw it, sent for every window in stream order."""
+
+    source: str
+    start_time: float  # UNIX time of the window's first sample
+    end_time: float
+    level_dbfs: float  # may be -inf (digital silence)
+    scores: dict[str, float] | None  # None: gated (too quiet), not scored
+    inference_ms: float | None  # model wall time per window of its batch; None when gated
+
+    def to_dict(self) -> dict:
+        """JSON-ready: a non-finite level becomes None (JSON has no -inf)."""
+        return {**asdict(self), "level_dbfs": self.level_dbfs if math.isfinite(self.level_dbfs) else None}

@@ -6,6 +6,11 @@ Threads: the source's own thread runs `_on_audio` (resample + ring write, nothin
 else); the windower thread cuts windows and computes levels; the detector thread
 scores, runs the rules and feeds the sinks. Shutdown drains in that order, so
 every captured window is scored and every open event gets its end message.
+
+Audio a reader still needs is held in the ring (`RingBuffer.hold`): the windower
+holds its next window, the pipeline holds the look-back an event start may reach
+(`audio_history`), a clip sink holds its pending clips; a paced source waits for
+them. `status()` is a snapshot for observers on other threads (the dashboard).
 """
 
 from __future__ import annotations
@@ -14,16 +19,20 @@ import logging
 import queue
 import threading
 import time
-from typing import Protocol
+from typing import Sequence
 
 import numpy as np
 
+from clap_mlx.audio_io import SAMPLE_RATE
+
 from .config import MonitorConfig
-from .detector import Detection, Detector, DetectorThread, WindowQueue
-from .events import EventMessage, LevelReport
-from .resample import MODEL_RATE, Resampler
+from .detector import Detection, Detector, DetectorThread, Embedder, WindowQueue
+from .events import LevelReport, WindowReport
+from .history import audio_history
+from .resample import Resampler
 from .ringbuffer import RingBuffer, StreamClock
 from .rules import RulesEngine
+from .sinks.base import Sink
 from .sinks.clips import ClipSink
 from .sinks.jsonlog import JsonLogSink
 from .sources import AudioSource
@@ -32,41 +41,39 @@ from .windower import SILENCE_DBFS, Windower
 log = logging.getLogger(__name__)
 
 
-class Sink(Protocol):
-    def start(self) -> None: ...
-    def handle_event(self, event: EventMessage) -> None: ...
-    def handle_level(self, report: LevelReport) -> None: ...
-    def close(self) -> None: ...
-
-
 class Pipeline:
-    def __init__(self, cfg: MonitorConfig, source: AudioSource, clap):
+    def __init__(self, cfg: MonitorConfig, source: AudioSource, embedder: Embedder, sinks: Sequence[Sink] = ()):
+        """`sinks`: more sinks next to the configured ones (applications and tests observing the monitor)."""
         self.cfg, self.source = cfg, source
-        self.ring = RingBuffer(round(cfg.buffer.seconds * MODEL_RATE))
-        self.clock = StreamClock(time.time(), MODEL_RATE)
+        self.ring = RingBuffer(round(cfg.buffer.seconds * SAMPLE_RATE))
+        self.clock = StreamClock(time.time(), SAMPLE_RATE)
         self.resampler = Resampler(source.sample_rate)
         self.windower = Windower(
-            self.ring, round(cfg.windows.length_s * MODEL_RATE), round(cfg.windows.hop_s * MODEL_RATE),
+            self.ring, round(cfg.windows.length_s * SAMPLE_RATE), round(cfg.windows.hop_s * SAMPLE_RATE),
             cfg.windows.min_dbfs,
         )
         self.queue = WindowQueue(cfg.detector.max_pending)
-        detector = Detector(clap, {label.name: cfg.prompts(label) for label in cfg.labels}, cfg.detector.background)
+        detector = Detector(embedder, {label.name: cfg.prompts(label) for label in cfg.labels}, cfg.detector.background)
         self.detector = DetectorThread(detector, self.queue, self._on_detections, cfg.detector.batch_size)
         self.rules = RulesEngine(cfg.labels, source.name, cfg.rules.update_interval_s, _timezone(cfg.rules.timezone))
         self.jsonlog = JsonLogSink(cfg.log)
-        self.sinks: list[Sink] = self._optional_sinks() + [self.jsonlog]  # the log closes last
+        self.sinks: list[Sink] = [*self._optional_sinks(), *sinks, self.jsonlog]  # the log closes last
         self._windower_thread = threading.Thread(target=self._cut_windows, name="windower", daemon=True)
         self._stop = threading.Event()
         self._room = threading.Condition()  # non-live sources wait here for the windower
         self._audio_warnings: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
         self._next_source_sample = 0
-        self._scored_until = 0  # start sample of the newest window through the rules
-        max_n = max((label.n for label in cfg.labels), default=1)
-        pre_roll = cfg.clips.pre_roll_s if cfg.clips.enabled else 0.0
-        self._lookback = round((max_n * cfg.windows.hop_s + pre_roll) * MODEL_RATE)
+        # held behind the newest window through the rules: where an event it starts may begin
+        self._lookback = round(audio_history(cfg).lookback_s * SAMPLE_RATE)
+        self.ring.hold(self.rules, -self._lookback)
         self._reported = {"dropped": 0, "skipped": 0, "overflows": 0}
+        self._status_lock = threading.Lock()  # the rules and what status() reads next to them
         self._last: Detection | None = None
         self._last_scores: dict[str, float] = {}
+        self._windows_gated = 0
+        self._gaps, self._gap_s = 0, 0.0
+        self._source_end: str | None = None  # "ended" or "stopped", decided at shutdown
+        self.started_at: float | None = None
         self._next_level_report = 0.0
 
     def _optional_sinks(self) -> list[Sink]:
@@ -92,6 +99,7 @@ class Pipeline:
             self.shutdown()
 
     def start(self) -> None:
+        self.started_at = time.time()
         for sink in self.sinks:
             sink.start()
         log.info("monitoring %s for %s", self.source.name, ", ".join(self.rules.labels),
@@ -111,6 +119,8 @@ class Pipeline:
         delivery in progress still waits for room, so it cannot overwrite uncut windows),
         then the windower and detector drain the ring, then events close and sinks flush."""
         self._stop.set()
+        if self._source_end is None:
+            self._source_end = "ended" if self.source.wait(0) else "stopped"
         self.source.stop()
         self.source.wait(5.0)
         self._write(self.resampler(np.zeros(0, np.float32), last=True))  # the source thread is done
@@ -118,10 +128,12 @@ class Pipeline:
         self._windower_thread.join()
         self.detector.join()
         end_time = self.clock.time(self.ring.end)
-        for message in self.rules.close():
+        with self._status_lock:
+            messages = self.rules.close()
+        for message in messages:
             self._dispatch("handle_event", message)
         self._report_level(force=True)
-        log.info("stopped", extra={"kind": "stopped", "stream_s": self.ring.end / MODEL_RATE, "end_time": end_time})
+        log.info("stopped", extra={"kind": "stopped", "stream_s": self.ring.end / SAMPLE_RATE, "end_time": end_time})
         for sink in self.sinks:
             try:
                 sink.close()
@@ -138,6 +150,7 @@ class Pipeline:
         gap = start_sample - self._next_source_sample
         if gap > 0:  # lost input: keep sample indices equal to stream time
             self.ring.write_silence(self.resampler.output_samples(gap))
+            self._gaps, self._gap_s = self._gaps + 1, self._gap_s + gap / self.source.sample_rate
             self._audio_warnings.put(("source_gap", {"gap_s": gap / self.source.sample_rate}))
         self._next_source_sample = start_sample + len(block)
         self._write(self.resampler(block))
@@ -153,16 +166,13 @@ class Pipeline:
         with self._room:
             while (self.ring.end + n - self._oldest_needed(n) > self.ring.capacity
                    and self._windower_thread.is_alive()):
-                self._room.wait(0.05)  # also polls: clips free their audio on their own thread
+                self._room.wait(0.05)  # also polls: readers release their holds on their own threads
 
     def _oldest_needed(self, n: int) -> int:
-        """Oldest sample still needed: uncut windows, windows a k-of-n start may reach back to,
-        and the audio of clips (with pre-roll) not yet written. Never so old that the
-        windower's next window (plus the incoming n samples) could not fit: no deadlock."""
-        needed = [self.windower.next_start, self._scored_until - self._lookback]
-        needed += [sink.oldest_needed() for sink in self.sinks if isinstance(sink, ClipSink)]
+        """The oldest sample a reader holds (the windower always holds one), but never so old
+        that the windower's next window (plus the incoming n samples) could not fit: no deadlock."""
         progress = self.windower.next_start + self.windower.length + n - self.ring.capacity
-        return max(progress, min(x for x in needed if x is not None))
+        return max(progress, self.ring.held)
 
     # ------------------------------------------------------------ windower thread
 
@@ -201,14 +211,19 @@ class Pipeline:
         for detection in detections:
             window = detection.window
             start_s, end_s = self.clock.time(window.start_sample), self.clock.time(window.end_sample)
-            if detection.scores is not None:
-                self._last_scores = detection.scores
-            log.debug("window", extra={"kind": "window", "start_s": start_s, "level_dbfs": window.level_dbfs,
-                                       "scores": detection.scores})
-            for message in self.rules.process(start_s, end_s, window.level_dbfs, detection.scores):
+            with self._status_lock:
+                messages = self.rules.process(start_s, end_s, window.level_dbfs, detection.scores)
+                self._last = detection
+                if detection.scores is None:
+                    self._windows_gated += 1
+                else:
+                    self._last_scores = detection.scores
+            self._dispatch("handle_window", WindowReport(self.source.name, start_s, end_s, window.level_dbfs,
+                                                         detection.scores, detection.inference_ms))
+            for message in messages:
                 self._dispatch("handle_event", message)
-            self._last = detection
-            self._scored_until = window.start_sample
+            # after the events: a sink holds the audio of an event it was just told of
+            self.ring.hold(self.rules, window.start_sample - self._lookback)
         with self._room:
             self._room.notify_all()
         self._log_losses()
@@ -249,6 +264,51 @@ class Pipeline:
             return 0.0
         return self.detector.windows_scored * self.cfg.windows.hop_s / self.detector.busy_s
 
+    # ------------------------------------------------------------ observers (any thread)
+
+    def status(self) -> dict:
+        """A snapshot of the running monitor (see docs/DESIGN.md, "Pipeline.status()")."""
+        with self._status_lock:
+            last = self._last
+            now = self.clock.time(last.window.end_sample if last else 0)
+            states = self.rules.states(now)
+            gated = self._windows_gated
+        scores = (last.scores if last else None) or {}
+        return {
+            "started_at": self.started_at,
+            "stream_s": self.ring.end / SAMPLE_RATE,
+            "source": {
+                "name": self.source.name,
+                "live": self.source.live,
+                "state": self._source_state(),
+                "gaps": self._gaps,
+                "gap_s": self._gap_s,
+                "overflows": self.source.overflows,
+            },
+            "windows": {
+                "scored": self.detector.windows_scored,
+                "gated": gated,
+                "dropped": self.queue.dropped,
+                "skipped": self.windower.skipped,
+            },
+            "inference_ms": self.detector.inference_ms,
+            "realtime_factor": self._realtime_factor(),
+            "level_dbfs": last.window.level_dbfs if last else None,
+            "labels": {
+                label.name: {"state": states[label.name], "score": scores.get(label.name),
+                             "threshold": label.threshold, "end_threshold": label.stop_threshold}
+                for label in self.cfg.labels
+            },
+            "sinks": {sink.name: sink.status() for sink in self.sinks},
+        }
+
+    def _source_state(self) -> str:
+        if self._source_end is not None:
+            return self._source_end
+        if self._stop.is_set():
+            return "stopped"
+        return "ended" if self.source.wait(0) else "running"
+
     def _dispatch(self, method: str, message) -> None:
         for sink in self.sinks:
             try:
@@ -263,10 +323,3 @@ def _timezone(name: str | None):
     import zoneinfo
 
     return zoneinfo.ZoneInfo(name)
-
-
-def load_model(cfg: MonitorConfig, model: str | None = None):
-    """The CLAP runtime for the detector (`model` overrides detector.model)."""
-    from clap_mlx.api import CLAP
-
-    return CLAP(model or cfg.detector.model, batch_size=cfg.detector.batch_size)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-MODEL_RATE = 48000
+from clap_mlx.audio_io import SAMPLE_RATE
 
 
 class Resampler:
     """Feeds consecutive blocks through one soxr stream so block edges leave no clicks."""
 
-    def __init__(self, in_rate: int, out_rate: int = MODEL_RATE):
+    def __init__(self, in_rate: int, out_rate: int = SAMPLE_RATE):
         self.in_rate, self.out_rate = in_rate, out_rate
         self._stream = (
             soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="HQ") if in_rate != out_rate else None

@@ -3,13 +3,18 @@
 One writer (the source thread) and any number of readers. Readers copy a range
 by absolute index without taking a lock; the writer announces the range it is
 about to overwrite before touching the array, so a reader can tell afterwards
-whether its copy raced with an overwrite. The only lock is the condition that
-wakes readers waiting for new audio.
+whether its copy raced with an overwrite. The condition that wakes readers
+waiting for new audio is the only lock on the audio path.
+
+Readers that still need older audio say so with `hold(owner, sample)` and
+`release(owner)`; a paced writer waits while writing would overwrite `held`.
+The ring itself never refuses a write: pacing is the writer's choice.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Hashable
 
 import numpy as np
 
@@ -28,6 +33,8 @@ class RingBuffer:
         self._reserved = 0  # one past the newest sample being written (>= _end)
         self._closed = False
         self._changed = threading.Condition()
+        self._holds: dict[Hashable, int] = {}
+        self._holds_lock = threading.Lock()  # readers hold and release on their own threads
 
     @property
     def end(self) -> int:
@@ -41,6 +48,22 @@ class RingBuffer:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def held(self) -> int | None:
+        """Oldest sample some reader still holds (None: no holds)."""
+        with self._holds_lock:
+            return min(self._holds.values(), default=None)
+
+    def hold(self, owner: Hashable, sample: int) -> None:
+        """`owner` still needs the audio from `sample` on (replaces its previous hold)."""
+        with self._holds_lock:
+            self._holds[owner] = sample
+
+    def release(self, owner: Hashable) -> None:
+        """`owner` needs no audio any more; releasing twice is harmless."""
+        with self._holds_lock:
+            self._holds.pop(owner, None)
 
     def write(self, block: np.ndarray) -> None:
         n = len(block)

@@ -108,6 +108,20 @@ class RulesEngine:
                 messages += self._maybe_start(label, state)
         return messages
 
+    def states(self, now: float) -> dict[str, str]:
+        """Each label's state at stream time `now`: "event" (one is open), "quiet" (quiet hours),
+        "cooldown" (after an end), "hit" (some of the last n windows hit, no event yet) or "idle"."""
+        return {name: self._state(label, self.state[name], now) for name, label in self.labels.items()}
+
+    def _state(self, label: LabelConfig, state: _LabelState, now: float) -> str:
+        if state.event:
+            return "event"
+        if label.schedule and in_quiet_hours(label.schedule, now, self.tz):
+            return "quiet"
+        if now < state.cooldown_until:
+            return "cooldown"
+        return "hit" if any(state.history) else "idle"
+
     def close(self) -> list[EventMessage]:
         """End every event in progress (shutdown)."""
         return [self._end(label, self.state[name]) for name, label in self.labels.items() if self.state[name].event]

@@ -29,7 +29,8 @@ def level_dbfs(samples: np.ndarray) -> float:
 
 
 class Windower:
-    """Cuts every `hop` samples a window of `length` samples; skips ahead if it fell behind the ring."""
+    """Cuts every `hop` samples a window of `length` samples; skips ahead if it fell behind the ring.
+    Holds the ring's audio from its next window on."""
 
     def __init__(self, ring: RingBuffer, length: int, hop: int, min_dbfs: float | None = None):
         if not 0 < hop <= length <= ring.capacity:
@@ -37,6 +38,7 @@ class Windower:
         self.ring, self.length, self.hop, self.min_dbfs = ring, length, hop, min_dbfs
         self.next_start = 0
         self.skipped = 0  # windows lost because the ring overwrote them before they were cut
+        ring.hold(self, 0)
 
     def poll(self, limit: int | None = None) -> list[Window]:
         """The complete windows not yet emitted (at most `limit`), oldest first."""
@@ -52,6 +54,7 @@ class Windower:
             gated = self.min_dbfs is not None and level < self.min_dbfs
             windows.append(Window(start, samples, level, gated))
             self.next_start += self.hop
+        self.ring.hold(self, self.next_start)
         return windows
 
     def _skip_to(self, oldest: int) -> None:

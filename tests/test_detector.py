@@ -5,18 +5,11 @@ import threading
 import numpy as np
 import pytest
 
-from monitor.config import DetectorConfig, MonitorConfig
 from monitor.detector import Detector, DetectorThread, WindowQueue
-from monitor.pipeline import load_model
 from monitor.windower import Window, level_dbfs
 
 RATE = 48000
 BACKGROUND = ["silence", "background noise"]
-
-
-@pytest.fixture(scope="module")
-def clap(tiny_checkpoint):
-    return load_model(MonitorConfig(labels=(), detector=DetectorConfig(batch_size=4)), str(tiny_checkpoint))
 
 
 def noise_window(start: int, seconds: float = 1.0, gain: float = 0.1, seed: int = 0) -> Window:
@@ -87,5 +80,8 @@ def test_thread_batches_backlog_drops_oldest_and_passes_gated_windows(clap):
     assert queue.dropped > 0 and len(delivered) + queue.dropped == total  # never a growing backlog
     assert max(batches) > 1  # the backlog was scored in batches
     for d in delivered:
-        assert (d.scores is None) == d.window.gated
+        assert (d.scores is None) == (d.inference_ms is None) == d.window.gated
     assert thread.windows_scored == sum(not d.window.gated for d in delivered) and thread.busy_s > 0
+    # the mean per scored window over the recent batches (here all of them: fewer than 20)
+    per_window = [d.inference_ms for d in delivered if not d.window.gated]
+    assert thread.inference_ms == pytest.approx(sum(per_window) / len(per_window)) and thread.inference_ms > 0

@@ -21,15 +21,19 @@ import numpy as np
 import pytest
 import soundfile
 
+from clap_mlx.audio_io import SAMPLE_RATE as MODEL_RATE
 from monitor.config import ClipsConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig
 from monitor.config import BufferConfig, MqttConfig, WindowsConfig
-from monitor.sinks.homeassistant import PAYLOAD_OFF, PAYLOAD_ON
 from monitor.detector import Detector
-from monitor.pipeline import Pipeline, load_model
+from monitor.events import EventMessage, WindowReport
+from monitor.pipeline import Pipeline
+from monitor.sinks.base import Sink
+from monitor.sinks.homeassistant import PAYLOAD_OFF, PAYLOAD_ON
 from monitor.sources import FileSource
 from monitor.windower import level_dbfs
+from tests.helpers import tone, wait_until
 
-FILE_RATE, MODEL_RATE = 16000, 48000
+FILE_RATE = 16000
 AMPLITUDE = 0.5  # tone RMS -9 dBFS; a half-burst window -12 dBFS
 GATE_DBFS = -10.5
 TARGET_HZ, DISTRACTOR_HZ = 1000.0, 2500.0
@@ -39,20 +43,16 @@ CANDIDATE_PROMPTS = ["a beep", "a high pitched whistle", "an alarm tone", "a smo
 BACKGROUND = ("silence", "background noise")
 
 
-def tone(hz: float, seconds: float, rate: int) -> np.ndarray:
-    return (AMPLITUDE * np.sin(2 * np.pi * hz * np.arange(round(seconds * rate)) / rate)).astype(np.float32)
-
-
 def write_replay(path) -> None:
     audio = np.zeros(round(TOTAL_S * FILE_RATE), np.float32)
     for start, hz in BURSTS:
-        audio[round(start * FILE_RATE) : round((start + 2) * FILE_RATE)] = tone(hz, 2.0, FILE_RATE)
+        audio[round(start * FILE_RATE) : round((start + 2) * FILE_RATE)] = tone(hz, 2.0, FILE_RATE, AMPLITUDE)
     soundfile.write(str(path), audio, FILE_RATE, subtype="FLOAT")
 
 
-def config(tmp_path, prompt: str, threshold: float, mqtt: MqttConfig = MqttConfig(enabled=False)) -> MonitorConfig:
+def config(tmp_path, beep: LabelConfig, mqtt: MqttConfig = MqttConfig(enabled=False)) -> MonitorConfig:
     return MonitorConfig(
-        labels=(LabelConfig(name="beep", prompts=(prompt,), threshold=threshold, max_not_heard=1),),
+        labels=(beep,),
         source=SourceConfig(type="file", path=str(tmp_path / "replay.wav"), realtime=False),
         # 10 s ring < 17 s file: the paced replay must keep the clips' audio; it fits with
         # 2 pending + 4 in a batch windows between the windower and the rules
@@ -66,33 +66,31 @@ def config(tmp_path, prompt: str, threshold: float, mqtt: MqttConfig = MqttConfi
 
 
 @pytest.fixture(scope="module")
-def clap(tiny_checkpoint):
-    cfg = MonitorConfig(labels=(), detector=DetectorConfig(batch_size=4))
-    return load_model(cfg, str(tiny_checkpoint))
-
-
-def test_gate_levels_separate_full_and_half_burst_windows():
-    full = tone(TARGET_HZ, 1.0, MODEL_RATE)
-    half = np.concatenate([np.zeros(MODEL_RATE // 2, np.float32), full[: MODEL_RATE // 2]])
-    assert level_dbfs(full) > GATE_DBFS + 1 > GATE_DBFS - 1 > level_dbfs(half)
-
-
-def test_file_replay_logs_events_with_correct_timing(tmp_path, clap, mosquitto_broker, mqtt_recorder):
-    write_replay(tmp_path / "replay.wav")
-    # the model's scores for a window full of each tone, per candidate prompt
-    target, distractor = tone(TARGET_HZ, 1.0, MODEL_RATE), tone(DISTRACTOR_HZ, 1.0, MODEL_RATE)
+def beep(clap) -> LabelConfig:
+    """The target label: the candidate prompt that best separates the tones (in the model's
+    scores for a window full of each), its threshold halfway between them."""
+    target, distractor = tone(TARGET_HZ, 1.0, MODEL_RATE, AMPLITUDE), tone(DISTRACTOR_HZ, 1.0, MODEL_RATE, AMPLITUDE)
     gaps = {}
     for prompt in CANDIDATE_PROMPTS:
         hit, miss = Detector(clap, {"beep": [prompt]}, BACKGROUND).score([target, distractor])
         gaps[prompt] = (hit["beep"], miss["beep"])
     prompt, (hit, miss) = max(gaps.items(), key=lambda item: item[1][0] - item[1][1])
     assert hit - miss > 1e-4, f"the random model separates neither tone: {gaps}"
-    threshold = (hit + miss) / 2
+    return LabelConfig(name="beep", prompts=(prompt,), threshold=(hit + miss) / 2, max_not_heard=1)
 
+
+def test_gate_levels_separate_full_and_half_burst_windows():
+    full = tone(TARGET_HZ, 1.0, MODEL_RATE, AMPLITUDE)
+    half = np.concatenate([np.zeros(MODEL_RATE // 2, np.float32), full[: MODEL_RATE // 2]])
+    assert level_dbfs(full) > GATE_DBFS + 1 > GATE_DBFS - 1 > level_dbfs(half)
+
+
+def test_file_replay_logs_events_with_correct_timing(tmp_path, clap, beep, mosquitto_broker, mqtt_recorder):
+    write_replay(tmp_path / "replay.wav")
     broker = mosquitto_broker()
     recorder = mqtt_recorder(broker, ["sound_monitor/replay/#"])
     mqtt = MqttConfig(host="127.0.0.1", port=broker.port, node_id="replay")
-    pipeline = Pipeline(config(tmp_path, prompt, threshold, mqtt), FileSource(tmp_path / "replay.wav", realtime=False), clap)
+    pipeline = Pipeline(config(tmp_path, beep, mqtt), FileSource(tmp_path / "replay.wav", realtime=False), clap)
     pipeline.run()
 
     lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
@@ -102,7 +100,7 @@ def test_file_replay_logs_events_with_correct_timing(tmp_path, clap, mosquitto_b
     # target bursts 3-5 s and 13-15 s; the distractor at 8-10 s never crosses the threshold
     assert got == [("start", 3.0, None), ("end", 3.0, 5.0), ("start", 13.0, None), ("end", 13.0, 15.0)]
     assert all(e["label"] == "beep" and e["source"] == "file:replay.wav" for e in events)
-    assert events[1]["peak_score"] >= threshold and events[1]["duration_s"] == pytest.approx(2.0)
+    assert events[1]["peak_score"] >= beep.threshold and events[1]["duration_s"] == pytest.approx(2.0)
     assert events[1]["level_dbfs"] == pytest.approx(-9.03, abs=0.1)
 
     # only fully-in-burst windows were scored: 3 per burst; nothing dropped in a non-live replay
@@ -111,7 +109,7 @@ def test_file_replay_logs_events_with_correct_timing(tmp_path, clap, mosquitto_b
     assert not [line for line in lines if line["type"] == "warning"], "unexpected warnings"
 
     # the same events over MQTT (the sink delivered its queue before closing)
-    assert recorder.wait_for(lambda: len(recorder.payloads("sound_monitor/replay/event")) == 4)
+    assert wait_until(lambda: len(recorder.payloads("sound_monitor/replay/event")) == 4)
     published = [json.loads(p) for p in recorder.payloads("sound_monitor/replay/event")]
     assert [(p["phase"], p["id"]) for p in published] == [(e["phase"], e["event_id"]) for e in events]
     states = recorder.payloads("sound_monitor/replay/beep/state")
@@ -125,6 +123,84 @@ def test_file_replay_logs_events_with_correct_timing(tmp_path, clap, mosquitto_b
         # pre/post-roll silence around the 2 s burst
         assert np.abs(audio[: MODEL_RATE // 2 - 200]).max() < 0.01 and np.abs(audio[MODEL_RATE : 2 * MODEL_RATE]).min() >= 0
         assert level_dbfs(audio[MODEL_RATE // 2 + 200 : -MODEL_RATE // 2 - 200].astype(np.float32)) == pytest.approx(-9.03, abs=0.1)
+
+
+class Observer(Sink):
+    """Records what an observer (the dashboard) sees: each window report with the label
+    state and source state in `status()` at that moment, and the events."""
+
+    name = "observer"
+
+    def __init__(self):
+        self.pipeline: Pipeline | None = None
+        self.windows: list[WindowReport] = []
+        self.states: list[str] = []
+        self.source_states: set[str] = set()
+        self.events: list[EventMessage] = []
+
+    def handle_window(self, report: WindowReport) -> None:
+        status = self.pipeline.status()
+        self.windows.append(report)
+        self.states.append(status["labels"]["beep"]["state"])
+        self.source_states.add(status["source"]["state"])
+
+    def handle_event(self, event: EventMessage) -> None:
+        self.events.append(event)
+
+    def status(self) -> dict:
+        return {"windows": len(self.windows)}
+
+
+def test_observers_get_every_window_in_order_and_status_agrees_with_the_log(tmp_path, clap, beep):
+    write_replay(tmp_path / "replay.wav")
+    cfg = config(tmp_path, dataclasses.replace(beep, cooldown_s=2.0))
+    cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, level="debug"))  # window lines too
+    observer = Observer()
+    pipeline = Pipeline(cfg, FileSource(tmp_path / "replay.wav", realtime=False), clap, sinks=[observer])
+    observer.pipeline = pipeline
+    pipeline.run()
+
+    # every 1 s window of the 17 s file, hop 0.5 s, in order; only the 9 fully-in-burst ones scored
+    t0 = pipeline.clock.t0
+    assert [round(w.start_time - t0, 3) for w in observer.windows] == [i * 0.5 for i in range(33)]
+    assert all(round(w.end_time - w.start_time, 3) == 1.0 and w.source == "file:replay.wav" for w in observer.windows)
+    scored = [w for w in observer.windows if w.scores is not None]
+    assert len(scored) == 9 and all(w.inference_ms > 0 and set(w.scores) == {"beep"} for w in scored)
+    assert all(w.inference_ms is None and w.level_dbfs < GATE_DBFS for w in observer.windows if w.scores is None)
+    hits = [round(w.start_time - t0, 3) for w in scored if w.scores["beep"] >= beep.threshold]
+    assert hits == [3.0, 3.5, 4.0, 13.0, 13.5, 14.0]  # the target bursts' windows
+
+    # the label's state as status() showed it after each window: idle, event (3-5 s), cooldown (2 s), ...
+    changes = [state for i, state in enumerate(observer.states) if i == 0 or state != observer.states[i - 1]]
+    assert changes == ["idle", "event", "cooldown", "idle", "event", "cooldown", "idle"]
+    assert observer.states.index("event") == 6  # window 3-4 s starts it
+    assert observer.states.index("cooldown") == 9  # window 4.5-5.5 s ends the event heard until 5 s
+    assert observer.states.index("idle", 9) == 12  # window 6-7 s: the cooldown ended at 7 s
+
+    # the counters match the JSON log written next to them
+    lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+    logged = [line for line in lines if line["type"] == "window"]
+    assert [(line["start_time"], line["scores"]) for line in logged] == [(w.start_time, w.scores) for w in observer.windows]
+    level = [line for line in lines if line["type"] == "level"][-1]
+    status = pipeline.status()
+    gated = sum(line["scores"] is None for line in logged)
+    assert status["windows"] == {"scored": level["windows_scored"], "gated": gated, "dropped": 0, "skipped": 0}
+    assert level["windows_dropped"] == 0 and status["windows"]["scored"] + gated == len(logged) == 33
+    assert status["source"] == {"name": "file:replay.wav", "live": False, "state": "ended", "gaps": 0, "gap_s": 0.0,
+                                "overflows": level["overflows"]}
+    # while windows came the source was running (the file may end before the last window)
+    assert "running" in observer.source_states and observer.source_states <= {"running", "ended"}
+    assert status["stream_s"] == pytest.approx(TOTAL_S, abs=1e-3) and status["started_at"] == pytest.approx(t0, abs=5)
+    assert status["realtime_factor"] == pytest.approx(level["realtime_factor"]) and status["inference_ms"] > 0
+    assert status["level_dbfs"] == pytest.approx(observer.windows[-1].level_dbfs)
+    assert status["labels"] == {"beep": {"state": "idle", "score": None, "threshold": beep.threshold,
+                                         "end_threshold": beep.threshold}}
+    ends = [e.event_id for e in observer.events if e.phase == "end"]
+    assert status["sinks"] == {"clips": {"dir": str(tmp_path / "clips"), "written": 2}, "observer": {"windows": 33},
+                               "log": {"path": str(tmp_path / "monitor.jsonl")}}
+    clips = next(sink for sink in pipeline.sinks if sink.name == "clips")
+    assert [clips.clip_path(event_id) for event_id in ends] == [tmp_path / "clips" / f"{e}.wav" for e in ends]
+    assert clips.clip_path("beep-0") is None
 
 
 class ArraySource:
@@ -172,6 +248,9 @@ def test_source_gap_is_filled_so_sample_indices_stay_stream_time(tmp_path, clap)
     (gap,) = [line for line in lines if line["type"] == "warning"]
     assert gap["kind"] == "source_gap" and gap["gap_s"] == 2.0
     assert lines[-2]["type"] == "level" and lines[-2]["windows_scored"] == 2  # the gap's windows are gated
+    status = pipeline.status()
+    assert status["source"]["gaps"] == 1 and status["source"]["gap_s"] == 2.0
+    assert status["windows"] == {"scored": 2, "gated": 2, "dropped": 0, "skipped": 0}
 
 
 def test_live_overload_drops_oldest_windows_and_accounts_for_all(tmp_path, clap):
@@ -187,6 +266,8 @@ def test_live_overload_drops_oldest_windows_and_accounts_for_all(tmp_path, clap)
     losses = [line for line in lines if line["type"] == "warning"]
     assert {line["kind"] for line in losses} <= {"windows_dropped", "windows_skipped"}
     assert sum(line["count"] for line in losses) == report["windows_dropped"]
+    counted = pipeline.status()["windows"]
+    assert counted["scored"] == report["windows_scored"] and counted["dropped"] + counted["skipped"] == report["windows_dropped"]
 
 
 def test_cli_run_stops_on_sigterm_and_closes_open_events(tmp_path, tiny_checkpoint):

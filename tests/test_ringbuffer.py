@@ -83,6 +83,21 @@ def test_wait_until_wakes_on_write_and_close():
     assert not ring.wait_until(50, timeout=5) and ring.closed
 
 
+def test_holds_report_the_oldest_sample_any_reader_needs():
+    ring = RingBuffer(10)
+    assert ring.held is None
+    ring.hold("clip", 40)
+    ring.hold("windower", 25)
+    assert ring.held == 25
+    ring.hold("windower", 50)  # a new hold replaces the owner's previous one
+    assert ring.held == 40
+    ring.release("clip")
+    ring.release("clip")  # twice is harmless
+    assert ring.held == 50
+    ring.write(ramp(0, 100))  # holds pace writers that ask; the ring itself never refuses a write
+    assert ring.end == 100 and ring.held == 50
+
+
 def test_stream_clock_round_trips():
     clock = StreamClock(1000.0, 48000)
     assert clock.time(96000) == 1002.0 and clock.sample(1002.0) == 96000 and clock.sample(999.0) == 0

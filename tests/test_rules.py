@@ -158,3 +158,22 @@ def test_quiet_hours_suppress_starts_only():
     assert night == []
     morning = run(engine, seq([0.9, 0.9]), t0=ts("2026-11-28T06:59:59"))
     assert phases(morning) == [(1, "start")]  # 06:59:59 is quiet, 07:00:00 is not
+
+
+def test_states_follow_hits_events_cooldown_and_quiet_hours():
+    label = dog(threshold=0.5, k=2, n=3, max_not_heard=1, cooldown_s=3.0)
+    night = LabelConfig(name="owl", threshold=0.5, schedule=ScheduleConfig(quiet_hours="22:00-07:00"))
+    t0 = ts("2026-11-27T12:00")
+    engine = RulesEngine([label, night], "t", tz=timezone.utc)
+
+    def after(i, scores):
+        """States at the end of window i, once the engine has seen it."""
+        engine.process(t0 + i * HOP, t0 + i * HOP + LENGTH, -20.0, scores)
+        return engine.states(t0 + i * HOP + LENGTH)["dog"]
+
+    assert engine.states(t0) == {"dog": "idle", "owl": "idle"}
+    assert after(0, {"dog": 0.9}) == "hit"  # 1 of the 2 hits needed
+    assert after(1, {"dog": 0.9}) == "event"
+    assert after(2, {"dog": 0.1}) == "cooldown"  # ended; heard until t0 + 3, cooldown until t0 + 6
+    assert engine.states(t0 + 5.9)["dog"] == "cooldown" and engine.states(t0 + 6.0)["dog"] == "idle"
+    assert engine.states(ts("2026-11-27T23:00")) == {"dog": "idle", "owl": "quiet"}

@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from monitor.config import ClipsConfig, LogConfig
-from monitor.events import EventMessage, LevelReport
+from monitor.events import EventMessage, LevelReport, WindowReport
 from monitor.ringbuffer import RingBuffer, StreamClock
 from monitor.sinks.clips import ClipSink
 from monitor.sinks.jsonlog import JsonLogSink
@@ -28,6 +28,11 @@ def level(level_dbfs=-30.0) -> LevelReport:
                        overflows=0, realtime_factor=2.5, scores={"dog": 0.1})
 
 
+def window(scores=None, level_dbfs=float("-inf")) -> WindowReport:
+    return WindowReport(source="test", start_time=10.0, end_time=11.0, level_dbfs=level_dbfs, scores=scores,
+                        inference_ms=None if scores is None else 12.5)
+
+
 def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -39,6 +44,7 @@ def test_jsonlog_writes_events_levels_and_module_warnings(tmp_path):
     sink.handle_level(level(float("-inf")))
     logging.getLogger("monitor.sources").warning("lost %d", 5, extra={"kind": "overflow", "count": 5})
     logging.getLogger("monitor.pipeline").debug("window", extra={"kind": "window"})  # below "info"
+    sink.handle_window(window())  # debug level too
     logging.getLogger("elsewhere").warning("not ours")
     sink.close()
     logging.getLogger("monitor.sources").warning("after close")
@@ -55,10 +61,15 @@ def test_jsonlog_debug_level_and_console(tmp_path, capsys):
     sink.start()
     logging.getLogger("monitor.pipeline").debug("window", extra={"kind": "window", "scores": {"dog": 0.2}})
     sink.handle_event(event("end", ended_at=4.0))
+    sink.handle_window(window())
+    sink.handle_window(window({"dog": 0.7}, -20.0))
     sink.close()
     printed = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-    assert [p["type"] for p in printed] == ["log", "event"]
+    assert [p["type"] for p in printed] == ["log", "event", "window", "window"]
     assert printed[0]["scores"] == {"dog": 0.2} and printed[1]["ended_at"] == 4.0
+    assert printed[2] == {"type": "window", "source": "test", "start_time": 10.0, "end_time": 11.0,
+                          "level_dbfs": None, "scores": None, "inference_ms": None}  # gated digital silence
+    assert printed[3]["scores"] == {"dog": 0.7} and printed[3]["level_dbfs"] == -20.0 and printed[3]["inference_ms"] == 12.5
 
 
 def test_jsonlog_rotates(tmp_path):
@@ -86,15 +97,19 @@ def test_clip_has_pre_and_post_roll_and_waits_for_the_post_roll(tmp_path):
     audio = marked_audio(6.0)
     ring.write(audio[: round(4.2 * RATE)])  # the post-roll (until 4.5 s) is not captured yet
     sink.handle_event(event("start", started_at=102.0))
+    assert ring.held == RATE  # the clip holds its audio from the pre-roll on (101 s = sample 1 s)
     sink.handle_event(event("end", started_at=102.0, ended_at=104.0))
     threading.Timer(0.2, ring.write, [audio[round(4.2 * RATE) :]]).start()
     sink.close()
-    (path,) = sink.written
-    assert path == tmp_path / "clips" / "dog-2000.wav"
+    path = sink.clip_path("dog-2000")
+    assert path == tmp_path / "clips" / "dog-2000.wav" and sink.clip_path("dog-1000") is None
+    assert sink.status() == {"dir": str(tmp_path / "clips"), "written": 1}
     clip, rate = soundfile.read(str(path), dtype="float32")
     assert rate == RATE and len(clip) == round(3.5 * RATE)
     np.testing.assert_allclose(clip, audio[RATE : round(4.5 * RATE)], atol=1 / 32768)
-    assert sink.oldest_needed() is None
+    assert ring.held is None  # released once written
+    path.unlink()
+    assert sink.clip_path("dog-2000") is None
 
 
 def test_clip_is_truncated_when_audio_is_gone_or_stream_ended(tmp_path, caplog):
@@ -106,7 +121,7 @@ def test_clip_is_truncated_when_audio_is_gone_or_stream_ended(tmp_path, caplog):
     sink.handle_event(event("end", started_at=1.5, ended_at=4.5))
     with caplog.at_level(logging.WARNING, logger="monitor.sinks.clips"):
         sink.close()
-    clip, _ = soundfile.read(str(sink.written[0]), dtype="float32")
+    clip, _ = soundfile.read(str(sink.clip_path("dog-2000")), dtype="float32")
     assert len(clip) == 3 * RATE  # 2..5 s: what the ring still held
     assert clip[0] == pytest.approx(2.0 / 100, abs=1e-4)
     (record,) = caplog.records

@@ -25,6 +25,7 @@ def test_overlapping_windows_follow_hop_and_only_complete_ones_are_emitted():
     assert windower.poll() == []
     ring.write(np.arange(21, 22, dtype=np.float32))
     assert [w.start_sample for w in windower.poll()] == [12]
+    assert ring.held == 16  # the windower holds its next window's audio
 
 
 def test_gate_marks_quiet_windows_but_reports_their_level():

@@ -1,8 +1,10 @@
 """Writes each finished event's audio, with pre- and post-roll, as a WAV file.
 
-The audio comes from the ring buffer by absolute index. A worker thread waits
-for the post-roll to be captured and writes the file, so neither the audio
-callback nor the detector ever waits on the disk.
+The audio comes from the ring buffer by absolute index; from an event's start
+until its clip is written the sink holds that audio in the ring (paced sources
+then wait instead of overwriting it). A worker thread waits for the post-roll to
+be captured and writes the file, so neither the audio callback nor the detector
+ever waits on the disk.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ from pathlib import Path
 import soundfile
 
 from ..config import ClipsConfig
-from ..events import EventMessage, LevelReport
+from ..events import EventMessage
 from ..ringbuffer import Overwritten, RingBuffer, StreamClock
+from .base import Sink
 
 log = logging.getLogger(__name__)
 
 
-class ClipSink:
+class ClipSink(Sink):
+    name = "clips"
+
     def __init__(self, cfg: ClipsConfig, ring: RingBuffer, clock: StreamClock):
         self.cfg, self.ring, self.clock = cfg, ring, clock
         self.dir = Path(cfg.dir)
-        self.written: list[Path] = []
-        self._needed: dict[str, int] = {}  # event id -> first sample its clip needs
+        self.written: dict[str, Path] = {}  # event id -> its WAV
         self._jobs: queue.SimpleQueue[EventMessage | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._run, name="clips", daemon=True)
 
@@ -35,16 +39,17 @@ class ClipSink:
         self._worker.start()
 
     def handle_event(self, event: EventMessage) -> None:
-        self._needed.setdefault(event.event_id, self.clock.sample(event.started_at - self.cfg.pre_roll_s))
+        self.ring.hold(self._owner(event), self.clock.sample(event.started_at - self.cfg.pre_roll_s))
         if event.phase == "end":
             self._jobs.put(event)
 
-    def oldest_needed(self) -> int | None:
-        """First ring sample a pending clip still needs (paces non-live sources)."""
-        return min(self._needed.values(), default=None)
+    def status(self) -> dict:
+        return {"dir": str(self.dir), "written": len(self.written)}
 
-    def handle_level(self, report: LevelReport) -> None:
-        pass
+    def clip_path(self, event_id: str) -> Path | None:
+        """The WAV written for `event_id`; None if there is none (yet, or it was deleted)."""
+        path = self.written.get(event_id)
+        return path if path is not None and path.exists() else None
 
     def close(self) -> None:
         """Writes the clips still pending (with whatever post-roll the ring got) and stops."""
@@ -59,7 +64,10 @@ class ClipSink:
             except Exception:
                 log.exception("writing the clip of %s failed", event.event_id, extra={"kind": "clip_failed"})
             finally:
-                self._needed.pop(event.event_id, None)
+                self.ring.release(self._owner(event))
+
+    def _owner(self, event: EventMessage) -> tuple:
+        return (self, event.event_id)  # one hold per pending clip
 
     def _write(self, event: EventMessage) -> None:
         want_start = self.clock.sample(event.started_at - self.cfg.pre_roll_s)
@@ -75,7 +83,7 @@ class ClipSink:
                 start = min(stop, self.ring.oldest + self.clock.sample_rate // 10)
         path = self.dir / f"{event.event_id}.wav"
         soundfile.write(str(path), audio, self.clock.sample_rate)
-        self.written.append(path)
+        self.written[event.event_id] = path
         truncated_s = ((start - want_start) + (want_stop - stop)) / self.clock.sample_rate
         extra = {"kind": "clip", "event_id": event.event_id, "path": str(path), "seconds": len(audio) / self.clock.sample_rate}
         if truncated_s > 0:

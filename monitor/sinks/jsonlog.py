@@ -1,4 +1,4 @@
-"""JSON-lines log: one object per line for events, level reports, windows and warnings.
+"""JSON-lines log: one object per line for events, level reports, windows (at debug level) and warnings.
 
 Besides events and level reports it takes over the `monitor` logger tree, so any
 module's `log.warning(..., extra={"kind": ...})` (overflows, dropped windows,
@@ -18,7 +18,8 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from ..config import LogConfig
-from ..events import EventMessage, LevelReport
+from ..events import EventMessage, LevelReport, WindowReport
+from .base import Sink
 
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -32,7 +33,9 @@ def _line(fields: dict) -> str:
     return json.dumps({k: _finite(v) for k, v in fields.items()}, default=str)
 
 
-class JsonLogSink:
+class JsonLogSink(Sink):
+    name = "log"
+
     def __init__(self, cfg: LogConfig, logger_name: str = "monitor"):
         self.cfg = cfg
         self.level = getattr(logging, cfg.level.upper())
@@ -56,6 +59,12 @@ class JsonLogSink:
 
     def handle_level(self, report: LevelReport) -> None:
         self.write(logging.INFO, {"type": "level", **report.to_dict()})
+
+    def handle_window(self, report: WindowReport) -> None:
+        self.write(logging.DEBUG, {"type": "window", **report.to_dict()})
+
+    def status(self) -> dict:
+        return {"path": self.cfg.path}
 
     def write(self, level: int, fields: dict) -> None:
         """One JSON line, if `level` passes the configured log level."""

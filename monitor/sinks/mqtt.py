@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from ..config import MqttConfig, TlsConfig
 from ..events import EventMessage, LevelReport
 from . import homeassistant as ha
+from .base import Sink
 from .homeassistant import PAYLOAD_OFF, PAYLOAD_OFFLINE, PAYLOAD_ON, PAYLOAD_ONLINE, Topics
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,10 @@ def status_payload(report: LevelReport, dropped_messages: int, queued_messages: 
     }
 
 
-class MqttSink:
+class MqttSink(Sink):
     """Publishes to the broker `cfg` names; `cfg` and `labels` are as `MonitorConfig.problems()` accepts them."""
+
+    name = "mqtt"
 
     def __init__(self, cfg: MqttConfig, labels: list[str], source: str):
         self.cfg = cfg
