@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 runtime_apt=(libopenblas0-pthread libportaudio2 libasound2-plugins libsndfile1 gcc)
-test_apt=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils sox libsox-fmt-all espeak-ng openssl)
+test_apt=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils sox libsox-fmt-all espeak-ng openssl chromium)
 
 extras="hub"
 apt_packages=("${runtime_apt[@]}")
