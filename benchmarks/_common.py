@@ -18,7 +18,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` from a checkout
 
-from clap_mlx import _blas  # noqa: E402  (every benchmark imports this module before mlx)
+from clap_mlx import _blas, op_paths  # noqa: E402  (every benchmark imports this module before mlx)
 
 CHECKPOINT = CACHE / "clap-htsat-fused"
 LOAD_AT_START = os.getloadavg()  # other processes' load skews every timing: record it
@@ -66,6 +66,7 @@ def machine_info() -> dict:
         "transformers": _version("transformers"),
         "openblas_loaded": _blas.loaded_blas,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "kernel_simd": op_paths.simd(),  # the clap_mlx.ops kernel variant in use
         "load_average_at_start": LOAD_AT_START,
         "load_average_at_end": os.getloadavg(),
     }

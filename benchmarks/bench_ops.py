@@ -1,5 +1,5 @@
-"""Per-op timings on tower-shaped tensors: MLX native vs clap_mlx.ops (compiled kernels,
-and its NumPy fallback) vs torch.
+"""Per-op timings on tower-shaped tensors: MLX native vs clap_mlx.ops on each path (the
+compiled kernels in every SIMD variant this CPU runs, NumPy, auto) vs torch.
 
     python benchmarks/bench_ops.py [--runs 7]
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from _common import interleaved, print_table, summary, write_results
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clap_mlx import ops
+from clap_mlx import host_ops, op_paths, ops
 
 # (op, where in the towers, shape at batch 1 / 32 labels of 12 tokens, batch-8 variant)
 CASES = [
@@ -59,27 +61,47 @@ def mlx_ops(op: str, x: mx.array, w: mx.array, b: mx.array) -> Callable[[], obje
     return lambda: mx.eval(fns[op]())
 
 
-def with_ops_attribute(name: str, value, fn: Callable[[], object]) -> Callable[[], object]:
-    """fn run with clap_mlx.ops.<name> set to value (restored after each call)."""
+@contextmanager
+def ops_configured(path: str, simd: str | None = None, threads: bool = True):
+    """clap_mlx.ops on `path` (CLAP_MLX_OPS), kernel variant `simd`, one thread unless `threads`."""
+    saved = os.environ.get("CLAP_MLX_OPS"), op_paths.simd(), host_ops._pool
+    os.environ["CLAP_MLX_OPS"] = path
+    if simd:
+        ops._kernels.set_simd(simd)
+    if not threads:
+        host_ops._pool = None
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop("CLAP_MLX_OPS", None)
+        else:
+            os.environ["CLAP_MLX_OPS"] = saved[0]
+        if saved[1]:
+            ops._kernels.set_simd(saved[1])
+        host_ops._pool = saved[2]
+
+
+def configured(fn: Callable[[], object], path: str, simd: str | None = None, threads: bool = True):
+    """fn run with ops_configured(...) around each call."""
 
     def run():
-        saved = getattr(ops, name)
-        setattr(ops, name, value)
-        try:
+        with ops_configured(path, simd, threads):
             return fn()
-        finally:
-            setattr(ops, name, saved)
 
     return run
 
 
-def single_threaded(fn: Callable[[], object]) -> Callable[[], object]:
-    return with_ops_attribute("_pool", None, fn)
-
-
-def numpy_fallback(fn: Callable[[], object]) -> Callable[[], object]:
-    """fn with clap_mlx.ops on its NumPy path, as when the C extension could not be built."""
-    return with_ops_attribute("_kernels", None, fn)
+def ops_candidates(fn: Callable[[], object]) -> dict[str, Callable[[], object]]:
+    """fn on each clap_mlx.ops path: kernels per SIMD variant (and the best on one thread),
+    NumPy, and auto (what a default install runs)."""
+    variants = ops._kernels.simd_variants()
+    return {
+        **{f"kernels {v}": configured(fn, "kernels", v) for v in variants},
+        f"kernels {variants[0]} 1 thread": configured(fn, "kernels", variants[0], threads=False),
+        "numpy": configured(fn, "numpy"),
+        "auto": configured(fn, "auto"),
+    }
 
 
 def torch_op(op: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> Callable[[], object]:
@@ -117,10 +139,10 @@ def attention_candidates(batch: int) -> dict[str, Callable[[], object]]:
         F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale).transpose(1, 2).reshape(
             batch * windows, tokens, heads * head_dim)
 
-    kernel = lambda: mx.eval(ops.attention(mqkv, heads, scale, mbias))  # noqa: E731
+    attend = lambda: mx.eval(ops.attention(mqkv, heads, scale, mbias))  # noqa: E731
     return {
-        "ops.attention (C kernel)": kernel,
-        "ops.attention (MLX matmuls + NumPy softmax)": numpy_fallback(kernel),
+        "mlx matmuls + softmax": configured(attend, "mlx"),
+        **ops_candidates(attend),
         "mlx fast.sdpa": mlx_sdpa,
         "torch sdpa": torch_sdpa,
     }
@@ -141,21 +163,15 @@ def main() -> None:
             mxs = [mx.array(a) for a in (x, w, b)]
             mx.eval(*mxs)
             tts = [torch.from_numpy(a) for a in (x, w, b)]
-            candidates = {
-                "mlx native": mlx_native(op, *mxs),
-                "ops.py": mlx_ops(op, *mxs),
-                "ops.py 1 thread": single_threaded(mlx_ops(op, *mxs)),
-                "ops.py NumPy fallback": numpy_fallback(mlx_ops(op, *mxs)),
-                "torch": torch_op(op, *tts),
-            }
+            candidates = {"mlx native": mlx_native(op, *mxs), **ops_candidates(mlx_ops(op, *mxs)),
+                          "torch": torch_op(op, *tts)}
             times = {name: summary(t) for name, t in interleaved(candidates, args.runs).items()}
             med = {name: t["median_ms"] for name, t in times.items()}
-            rows.append([op, where, str(shape), med["mlx native"], med["ops.py"], med["ops.py 1 thread"],
-                         med["ops.py NumPy fallback"], med["torch"], med["mlx native"] / med["ops.py"],
-                         med["torch"] / med["ops.py"]])
+            rows.append([op, where, str(shape), *med.values(), med["mlx native"] / med["auto"],
+                         med["torch"] / med["auto"]])
             records.append({"op": op, "where": where, "shape": shape, "times": times})
-        print_table(["op", "where", "shape", "native ms", "ops ms", "ops 1thr ms", "NumPy fallback ms", "torch ms",
-                     "native/ops", "torch/ops"], rows)
+        print_table(["op", "where", "shape", *(f"{name} ms" for name in candidates), "native/auto", "torch/auto"],
+                    rows)
         print("\nstage-1 window attention (64 windows x 4 heads of 24 x 64 tokens, bias + mask), packed q/k/v in")
         attention_rows = []
         for batch in (1, 8):
@@ -164,7 +180,7 @@ def main() -> None:
             records.append({"op": "window_attention", "batch": batch, "times": times})
         print_table(["", *attention_candidates(1)], attention_rows)
     write_results("bench_ops", {"runs": args.runs, "statistic": "median ms, candidates interleaved",
-                                "cases": records})
+                                "simd_variants": list(ops._kernels.simd_variants()), "cases": records})
 
 
 if __name__ == "__main__":

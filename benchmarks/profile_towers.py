@@ -1,5 +1,6 @@
 """Where the time goes in audio forwards (batch 1, 10 s and 25 s with fusion) and one text forward (32 labels),
-per op group, with clap_mlx.ops and with MLX's native ops in their place.
+per op group, with clap_mlx.ops on its default path (auto: per op and shape the fastest of the
+compiled kernels, NumPy and MLX on this machine) and on its "mlx" path (MLX's own ops).
 
     python benchmarks/profile_towers.py [--runs 3]
 
@@ -13,6 +14,7 @@ residual adds, embeddings, the mel image, pooling.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -31,29 +33,8 @@ from clap_mlx.audio_io import SAMPLE_RATE
 
 
 
-def native_softmax(x, axis=-1, *, scale=1.0, add=None, donate=False):
-    x = x * scale if scale != 1.0 else x
-    return mx.softmax(x + add if add is not None else x, axis=axis, precise=True)
-
-
-def native_layer_norm(x, weight, bias, eps, residual=None):
-    return mx.fast.layer_norm(x + residual if residual is not None else x, weight, bias, eps)
-
-
-def native_add_layer_norm(x, residual, weight, bias, eps):
-    total = x + residual
-    return total, mx.fast.layer_norm(total, weight, bias, eps)
-
-
-# MLX's own ops in the place of clap_mlx.ops' (same signatures).
-NATIVE_OPS = {
-    "gelu": lambda x, bias=None, *, donate=False: nn.gelu(x + bias if bias is not None else x),
-    "softmax": native_softmax,
-    "layer_norm": native_layer_norm,
-    "add_layer_norm": native_add_layer_norm,
-    "tanh": mx.tanh,
-    "sigmoid": mx.sigmoid,
-}
+# The op groups clap_mlx.ops instruments (same names as its functions).
+OPS = ("gelu", "softmax", "layer_norm", "add_layer_norm", "tanh", "sigmoid")
 # (owner, attribute, group)
 INSTRUMENTED = [
     (nn.Linear, "__call__", "linear (matmul)"),
@@ -66,7 +47,7 @@ INSTRUMENTED = [
     (text_encoder.SelfAttention, "__call__", "attention core (q@k, bias, p@v, heads)"),
     (audio_encoder.SwinLayer, "attend", "window gather/scatter"),
     (audio_encoder.PatchMerging, "__call__", "patch merging (reshape/transpose)"),
-    *((ops, name, "layer_norm" if name == "add_layer_norm" else name) for name in NATIVE_OPS),
+    *((ops, name, "layer_norm" if name == "add_layer_norm" else name) for name in OPS),
 ]
 
 
@@ -104,16 +85,27 @@ def patched(owner, name: str, value):
         setattr(owner, name, original)
 
 
-def profile(run: Callable[[], mx.array], native: bool, runs: int) -> dict[str, float]:
-    """Median exclusive ms per group over `runs` instrumented runs, plus "total"."""
+@contextmanager
+def ops_path(path: str):
+    """clap_mlx.ops on `path` (CLAP_MLX_OPS): "mlx" is MLX's own ops, "auto" the default."""
+    saved = os.environ.get("CLAP_MLX_OPS")
+    os.environ["CLAP_MLX_OPS"] = path
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CLAP_MLX_OPS")
+        else:
+            os.environ["CLAP_MLX_OPS"] = saved
+
+
+def profile(run: Callable[[], mx.array], path: str, runs: int) -> dict[str, float]:
+    """Median exclusive ms per group over `runs` instrumented runs on op path `path`, plus "total"."""
     per_run = []
-    for _ in range(runs + 1):  # the first run warms up
+    for _ in range(runs + 1):  # the first run warms up (and lets auto measure its choices)
         profiler = Profiler()
         with ExitStack() as stack:
-            if native:  # MLX's own ops, and ops.attention on its MLX path
-                stack.enter_context(patched(ops, "_kernels", None))
-                for name, fn in NATIVE_OPS.items():
-                    stack.enter_context(patched(ops, name, fn))
+            stack.enter_context(ops_path(path))
             for owner, name, group in INSTRUMENTED:
                 stack.enter_context(patched(owner, name, profiler.wrap(group, getattr(owner, name))))
             start = time.perf_counter()
@@ -157,8 +149,8 @@ def main() -> None:
     results = {}
     for name, run in forwards.items():
         results[name] = {
-            "ops.py": profile(run, native=False, runs=args.runs),
-            "mlx native": profile(run, native=True, runs=args.runs),
+            "ops.py": profile(run, "auto", runs=args.runs),
+            "mlx native": profile(run, "mlx", runs=args.runs),
             "unprofiled_total_ms": unprofiled_ms(run, args.runs),
         }
         columns = results[name]

@@ -1,0 +1,198 @@
+"""Which implementation each op of clap_mlx.ops runs: the compiled kernels, NumPy, or MLX.
+
+Every op has up to three paths: "kernels" (the fused C kernels of `_kernels`, evaluated
+inputs, on the host), "numpy" (multi-pass NumPy ufuncs on the host) and "mlx" (MLX's own
+ops: lazy, one graph, any device). Which is fastest depends on the CPU class and the shape
+(MLX's CPU backend runs transcendental ops one scalar at a time; its matmuls are fast), so:
+
+* `CLAP_MLX_OPS=kernels|numpy|mlx` forces one path for every op ("kernels" means the host
+  path for the ops that have no kernel: NumPy);
+* `CLAP_MLX_OPS=auto` (the default) picks per op and shape class by timing the paths on
+  the first input of that class (the result of that first call is the measured run's),
+  cached in `$CLAP_MLX_CACHE/ops_autotune.json` per CPU model, SIMD variant and library
+  versions. On a GPU device auto always picks "mlx": a host path would stop the GPU.
+* `CLAP_MLX_SIMD=avx512|avx2|baseline` picks the kernel variant (default: the fastest the
+  CPU runs), e.g. to test the AVX2 code on an AVX-512 machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import mlx.core as mx
+
+try:
+    from . import _kernels
+except ImportError:  # built without a C compiler: the NumPy and MLX paths still work
+    _kernels = None
+
+PATHS = ("kernels", "numpy", "mlx")
+MODES = ("auto", *PATHS)
+SIMD_VARIANTS = ("avx512", "avx2", "baseline")
+CACHE_FILE = "ops_autotune.json"
+# A path slower than this many times the best so far is not timed a second time: MLX's
+# scalar GELU on a batch-8 tensor takes seconds.
+_HOPELESS = 4.0
+
+# A path's run of the op: Runner(donate) with donate=False never modifies the inputs.
+Runner = Callable[[bool], mx.array]
+
+
+def mode() -> str:
+    """The CLAP_MLX_OPS setting (read on every call, so a test or a user can change it)."""
+    value = os.environ.get("CLAP_MLX_OPS", "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise ValueError(f"CLAP_MLX_OPS={value!r} is not one of: {', '.join(MODES)}")
+    if value == "kernels" and _kernels is None:
+        raise ValueError(
+            "CLAP_MLX_OPS=kernels, but clap_mlx._kernels is not built (pip install needs a C compiler); "
+            f"allowed here: {', '.join(m for m in MODES if m != 'kernels')}"
+        )
+    return value
+
+
+def configure_simd(value: str | None) -> None:
+    """Make CLAP_MLX_SIMD's variant the active one (None or empty: the fastest the CPU runs)."""
+    if not value:
+        return
+    name = value.strip().lower()
+    if name not in SIMD_VARIANTS:
+        raise ValueError(f"CLAP_MLX_SIMD={value!r} is not one of: {', '.join(SIMD_VARIANTS)}")
+    if _kernels is None:
+        raise ValueError(f"CLAP_MLX_SIMD={value!r}, but clap_mlx._kernels is not built (pip install needs a compiler)")
+    runnable = _kernels.simd_variants()
+    if name not in runnable:
+        raise ValueError(f"CLAP_MLX_SIMD={name!r}: this CPU cannot run it; allowed here: {', '.join(runnable)}")
+    _kernels.set_simd(name)
+
+
+def simd() -> str | None:
+    """The active kernel variant, None without the compiled kernels."""
+    return None if _kernels is None else _kernels.simd()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def machine_key() -> str:
+    """What a cached choice is valid for: CPU model, kernel variant, library versions."""
+    return f"{_cpu_model()} | simd {simd()} | clap-mlx {_version('clap-mlx')} | mlx {_version('mlx')}"
+
+
+def cache_path() -> Path:
+    from .loading import cache_root  # loading imports the towers, which import ops
+
+    return cache_root() / CACHE_FILE
+
+
+class Autotuner:
+    """Per (op, shape class) choice of path, measured once per machine and kept on disk."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._choices: dict[str, str] | None = None
+        self._key = ""
+
+    def _load(self) -> dict[str, str]:
+        key = machine_key()
+        if self._choices is None or key != self._key:  # the SIMD variant changed
+            try:
+                stored = json.loads(cache_path().read_text())
+            except (OSError, ValueError):
+                stored = {}
+            choices = stored.get(key) if isinstance(stored, dict) else None
+            self._choices = {k: v for k, v in (choices or {}).items() if v in PATHS}
+            self._key = key
+        return self._choices
+
+    def _save(self) -> None:
+        path = cache_path()
+        try:
+            stored = json.loads(path.read_text())
+            stored = stored if isinstance(stored, dict) else {}
+        except (OSError, ValueError):
+            stored = {}
+        stored[self._key] = dict(sorted(self._choices.items()))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+                json.dump(stored, f, indent=1)
+            os.replace(f.name, path)  # atomic: a concurrent reader sees the old or the new file
+        except OSError:
+            pass  # read-only cache: the choice still holds for this process
+
+    def forget(self) -> None:
+        """Drop the in-memory choices (tests; the next call reads the cache file again)."""
+        with self._lock:
+            self._choices = None
+
+    def run(self, op_class: str, inputs: list[mx.array], runners: dict[str, Runner]) -> mx.array:
+        """The result of the path chosen for `op_class` among `runners`, timing each on this
+        input first (without donating it) if no choice is known."""
+        with self._lock:
+            chosen = self._load().get(op_class)
+        if chosen in runners:
+            return runners[chosen](True)
+        with self._lock:  # one measurement at a time: concurrent ones would skew each other
+            choices = self._load()
+            mx.eval(inputs)  # their pending graph is not part of any path's time
+            timings, best, result = {}, float("inf"), None
+            for path, runner in runners.items():
+                start = time.perf_counter()
+                out = runner(False)
+                mx.eval(out)
+                elapsed = time.perf_counter() - start
+                if elapsed < _HOPELESS * best:  # the first run may include one-time setup
+                    start = time.perf_counter()
+                    out = runner(False)
+                    mx.eval(out)
+                    elapsed = min(elapsed, time.perf_counter() - start)
+                timings[path] = elapsed
+                if elapsed < best:
+                    best, result = elapsed, out
+            choices[op_class] = min(timings, key=timings.get)
+            self._save()
+            return result
+
+
+AUTOTUNER = Autotuner()
+
+
+def choose(op_class: str, inputs: list[mx.array | None], runners: dict[str, Runner]) -> mx.array:
+    """Run `op_class` (an op and its shape class) on the path CLAP_MLX_OPS selects: forced, or
+    measured (auto) on `inputs`, the op's arrays."""
+    setting = mode()
+    if setting == "auto":
+        if mx.default_device().type == mx.DeviceType.gpu:
+            return runners["mlx"](True)
+        return AUTOTUNER.run(op_class, [a for a in inputs if a is not None], runners)
+    if setting in runners:
+        return runners[setting](True)
+    return runners["numpy"](True)  # "kernels" for an op without a kernel: its host path
+
+
+configure_simd(os.environ.get("CLAP_MLX_SIMD"))

@@ -1,0 +1,114 @@
+"""CLAP_MLX_OPS / CLAP_MLX_SIMD and the auto path's per-machine cache (clap_mlx.op_paths)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx.core)
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from clap_mlx import host_ops, op_paths, ops
+
+
+@pytest.fixture
+def auto(monkeypatch, tmp_path):
+    """auto mode with an empty cache folder; the in-memory choices are dropped before and after."""
+    monkeypatch.setenv("CLAP_MLX_OPS", "auto")
+    monkeypatch.setenv("CLAP_MLX_CACHE", str(tmp_path))
+    op_paths.AUTOTUNER.forget()
+    yield tmp_path / op_paths.CACHE_FILE
+    op_paths.AUTOTUNER.forget()
+
+
+def test_unknown_ops_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CLAP_MLX_OPS", "fastest")
+    with pytest.raises(ValueError, match="CLAP_MLX_OPS='fastest' is not one of: auto, kernels, numpy, mlx"):
+        ops.gelu(mx.ones((2, 3)))
+
+
+def test_forcing_the_kernels_without_them_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CLAP_MLX_OPS", "kernels")
+    monkeypatch.setattr(op_paths, "_kernels", None)
+    with pytest.raises(ValueError, match=r"CLAP_MLX_OPS=kernels, but clap_mlx._kernels is not built.*auto, numpy, mlx"):
+        ops.gelu(mx.ones((2, 3)))
+
+
+def test_unknown_or_unrunnable_simd_setting_is_a_clear_error():
+    with pytest.raises(ValueError, match="CLAP_MLX_SIMD='sse9' is not one of: avx512, avx2, baseline"):
+        op_paths.configure_simd("sse9")
+    runnable = ops._kernels.simd_variants()
+    unrunnable = [v for v in op_paths.SIMD_VARIANTS if v not in runnable]
+    if not unrunnable:
+        pytest.skip("this CPU runs every SIMD variant")
+    with pytest.raises(ValueError, match=f"CLAP_MLX_SIMD='{unrunnable[0]}': this CPU cannot run it; allowed here: "):
+        op_paths.configure_simd(unrunnable[0])
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_simd_setting_selects_the_variant_at_import():
+    # the slowest variant every CPU runs, chosen over the default (the fastest)
+    done = run_python("from clap_mlx import op_paths; print(op_paths.simd())", CLAP_MLX_SIMD="baseline")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "baseline"
+    done = run_python("import clap_mlx", CLAP_MLX_SIMD="neon9")
+    assert done.returncode != 0
+    assert "CLAP_MLX_SIMD='neon9' is not one of: avx512, avx2, baseline" in done.stderr
+
+
+def test_every_variant_the_cpu_runs_is_listed_fastest_first():
+    runnable = ops._kernels.simd_variants()
+    assert runnable[-1] == "baseline"
+    assert list(runnable) == [v for v in op_paths.SIMD_VARIANTS if v in runnable]
+    assert ops._kernels.simd() == runnable[0]  # the default (no CLAP_MLX_SIMD in the test run)
+
+
+def test_auto_measures_once_per_shape_class_and_caches_it_per_machine(auto, monkeypatch):
+    x = mx.array(np.random.default_rng(0).standard_normal((64, 384)).astype(np.float32))
+    expected = np.asarray(ops.gelu(x, None))  # measured: the result is the fastest path's run
+    stored = json.loads(auto.read_text())
+    choices = stored[op_paths.machine_key()]
+    assert choices["gelu 384 x ~64"] in op_paths.PATHS
+    # a second call and a fresh process state (the file only) reuse the choice: no timing
+    monkeypatch.setattr(op_paths.time, "perf_counter", lambda: pytest.fail("measured again"))
+    np.testing.assert_allclose(np.asarray(ops.gelu(x)), expected, atol=1e-6)
+    op_paths.AUTOTUNER.forget()
+    np.testing.assert_allclose(np.asarray(ops.gelu(x)), expected, atol=1e-6)
+
+
+def test_auto_follows_the_cached_choice(auto, monkeypatch):
+    x = mx.array(np.random.default_rng(1).standard_normal((8, 100)).astype(np.float32))
+    auto.write_text(json.dumps({op_paths.machine_key(): {"sigmoid 100 x ~8": "numpy"}, "other machine": {}}))
+    calls = []
+    block = host_ops.sigmoid_block
+    monkeypatch.setattr(host_ops, "sigmoid_block", lambda *a: calls.append(1) or block(*a))
+    got = np.asarray(ops.sigmoid(x))
+    assert calls, "the cached choice (numpy) was not followed"
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-np.asarray(x, np.float64))), atol=2e-7)
+    # a new choice is added next to the others, other machines' entries are kept
+    ops.tanh(x)
+    stored = json.loads(auto.read_text())
+    assert set(stored) == {op_paths.machine_key(), "other machine"}
+    assert set(stored[op_paths.machine_key()]) == {"sigmoid 100 x ~8", "tanh 100 x ~8"}
+
+
+def test_auto_never_donates_an_input_while_it_measures(auto):
+    # every path runs on the same input while auto times them: none may write into it
+    x = np.random.default_rng(2).standard_normal((4, 64, 64)).astype(np.float32)
+    source = mx.array(x)
+    ops.softmax(source, scale=0.5, donate=True)
+    np.testing.assert_array_equal(np.asarray(source), x)
+
+
+def test_a_gpu_device_always_takes_the_mlx_path_in_auto(auto, monkeypatch):
+    monkeypatch.setattr(op_paths.mx, "default_device", lambda: mx.Device(mx.gpu))
+    monkeypatch.setattr(host_ops, "rows_view", lambda x: pytest.fail("host path on a GPU device"))
+    assert ops.gelu(mx.ones((2, 3))).shape == (2, 3)
+    assert not auto.exists()  # nothing measured
