@@ -17,6 +17,7 @@ import pytest
 
 from monitor.config import MqttConfig, TlsConfig
 from monitor.events import EventMessage, LevelReport
+from monitor.sinks.base import Sink
 from monitor.sinks.mqtt import MqttSink, read_password
 from tests.fixtures_broker import BrokerTls, add_broker_user, sink_config
 from tests.helpers import wait_until
@@ -150,6 +151,7 @@ def test_status_reports_connection_queue_and_drops(mosquitto_broker, mqtt_record
     broker.start()
     assert wait_until(lambda: len(received_events(recorder)) == 3, timeout=10)
     assert wait_until(lambda: sink.status() == {"connected": True, "queued": 0, "dropped": 1}, 2.0), sink.status()
+    assert isinstance(sink, Sink) and sink.name == "mqtt"  # its key in Pipeline.status()["sinks"]
 
 
 def test_broker_killed_mid_run_loses_nothing(mosquitto_broker, mqtt_recorder, mqtt_sink, capsys):
