@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from clap_mlx.audio_io import SAMPLE_RATE as MODEL_RATE
+from clap_mlx.audio_io import SAMPLE_RATE
 from monitor.config import ClipsConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig
 from monitor.config import BufferConfig, MqttConfig, WindowsConfig
 from monitor.detector import Detector
@@ -69,7 +69,7 @@ def config(tmp_path, beep: LabelConfig, mqtt: MqttConfig = MqttConfig(enabled=Fa
 def beep(clap) -> LabelConfig:
     """The target label: the candidate prompt that best separates the tones (in the model's
     scores for a window full of each), its threshold halfway between them."""
-    target, distractor = tone(TARGET_HZ, 1.0, MODEL_RATE, AMPLITUDE), tone(DISTRACTOR_HZ, 1.0, MODEL_RATE, AMPLITUDE)
+    target, distractor = tone(TARGET_HZ, 1.0, SAMPLE_RATE, AMPLITUDE), tone(DISTRACTOR_HZ, 1.0, SAMPLE_RATE, AMPLITUDE)
     gaps = {}
     for prompt in CANDIDATE_PROMPTS:
         hit, miss = Detector(clap, {"beep": [prompt]}, BACKGROUND).score([target, distractor])
@@ -80,8 +80,8 @@ def beep(clap) -> LabelConfig:
 
 
 def test_gate_levels_separate_full_and_half_burst_windows():
-    full = tone(TARGET_HZ, 1.0, MODEL_RATE, AMPLITUDE)
-    half = np.concatenate([np.zeros(MODEL_RATE // 2, np.float32), full[: MODEL_RATE // 2]])
+    full = tone(TARGET_HZ, 1.0, SAMPLE_RATE, AMPLITUDE)
+    half = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), full[: SAMPLE_RATE // 2]])
     assert level_dbfs(full) > GATE_DBFS + 1 > GATE_DBFS - 1 > level_dbfs(half)
 
 
@@ -119,10 +119,10 @@ def test_file_replay_logs_events_with_correct_timing(tmp_path, clap, beep, mosqu
     assert [c.stem for c in clips] == sorted(e["event_id"] for e in events if e["phase"] == "end")
     for clip in clips:
         audio, rate = soundfile.read(str(clip))
-        assert rate == MODEL_RATE and len(audio) == pytest.approx(3.0 * MODEL_RATE, abs=2)
+        assert rate == SAMPLE_RATE and len(audio) == pytest.approx(3.0 * SAMPLE_RATE, abs=2)
         # pre/post-roll silence around the 2 s burst
-        assert np.abs(audio[: MODEL_RATE // 2 - 200]).max() < 0.01 and np.abs(audio[MODEL_RATE : 2 * MODEL_RATE]).min() >= 0
-        assert level_dbfs(audio[MODEL_RATE // 2 + 200 : -MODEL_RATE // 2 - 200].astype(np.float32)) == pytest.approx(-9.03, abs=0.1)
+        assert np.abs(audio[: SAMPLE_RATE // 2 - 200]).max() < 0.01 and np.abs(audio[SAMPLE_RATE : 2 * SAMPLE_RATE]).min() >= 0
+        assert level_dbfs(audio[SAMPLE_RATE // 2 + 200 : -SAMPLE_RATE // 2 - 200].astype(np.float32)) == pytest.approx(-9.03, abs=0.1)
 
 
 class Observer(Sink):
@@ -239,11 +239,11 @@ def plain_config(tmp_path, **windows) -> MonitorConfig:
 
 
 def test_source_gap_is_filled_so_sample_indices_stay_stream_time(tmp_path, clap):
-    burst = tone(TARGET_HZ, 1.0, MODEL_RATE)
-    source = ArraySource([(burst, 0), (burst, 3 * MODEL_RATE)], MODEL_RATE, live=False)
+    burst = tone(TARGET_HZ, 1.0, SAMPLE_RATE)
+    source = ArraySource([(burst, 0), (burst, 3 * SAMPLE_RATE)], SAMPLE_RATE, live=False)
     pipeline = Pipeline(plain_config(tmp_path, length_s=1.0, hop_s=1.0, min_dbfs=GATE_DBFS), source, clap)
     pipeline.run()
-    assert pipeline.ring.end == 4 * MODEL_RATE
+    assert pipeline.ring.end == 4 * SAMPLE_RATE
     lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
     (gap,) = [line for line in lines if line["type"] == "warning"]
     assert gap["kind"] == "source_gap" and gap["gap_s"] == 2.0
@@ -255,9 +255,9 @@ def test_source_gap_is_filled_so_sample_indices_stay_stream_time(tmp_path, clap)
 
 def test_live_overload_drops_oldest_windows_and_accounts_for_all(tmp_path, clap):
     seconds, hop = 30, 0.25
-    noise = (0.1 * np.random.default_rng(0).standard_normal(seconds * MODEL_RATE)).astype(np.float32)
+    noise = (0.1 * np.random.default_rng(0).standard_normal(seconds * SAMPLE_RATE)).astype(np.float32)
     blocks = [(noise[i : i + 4800], i) for i in range(0, len(noise), 4800)]
-    pipeline = Pipeline(plain_config(tmp_path, length_s=1.0, hop_s=hop), ArraySource(blocks, MODEL_RATE, live=True), clap)
+    pipeline = Pipeline(plain_config(tmp_path, length_s=1.0, hop_s=hop), ArraySource(blocks, SAMPLE_RATE, live=True), clap)
     pipeline.run()
     lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
     report = [line for line in lines if line["type"] == "level"][-1]
@@ -315,18 +315,18 @@ def test_stopping_a_paced_replay_midway_scores_every_delivered_window(tmp_path, 
     pipeline = Pipeline(cfg, FileSource(tmp_path / "noise.wav", realtime=False), clap)
     runner = threading.Thread(target=pipeline.run)
     runner.start()
-    while pipeline.ring.end < stop_after_s * MODEL_RATE:
+    while pipeline.ring.end < stop_after_s * SAMPLE_RATE:
         assert runner.is_alive(), "the replay ended before the stop"
         time.sleep(0.01)
     pipeline.stop()
     runner.join(60)
     assert not runner.is_alive()
 
-    length, hop = MODEL_RATE, MODEL_RATE // 10
+    length, hop = SAMPLE_RATE, SAMPLE_RATE // 10
     windows = (pipeline.ring.end - length) // hop + 1  # every window within the delivered audio
     assert pipeline.windower.skipped == 0 and pipeline.queue.dropped == 0
     assert pipeline.detector.windows_scored == windows
-    assert pipeline.ring.end < len(noise) * MODEL_RATE // FILE_RATE  # stopped mid-replay
+    assert pipeline.ring.end < len(noise) * SAMPLE_RATE // FILE_RATE  # stopped mid-replay
     lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
     assert [line for line in lines if line["type"] == "level"][-1]["windows_scored"] == windows
     assert not [line for line in lines if line["type"] == "warning"]
