@@ -95,10 +95,14 @@ def _not_found(name: str, repo_id: str | None, looked_in: list[str], missing: li
         short = repo_id.split("/")[-1]
         lines += [
             "To get them, on a machine with internet access run:",
-            f'  hf download {repo_id} --include "*.json" --include "*.txt" --include "*.safetensors" --local-dir {short}',
-            f'  (older huggingface_hub: huggingface-cli download {repo_id} --include "*.json" "*.txt" "*.safetensors" --local-dir {short})',
+            f'  hf download {repo_id} --include "*.json" --include "*.txt" --include "*.safetensors" '
+            f'--include "{TORCH_WEIGHTS}" --local-dir {short}',
+            f'  (older huggingface_hub: huggingface-cli download {repo_id} --include "*.json" "*.txt" "*.safetensors" '
+            f'"{TORCH_WEIGHTS}" --local-dir {short})',
             f"then copy the folder here and either pass its path, set CLAP_MLX_MODEL_DIR to the folder "
             f"containing {short}/, or run `clap-mlx convert {short} <output folder>` and use that folder.",
+            f"One weights file is enough: {SAFETENSORS_WEIGHTS}, or {TORCH_WEIGHTS} where the repo has no "
+            f"safetensors (laion/clap-htsat-fused's main branch ships only {TORCH_WEIGHTS}).",
         ]
     else:
         lines.append(f"Known model names: {', '.join(REGISTRY)} (or a hub repo id, or a local folder).")
@@ -121,7 +125,7 @@ def _hub_snapshot(repo_id: str) -> Path | None:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
         folder = Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES), local_files_only=offline))
-        if weights_file(folder) is None:  # older repos ship only PyTorch pickles
+        if weights_file(folder) is None:  # e.g. laion/clap-htsat-fused's main branch: pytorch_model.bin only
             folder = Path(snapshot_download(repo_id, allow_patterns=[TORCH_WEIGHTS], local_files_only=offline))
     except Exception:  # offline, unknown repo, network down: all mean "not available from the hub"
         return None

@@ -1,6 +1,11 @@
 """Checkpoint resolution (local folders, the hub cache), the converted-weights cache and `convert`."""
 
+import os
+import shlex
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -11,6 +16,7 @@ from clap_mlx import loading
 from clap_mlx.loading import ModelNotFoundError, convert, load, read_state_dict
 from clap_mlx.testing import copy_with_pytorch_bin
 from clap_mlx.torch_pickle import read_torch_bin
+from tests.fake_hub import COMMIT, FakeHub
 
 
 def parameters(model) -> dict[str, np.ndarray]:
@@ -84,6 +90,7 @@ def test_registry_name_without_any_copy_explains_how_to_get_it(monkeypatch, tmp_
     message = str(error.value)
     assert str(tmp_path / "larger_clap_general") in message
     assert "hf download laion/larger_clap_general" in message
+    assert '--include "pytorch_model.bin"' in message  # the only weights on laion/clap-htsat-fused's main branch
     assert "config.json, preprocessor_config.json, model.safetensors (or pytorch_model.bin)" in message
 
 
@@ -145,3 +152,59 @@ def test_weights_not_matching_config_name_the_file(tiny_checkpoint, tmp_path):
     (broken / "config.json").write_text(config)
     with pytest.raises(ValueError, match=r"model\.safetensors: weights do not match config\.json"):
         load(broken)
+
+
+def download_from_hub(repo: Path, cache: Path) -> tuple[Path, list[str]]:
+    """`resolve("clap-htsat-fused")` in a fresh process whose hub is `repo`, served as laion/clap-htsat-fused
+    by a FakeHub, with `cache` as the hub cache: the snapshot folder and the files fetched."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "CLAP_MLX_MODEL_DIR")}
+    code = "from clap_mlx import loading; print(loading.resolve('clap-htsat-fused')[0])"
+    with FakeHub({"laion/clap-htsat-fused": repo}) as hub:
+        env.update(HF_ENDPOINT=hub.url, HF_HUB_CACHE=str(cache), HF_HUB_DISABLE_TELEMETRY="1")
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return Path(run.stdout.strip()), hub.requested
+
+
+@pytest.mark.parametrize("weights", [["pytorch_model.bin"], ["model.safetensors", "pytorch_model.bin"]])
+def test_hub_download_fetches_one_weights_file(tiny_checkpoint, bin_checkpoint, weights, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(bin_checkpoint, repo)
+    if "model.safetensors" in weights:
+        shutil.copy(tiny_checkpoint / "model.safetensors", repo)
+    (repo / "README.md").write_text("not needed to run the model\n")
+    snapshot, requested = download_from_hub(repo, tmp_path / "hub")
+    assert snapshot == tmp_path / "hub" / "models--laion--clap-htsat-fused" / "snapshots" / COMMIT
+    # The config, preprocessor and tokenizer files, and safetensors when the repo has it, else the pickle.
+    wanted = {f.name for f in repo.iterdir() if f.name in loading.HUB_FILES} | {weights[0]}
+    assert sorted(requested) == sorted(wanted)
+    assert not loading.missing_files(snapshot)
+
+
+def test_hub_repo_with_only_pytorch_bin_loads_from_its_cache_offline(bin_checkpoint, tiny_bundle, tmp_path, monkeypatch):
+    snapshot, _ = download_from_hub(bin_checkpoint, tmp_path / "hub")
+    assert (snapshot / "pytorch_model.bin").is_symlink()  # the hub cache's layout: snapshots link to blobs
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("CLAP_MLX_MODEL_DIR", raising=False)
+    bundle = load("clap-htsat-fused")  # the fake hub is gone: only the cache can serve it
+    assert bundle.name == "clap-htsat-fused"
+    assert_same_parameters(bundle.model, tiny_bundle.model)
+
+
+def test_download_instructions_fetch_a_loadable_folder(bin_checkpoint, tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAP_MLX_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    with pytest.raises(ModelNotFoundError) as error:
+        load("clap-htsat-fused")
+    command = next(line for line in str(error.value).splitlines() if line.startswith("  hf download "))
+    (tmp_path / "models").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    with FakeHub({"laion/clap-htsat-fused": bin_checkpoint}) as hub:  # a repo like the hub's: no safetensors
+        env.update(HF_ENDPOINT=hub.url, HF_HUB_CACHE=str(tmp_path / "hub"))
+        hf = [sys.executable, "-m", "huggingface_hub.cli.hf", *shlex.split(command)[1:]]
+        run = subprocess.run(hf, cwd=tmp_path / "models", env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "pytorch_model.bin" in hub.requested
+    assert_same_parameters(load("clap-htsat-fused").model, tiny_bundle.model)  # found in CLAP_MLX_MODEL_DIR now
