@@ -8,6 +8,7 @@ import sys
 
 from .config import MonitorConfig
 from .config_loader import ConfigError, load_config
+from .sinks.base import SinkError
 from .sources import SourceError
 
 EXIT_RUNTIME = 1
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as error:
+    except (ConfigError, SinkError) as error:  # a bad setting, or a runtime fact a setting names
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except (SourceError, FileNotFoundError) as error:  # no device/file, or no model (ModelNotFoundError)

@@ -17,7 +17,7 @@ import pytest
 
 from monitor.config import MqttConfig, TlsConfig
 from monitor.events import EventMessage, LevelReport
-from monitor.sinks.base import Sink
+from monitor.sinks.base import Sink, SinkError
 from monitor.sinks.mqtt import MqttSink, read_password
 from tests.fixtures_broker import BrokerTls, add_broker_user, sink_config
 from tests.helpers import wait_until
@@ -59,10 +59,27 @@ def test_password_sources_and_their_errors(tmp_path, monkeypatch):
     assert read_password(MqttConfig(password_env="MQTT_TEST_PW")) == "s3cret"
     (tmp_path / "pw").write_text("from-file\n")
     assert read_password(MqttConfig(password_file=str(tmp_path / "pw"))) == "from-file"
-    with pytest.raises(ValueError, match="MQTT_UNSET_PW is not set"):
+    with pytest.raises(SinkError, match="MQTT_UNSET_PW is not set"):
         read_password(MqttConfig(password_env="MQTT_UNSET_PW"))
-    with pytest.raises(ValueError, match="cannot read .*missing"):
+    with pytest.raises(SinkError, match="cannot read .*missing"):
         read_password(MqttConfig(password_file=str(tmp_path / "missing")))
+
+
+def test_run_with_an_unset_password_variable_is_a_clear_error(tmp_path, monkeypatch, capsys, tiny_checkpoint):
+    """`sound-monitor run` names the setting and exits 2 instead of a traceback."""
+    from monitor.cli import main
+
+    monkeypatch.delenv("MQTT_UNSET_PW", raising=False)
+    config = tmp_path / "run.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        source: {{type: stdin, sample_rate: 16000}}
+        labels: [{{name: dog_bark}}]
+        log: {{path: {tmp_path / "log.jsonl"}}}
+        mqtt: {{enabled: true, password_env: MQTT_UNSET_PW}}
+    """))
+    assert main(["run", "--config", str(config), "--model", str(tiny_checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert "mqtt.password_env" in err and "MQTT_UNSET_PW is not set" in err and "Traceback" not in err
 
 
 # ---- against a broker ----------------------------------------------------------------------

@@ -13,6 +13,11 @@ from __future__ import annotations
 from ..events import EventMessage, LevelReport, WindowReport
 
 
+class SinkError(RuntimeError):
+    """A sink cannot start: a runtime fact its settings rely on is missing (a password
+    variable unset, a file unreadable, a port taken). The message names the setting."""
+
+
 class Sink:
     name: str = "sink"  # key of this sink in Pipeline.status()["sinks"]
 

@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from ..config import MqttConfig, TlsConfig
 from ..events import EventMessage, LevelReport
 from . import homeassistant as ha
-from .base import Sink
+from .base import Sink, SinkError
 from .homeassistant import PAYLOAD_OFF, PAYLOAD_OFFLINE, PAYLOAD_ON, PAYLOAD_ONLINE, Topics
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,13 @@ def read_password(cfg: MqttConfig) -> str | None:
     if cfg.password_env:
         password = os.environ.get(cfg.password_env)
         if password is None:
-            raise ValueError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
+            raise SinkError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
         return password
     if cfg.password_file:
         try:
             return Path(cfg.password_file).read_text().rstrip("\r\n")
         except OSError as err:
-            raise ValueError(f"mqtt.password_file: cannot read {cfg.password_file}: {err.strerror}") from None
+            raise SinkError(f"mqtt.password_file: cannot read {cfg.password_file}: {err.strerror}") from None
     return None
 
 
