@@ -99,24 +99,36 @@ def ops_path(path: str):
             os.environ["CLAP_MLX_OPS"] = saved
 
 
-def profile(run: Callable[[], mx.array], path: str, runs: int) -> dict[str, float]:
-    """Median exclusive ms per group over `runs` instrumented runs on op path `path`, plus "total"."""
-    per_run = []
-    for _ in range(runs + 1):  # the first run warms up (and lets auto measure its choices)
-        profiler = Profiler()
-        with ExitStack() as stack:
-            stack.enter_context(ops_path(path))
-            for owner, name, group in INSTRUMENTED:
-                stack.enter_context(patched(owner, name, profiler.wrap(group, getattr(owner, name))))
-            start = time.perf_counter()
-            mx.eval(run())
-            total = time.perf_counter() - start
-        groups = {g: 1e3 * t for g, t in profiler.exclusive.items()}
-        groups["other"] = 1e3 * total - sum(groups.values())
-        groups["total"] = 1e3 * total
-        per_run.append(groups)
-    keys = {k for groups in per_run[1:] for k in groups}
-    return {k: statistics.median(groups.get(k, 0.0) for groups in per_run[1:]) for k in keys}
+def profile_once(run: Callable[[], mx.array], path: str) -> dict[str, float]:
+    """Exclusive ms per group of one instrumented run on op path `path`, plus "total"."""
+    profiler = Profiler()
+    with ExitStack() as stack:
+        stack.enter_context(ops_path(path))
+        for owner, name, group in INSTRUMENTED:
+            stack.enter_context(patched(owner, name, profiler.wrap(group, getattr(owner, name))))
+        start = time.perf_counter()
+        mx.eval(run())
+        total = time.perf_counter() - start
+    groups = {g: 1e3 * t for g, t in profiler.exclusive.items()}
+    groups["other"] = 1e3 * total - sum(groups.values())
+    groups["total"] = 1e3 * total
+    return groups
+
+
+def profile(run: Callable[[], mx.array], paths: list[str], runs: int) -> dict[str, dict[str, float]]:
+    """Per path, the median exclusive ms per group over `runs` instrumented runs, the paths
+    alternating run by run (load changes on a shared machine hit them alike)."""
+    for path in paths:  # warm-up, and auto measures its choices
+        profile_once(run, path)
+    per_run: dict[str, list[dict[str, float]]] = {path: [] for path in paths}
+    for _ in range(runs):
+        for path in paths:
+            per_run[path].append(profile_once(run, path))
+    medians = {}
+    for path, groups_per_run in per_run.items():
+        keys = {k for groups in groups_per_run for k in groups}
+        medians[path] = {k: statistics.median(groups.get(k, 0.0) for groups in groups_per_run) for k in keys}
+    return medians
 
 
 def unprofiled_ms(run: Callable[[], mx.array], runs: int) -> float:
@@ -148,22 +160,23 @@ def main() -> None:
     }
     results = {}
     for name, run in forwards.items():
+        by_path = profile(run, ["auto", "mlx"], runs=args.runs)
         results[name] = {
-            "ops.py": profile(run, "auto", runs=args.runs),
-            "mlx native": profile(run, "mlx", runs=args.runs),
+            "ops.py": by_path["auto"],
+            "mlx native": by_path["mlx"],
             "unprofiled_total_ms": unprofiled_ms(run, args.runs),
         }
         columns = results[name]
         groups = sorted((g for g in columns["ops.py"] if g != "total"), key=lambda g: -columns["ops.py"][g])
         rows = [
             [g, columns["ops.py"][g], 100 * columns["ops.py"][g] / columns["ops.py"]["total"],
-             columns["mlx native"].get(g, 0.0)]
+             columns["mlx native"].get(g, 0.0), columns["mlx native"].get(g, 0.0) / max(columns["ops.py"][g], 1e-9)]
             for g in [*groups, "total"]
         ]
         print(f"\n{name}: exclusive ms per op group (median of {args.runs}); "
               f"unprofiled total {columns['unprofiled_total_ms']:.1f} ms")
-        print_table(["group", "ops.py ms", "%", "native ops ms"], rows)
-    write_results("profile_towers", {"runs": args.runs, "statistic": "median exclusive ms per group",
+        print_table(["group", "ops.py (auto) ms", "%", "mlx path ms", "mlx / auto"], rows)
+    write_results("profile_towers", {"runs": args.runs, "statistic": "median exclusive ms per group, the two paths' runs interleaved",
                                      "forwards": results})
 
 
