@@ -1,0 +1,152 @@
+/* C-level correctness test of clap_mlx's kernels (clap_mlx/_kernels_simd.h) against double
+ * precision references, for every SIMD variant the CPU runs. Built and run by
+ * tests/test_kernels_c.py, natively and cross-compiled for aarch64 under qemu-user, so the
+ * kernels are tested on an architecture without the Python bindings' help.
+ *
+ *   cc -O2 -I clap_mlx tests/c/test_kernels.c clap_mlx/_kernels_{avx512,avx2,baseline,dispatch}.c -lm
+ *
+ * Prints one line per check and variant; exits 1 if any check fails. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_kernels_simd.h"
+
+static int failures = 0;
+
+static void check(const char *variant, const char *what, double error, double bound) {
+    int ok = error <= bound; /* a NaN error fails */
+    printf("%-8s %-40s max error %.3g (bound %.3g) %s\n", variant, what, error, bound, ok ? "ok" : "FAIL");
+    if (!ok) failures++;
+}
+
+static uint64_t state = 42;
+
+static double uniform(void) { /* in [-1, 1) */
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(state >> 11) / (double)(1ULL << 52) - 1.0;
+}
+
+static float *random_floats(size_t n, double scale, double offset) {
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(offset + scale * uniform());
+    return x;
+}
+
+static double gelu_reference(double x) { return 0.5 * x * erfc(-x / sqrt(2.0)); }
+
+static void test_gelu(const struct kernel_table *k) {
+    enum { ROWS = 7, COLS = 1001 }; /* odd width: vector body and scalar tail */
+    float *x = random_floats(ROWS * COLS, 7.0, 0.0), *bias = random_floats(COLS, 1.0, 0.0);
+    float *y = malloc(sizeof(float) * ROWS * COLS);
+    k->gelu_rows(x, y, bias, COLS, 0, ROWS);
+    double error = 0.0;
+    for (int i = 0; i < ROWS * COLS; i++) error = fmax(error, fabs(y[i] - gelu_reference((double)x[i] + bias[i % COLS])));
+    check(k->name, "gelu(x + bias), |x + bias| <= 8", error, 5e-7);
+
+    float edges[4] = {INFINITY, -INFINITY, NAN, 0.0f}, out[4];
+    k->gelu_rows(edges, out, NULL, 4, 0, 1);
+    check(k->name, "gelu(inf) = inf, gelu(-inf) = 0, NaN, 0",
+          (out[0] == INFINITY && out[1] == 0.0f && isnan(out[2]) && out[3] == 0.0f) ? 0.0 : 1.0, 0.0);
+    free(x), free(bias), free(y);
+}
+
+static void test_softmax(const struct kernel_table *k) {
+    enum { ROWS = 12, COLS = 77, ADD_ROWS = 3 };
+    float *x = random_floats(ROWS * COLS, 30.0, 0.0), *add = random_floats(ADD_ROWS * COLS, 2.0, 0.0);
+    for (int j = 60; j < COLS; j++) add[COLS + j] = -INFINITY; /* a padding mask on one bias row */
+    float *y = malloc(sizeof(float) * ROWS * COLS);
+    const float scale = 0.125f;
+    k->softmax_rows(x, y, scale, add, ADD_ROWS, COLS, 0, ROWS);
+    double error = 0.0;
+    for (int i = 0; i < ROWS; i++) {
+        double s[COLS], m = -INFINITY, sum = 0.0;
+        for (int j = 0; j < COLS; j++) m = fmax(m, s[j] = (double)scale * x[i * COLS + j] + add[(i % ADD_ROWS) * COLS + j]);
+        for (int j = 0; j < COLS; j++) sum += (s[j] = exp(s[j] - m));
+        for (int j = 0; j < COLS; j++) error = fmax(error, fabs(y[i * COLS + j] - s[j] / sum));
+    }
+    check(k->name, "softmax(scale * x + add), -inf mask", error, 1e-6);
+    free(x), free(add), free(y);
+}
+
+static void test_layer_norm(const struct kernel_table *k) {
+    enum { ROWS = 9, COLS = 97 };
+    float *x = random_floats(ROWS * COLS, 3.0, 0.0), *residual = random_floats(ROWS * COLS, 30.0, 100.0);
+    float *w = random_floats(COLS, 1.0, 0.0), *b = random_floats(COLS, 1.0, 0.0);
+    float *sum = malloc(sizeof(float) * ROWS * COLS), *y = malloc(sizeof(float) * ROWS * COLS);
+    k->layer_norm_rows(x, residual, sum, y, w, b, 1e-5f, COLS, 0, ROWS);
+    double error = 0.0, sum_error = 0.0;
+    for (int i = 0; i < ROWS; i++) {
+        double mean = 0.0, var = 0.0;
+        for (int j = 0; j < COLS; j++) mean += (double)x[i * COLS + j] + residual[i * COLS + j];
+        mean /= COLS;
+        for (int j = 0; j < COLS; j++) {
+            double d = (double)x[i * COLS + j] + residual[i * COLS + j] - mean;
+            var += d * d;
+        }
+        var /= COLS;
+        for (int j = 0; j < COLS; j++) {
+            double total = (double)x[i * COLS + j] + residual[i * COLS + j];
+            error = fmax(error, fabs(y[i * COLS + j] - ((total - mean) / sqrt(var + 1e-5) * w[j] + b[j])));
+            sum_error = fmax(sum_error, fabs(sum[i * COLS + j] - (float)(x[i * COLS + j] + residual[i * COLS + j])));
+        }
+    }
+    check(k->name, "layer_norm(x + residual) * w + b", error, 2e-5);
+    check(k->name, "layer_norm's residual sum (exact)", sum_error, 0.0);
+    free(x), free(residual), free(w), free(b), free(sum), free(y);
+}
+
+static void test_attention(const struct kernel_table *k, int head_dims) {
+    enum { ITEMS = 3, TOKENS = 64, HEADS = 2, GROUPS = 3 };
+    const int dims = HEADS * head_dims, stride = 3 * dims;
+    float *qkv = random_floats((size_t)ITEMS * TOKENS * stride, 1.7, 0.0);
+    float *bias = random_floats((size_t)GROUPS * HEADS * TOKENS * TOKENS, 1.7, 0.0);
+    for (int i = 0; i < TOKENS * TOKENS; i++)
+        if (i % TOKENS >= TOKENS / 2) bias[i] = -1e9f; /* a shifted-window mask on group 0, head 0 */
+    float *out = malloc(sizeof(float) * ITEMS * TOKENS * dims);
+    const float scale = 1.0f / sqrtf((float)head_dims);
+    k->attention_pairs(qkv, out, bias, GROUPS * HEADS, scale, HEADS, head_dims, 0, ITEMS * HEADS);
+    double error = 0.0;
+    for (int item = 0; item < ITEMS; item++) {
+        for (int head = 0; head < HEADS; head++) {
+            const float *base = qkv + (size_t)item * TOKENS * stride + head * head_dims;
+            const float *b = bias + (size_t)((item * HEADS + head) % (GROUPS * HEADS)) * TOKENS * TOKENS;
+            for (int i = 0; i < TOKENS; i++) {
+                double p[TOKENS], m = -INFINITY, sum = 0.0;
+                for (int j = 0; j < TOKENS; j++) {
+                    double dot = 0.0;
+                    for (int d = 0; d < head_dims; d++) dot += (double)base[i * stride + d] * base[j * stride + dims + d];
+                    m = fmax(m, p[j] = scale * dot + b[i * TOKENS + j]);
+                }
+                for (int j = 0; j < TOKENS; j++) sum += (p[j] = exp(p[j] - m));
+                for (int d = 0; d < head_dims; d++) {
+                    double o = 0.0;
+                    for (int j = 0; j < TOKENS; j++) o += p[j] / sum * base[j * stride + 2 * dims + d];
+                    error = fmax(error, fabs(out[((size_t)item * TOKENS + i) * dims + head * head_dims + d] - o));
+                }
+            }
+        }
+    }
+    char what[64];
+    snprintf(what, sizeof what, "attention, 64 tokens, heads of %d, bias", head_dims);
+    check(k->name, what, error, 2e-6);
+    free(qkv), free(bias), free(out);
+}
+
+int main(void) {
+    const struct kernel_table *variants[3];
+    int n = kernels_runnable(variants, 3);
+    printf("variants this CPU runs:");
+    for (int v = 0; v < n; v++) printf(" %s (%d lanes)", variants[v]->name, variants[v]->lanes);
+    printf("\n");
+    for (int v = 0; v < n; v++) {
+        test_gelu(variants[v]);
+        test_softmax(variants[v]);
+        test_layer_norm(variants[v]);
+        for (int head_dims = 8; head_dims <= 32; head_dims += 8) test_attention(variants[v], head_dims);
+    }
+    printf("%s\n", failures ? "FAILED" : "all kernel checks passed");
+    return failures ? 1 : 0;
+}
