@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import mlx.core as mx
 import numpy as np
 
-from . import scoring
+from . import anchors, scoring
 from .audio_io import AudioInput, AudioInputError, load_audio
 from .loading import DEFAULT_MODEL, load
 from .results import CLAPEmbeddingResult, ClassificationResult, TaggingResult
@@ -133,54 +133,53 @@ def embed(
 
 def classify(
     audio: AudioInput | Sequence[AudioInput],
-    labels: Sequence[str],
+    labels: Sequence[str] | Mapping[str, str | Sequence[str] | anchors.Anchor],
     top_k: int | None = None,
     sample_rate: int | None = None,
     model: str | CLAP = DEFAULT_MODEL,
     prompt: str | None = None,
 ) -> ClassificationResult | list[ClassificationResult]:
-    """Zero-shot classification: softmax over the labels (transformers' logits_per_audio)."""
-    labels = _label_list("labels", labels)
+    """Zero-shot classification: softmax over the labels (transformers' logits_per_audio).
+
+    `labels`: label texts, or {label: text | example audio files/folders | cm.anchor(...)}.
+    """
+    label_anchors = _anchors("labels", labels)
+    labels = list(label_anchors)
     k = len(labels) if top_k is None else _check_top_k(top_k, len(labels))
-    prompted = _apply_prompt(prompt, labels)
     waveforms, batched = _load_clips(audio, sample_rate)
     clap = _resolve_model(model)
-    probs = scoring.softmax_probabilities(
-        clap.embed_audio(waveforms), clap.embed_text(prompted), clap.logit_scale_audio
-    )
+    scorer = anchors.label_scorer(clap, label_anchors, scoring.DEFAULT_BACKGROUND_PROMPTS, prompt=prompt)
+    probs = scorer.class_probabilities(clap.embed_audio(waveforms))
     results = [_classification(row, labels, k) for row in probs]
     return results if batched else results[0]
 
 
 def tag(
     audio: AudioInput | Sequence[AudioInput],
-    tags: str | Sequence[str],
+    tags: str | Sequence[str] | Mapping[str, str | Sequence[str] | anchors.Anchor],
     threshold: float = 0.5,
     sample_rate: int | None = None,
     model: str | CLAP = DEFAULT_MODEL,
     prompt: str | None = None,
     background: str | Sequence[str] | None = None,
 ) -> TaggingResult | list[TaggingResult]:
-    """Multi-label tagging: an independent probability per tag (see `scoring.contrast_probabilities`).
+    """Multi-label tagging: an independent probability per tag (see `clap_mlx.anchors`).
 
     `background` are the generic prompts each tag is contrasted with (averaged);
-    they are used verbatim (the `prompt` template is not applied to them).
+    they are used verbatim (the `prompt` template is not applied to them). `tags`: tag texts,
+    or {tag: text | example audio files/folders | cm.anchor(...)}.
     """
-    tags = _label_list("tags", tags)
+    tag_anchors = _anchors("tags", tags)
+    tags = list(tag_anchors)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    prompted = _apply_prompt(prompt, tags)
     background_prompts = (
         list(scoring.DEFAULT_BACKGROUND_PROMPTS) if background is None else _text_list("background", background)
     )
     waveforms, batched = _load_clips(audio, sample_rate)
     clap = _resolve_model(model)
-    probs = scoring.contrast_probabilities(
-        clap.embed_audio(waveforms),
-        clap.embed_text(prompted),
-        clap.embed_text(background_prompts),
-        clap.logit_scale_audio,
-    )
+    scorer = anchors.label_scorer(clap, tag_anchors, background_prompts, prompt=prompt)
+    probs = scorer.probabilities(clap.embed_audio(waveforms))
     results = [_tagging(row, tags, threshold) for row in probs]
     return results if batched else results[0]
 
@@ -242,6 +241,12 @@ def _label_list(name: str, value: str | Sequence[str]) -> list[str]:
     if duplicates:
         raise ValueError(f"{name} contains duplicates: {', '.join(map(repr, duplicates))}")
     return labels
+
+
+def _anchors(name: str, labels) -> dict[str, anchors.Anchor]:
+    if isinstance(labels, Mapping):
+        return anchors.as_anchors(name, labels)
+    return {label: anchors.anchor(text=label) for label in _label_list(name, labels)}
 
 
 def _check_top_k(top_k: int, num_labels: int) -> int:

@@ -55,10 +55,7 @@ def softmax_probabilities(
 
     A single audio embedding [D] gives a single row [M].
     """
-    logits = logit_scale * cosine_similarity(audio_emb, text_emb)
-    logits -= logits.max(axis=-1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=-1, keepdims=True)
+    probs = softmax(logit_scale * cosine_similarity(audio_emb, text_emb))
     return _match_rank(probs, audio_emb).astype(np.float32)
 
 
@@ -75,9 +72,19 @@ def contrast_probabilities(
     """
     background = background_embedding(background_emb)
     margin = cosine_similarity(audio_emb, label_emb) - cosine_similarity(audio_emb, background)
-    # sigmoid(x) = exp(-log(1 + exp(-x))), stable for large |x|
-    probs = np.exp(-np.logaddexp(0.0, -logit_scale * margin))
-    return _match_rank(probs, audio_emb).astype(np.float32)
+    return _match_rank(sigmoid(logit_scale * margin), audio_emb).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """exp(-log(1 + exp(-x))): stable for large |x|."""
+    return np.exp(-np.logaddexp(0.0, -x))
 
 
 def _match_rank(probs: np.ndarray, audio_emb: np.ndarray) -> np.ndarray:
