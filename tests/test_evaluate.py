@@ -2,8 +2,6 @@
 random-weight checkpoint: random weights classify at chance, so the tests check the mechanics
 (CSV layouts, metrics equal to an independent computation from the same model, errors)."""
 
-import clap_mlx as cm  # noqa: I001  (preloads BLAS before mlx)
-
 import csv
 import json
 import shutil
@@ -12,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import clap_mlx as cm
 from clap_mlx.cli import main
 from clap_mlx.evaluate import DatasetError, read_dataset
 

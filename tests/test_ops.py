@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-import clap_mlx  # noqa: F401  (preloads OpenBLAS before mlx.core)
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
