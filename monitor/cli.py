@@ -18,7 +18,7 @@ EXIT_CONFIG = 2
 def summary(cfg: MonitorConfig) -> str:
     src = cfg.source
     where = {"mic": f"device {src.device if src.device is not None else 'default'}", "file": src.path,
-             "stdin": f"{src.format} @ {src.sample_rate} Hz"}[src.type]
+             "stdin": f"{src.format} @ {src.sample_rate} Hz", "ffmpeg": src.url}[src.type]
     lines = [
         f"source: {src.type} ({where})",
         f"windows: {cfg.windows.length_s:g} s every {cfg.windows.hop_s:g} s"

@@ -28,19 +28,23 @@ NAME_PATTERN = r"[A-Za-z0-9_\-]+"  # label names and the MQTT node id: safe in t
 
 @dataclass(frozen=True)
 class SourceConfig:
-    type: Literal["mic", "file", "stdin"] = "mic"
-    name: str | None = None  # shown in messages; default derived by the source ("mic:<device>", "file:<name>", "stdin")
+    type: Literal["mic", "file", "stdin", "ffmpeg"] = "mic"
+    name: str | None = None  # shown in messages; default derived by the source ("mic:<device>", "file:<name>", "stdin", "ffmpeg:<url>")
     device: str | int | None = None  # mic: PortAudio index or name substring; None = default input
-    sample_rate: int | None = None  # mic: capture rate (None = device default); stdin: rate of the raw PCM (required)
+    sample_rate: int | None = None  # mic: capture rate (None = device default); stdin: rate of the raw PCM (required); ffmpeg: rate it decodes to (None = the model's)
     channels: int = 1  # mic/stdin: channels captured or in the stream; mixed to mono
     path: str | None = None  # file: audio file to replay (required)
     realtime: bool = True  # file: pace at real time (live) or read as fast as the pipeline consumes
     loop: bool = False  # file: start over at the end (demos, soak tests)
     format: Literal["s16le", "f32le"] = "s16le"  # stdin: raw PCM sample format
+    url: str | None = None  # ffmpeg: what ffmpeg reads (rtsp://, http://, a file...; required)
+    args: tuple[str, ...] = ()  # ffmpeg: options placed before -i (input options, e.g. [-rtsp_transport, tcp])
 
     def problems(self) -> Problems:
         if self.type == "file" and not self.path:
             yield "path", "required when type is 'file'"
+        if self.type == "ffmpeg" and not self.url:
+            yield "url", "required when type is 'ffmpeg' (the stream ffmpeg reads)"
         if self.type == "stdin" and self.sample_rate is None:
             yield "sample_rate", "required when type is 'stdin' (raw PCM carries no rate)"
         if self.sample_rate is not None and not 8000 <= self.sample_rate <= 384000:

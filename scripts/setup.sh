@@ -13,7 +13,7 @@ die() { echo "setup.sh: error: $*" >&2; exit 1; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }
 
-runtime_apt=(libopenblas0-pthread libportaudio2 libasound2-plugins libsndfile1 gcc)
+runtime_apt=(libopenblas0-pthread libportaudio2 libasound2-plugins libsndfile1 gcc ffmpeg)
 test_apt=(mosquitto mosquitto-clients pulseaudio pulseaudio-utils sox libsox-fmt-all espeak-ng openssl chromium gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 
 case "${1:-}" in

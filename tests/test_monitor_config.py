@@ -88,6 +88,7 @@ def test_defaults_and_mqtt_off_when_absent(tmp_path):
         ("source: [mic]\nlabels: [{name: a}]\n", 1, "source", ["mapping"]),
         # rules that sinks and sources used to check again at run time, without a line
         ("source:\n  type: stdin\nlabels: [{name: a}]\n", 2, "source.sample_rate", ["required when type is 'stdin'"]),
+        ("source:\n  type: ffmpeg\n  args: [-re]\nlabels: [{name: a}]\n", 2, "source.url", ["required when type is 'ffmpeg'"]),
         ("mqtt:\n  base_topic: home/#\nlabels: [{name: a}]\n", 2, "mqtt.base_topic", ["'home/#'", "wildcards"]),
         ("mqtt:\n  base_topic: ''\nlabels: [{name: a}]\n", 2, "mqtt.base_topic", ["non-empty"]),
         ("mqtt:\n  discovery:\n    prefix: ha/+\nlabels: [{name: a}]\n", 3, "mqtt.discovery.prefix",

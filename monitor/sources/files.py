@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -136,29 +136,45 @@ class StdinPCMSource(_ReaderSource):
         self.dropped_bytes = 0  # trailing partial frame at end of stream
 
     def _blocks(self) -> Iterator[tuple[np.ndarray, int]]:
-        dtype = PCM_DTYPES[self.format]
-        frame_bytes = dtype.itemsize * self.channels
-        block_frames = max(1, round(self.sample_rate * BLOCK_SECONDS))
-        buffer = bytearray(block_frames * frame_bytes)
-        view = memoryview(buffer)
-        mono = np.empty(block_frames, np.float32)
         # readinto1 returns what is available now (low latency on pipes); plain readinto waits to fill.
-        read = getattr(self.stream, "readinto1", self.stream.readinto)
+        reader = PCMReader(getattr(self.stream, "readinto1", self.stream.readinto), self.sample_rate,
+                           self.channels, self.format)
+        yield from reader.blocks()
+        if reader.leftover:
+            self.dropped_bytes = reader.leftover
+            log.warning("stdin ended inside a frame; dropped %d trailing bytes", reader.leftover,
+                        extra={"kind": "partial_frame", "source": self.name, "bytes": reader.leftover})
+
+
+class PCMReader:
+    """Interleaved raw PCM from `readinto(buffer) -> bytes read (0: end)` -> float32 mono blocks.
+
+    Each block is what one read brought, in whole frames (a partial frame waits for the
+    next read); `leftover` holds the bytes of a partial frame the stream ended inside.
+    """
+
+    def __init__(self, readinto: Callable[[memoryview], int], sample_rate: int, channels: int, sample_format: str):
+        self.readinto = readinto
+        self.dtype, self.scale = PCM_DTYPES[sample_format], PCM_SCALE[sample_format]
+        self.channels = channels
+        self.block_frames = max(1, round(sample_rate * BLOCK_SECONDS))
+        self.leftover = 0
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, int]]:
+        """(mono block, its first frame counted from this reader's start); the block is reused."""
+        frame_bytes = self.dtype.itemsize * self.channels
+        buffer = bytearray(self.block_frames * frame_bytes)
+        view = memoryview(buffer)
+        mono = np.empty(self.block_frames, np.float32)
         filled = position = 0
-        while True:
-            n = read(view[filled:])
-            if not n:
-                break
+        while n := self.readinto(view[filled:]):
             filled += n
             whole = filled - filled % frame_bytes
             if whole == 0:
                 continue
-            frames = np.frombuffer(buffer, dtype, whole // dtype.itemsize).reshape(-1, self.channels)
-            yield _mix_to_mono(frames, mono, PCM_SCALE[self.format]), position
+            frames = np.frombuffer(buffer, self.dtype, whole // self.dtype.itemsize).reshape(-1, self.channels)
+            yield _mix_to_mono(frames, mono, self.scale), position
             position += len(frames)
             view[: filled - whole] = view[whole:filled]  # keep the partial frame for the next read
             filled -= whole
-        if filled:
-            self.dropped_bytes = filled
-            log.warning("stdin ended inside a frame; dropped %d trailing bytes", filled,
-                        extra={"kind": "partial_frame", "source": self.name, "bytes": filled})
+        self.leftover = filled
