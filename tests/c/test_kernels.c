@@ -3,7 +3,10 @@
  * tests/test_kernels_c.py, natively and cross-compiled for aarch64 under qemu-user, so the
  * kernels are tested on an architecture without the Python bindings' help.
  *
- *   cc -O2 -I clap_mlx tests/c/test_kernels.c clap_mlx/_kernels_{avx512,avx2,baseline,dispatch}.c -lm
+ *   cc -O3 -I clap_mlx -c clap_mlx/_kernels_{avx512,avx2,baseline,dispatch}.c
+ *   cc -O3 -x c -DSIMD_LANES=16 -DKERNEL_TABLE=kernels_lanes16 '-DKERNEL_NAME="lanes16"' \
+ *       -c clap_mlx/_kernels_impl.h -o lanes16.o
+ *   cc -O1 -I clap_mlx tests/c/test_kernels.c *.o -lm
  *
  * Prints one line per check and variant; exits 1 if any check fails. */
 #include <math.h>
@@ -13,6 +16,11 @@
 #include <string.h>
 
 #include "_kernels_simd.h"
+
+/* _kernels_impl.h built a fourth time with 16 lanes for the build's default target (see
+ * tests/test_kernels_c.py): the AVX-512 variant's code (its vector and head widths, score
+ * columns) on any CPU, where the AVX-512 variant itself may not run. */
+extern const struct kernel_table kernels_lanes16;
 
 static int failures = 0;
 
@@ -136,11 +144,12 @@ static void test_attention(const struct kernel_table *k, int head_dims) {
 }
 
 int main(void) {
-    const struct kernel_table *variants[3];
+    const struct kernel_table *variants[4];
     int n = kernels_runnable(variants, 3);
     printf("variants this CPU runs:");
     for (int v = 0; v < n; v++) printf(" %s (%d lanes)", variants[v]->name, variants[v]->lanes);
     printf("\n");
+    variants[n++] = &kernels_lanes16;
     for (int v = 0; v < n; v++) {
         test_gelu(variants[v]);
         test_softmax(variants[v]);
