@@ -17,6 +17,7 @@ ops: lazy, one graph, any device). Which is fastest depends on the CPU class and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -101,9 +102,16 @@ def _version(package: str) -> str:
         return "unknown"
 
 
+@functools.cache
+def _machine() -> tuple[str, str]:
+    # read once: /proc/cpuinfo and package metadata take ~1 ms, an op call must not pay that
+    return _cpu_model(), f"clap-mlx {_version('clap-mlx')} | mlx {_version('mlx')}"
+
+
 def machine_key() -> str:
     """What a cached choice is valid for: CPU model, kernel variant, library versions."""
-    return f"{_cpu_model()} | simd {simd()} | clap-mlx {_version('clap-mlx')} | mlx {_version('mlx')}"
+    cpu, versions = _machine()
+    return f"{cpu} | simd {simd()} | {versions}"
 
 
 def cache_path() -> Path:
