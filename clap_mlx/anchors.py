@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,20 +119,21 @@ def _as_anchor(spec) -> Anchor:
     )
 
 
-def example_files(examples: Sequence[PathLike]) -> list[Path]:
-    """Example paths -> audio files: a file as is, a folder as its audio files (recursive, sorted)."""
+def example_files(examples: Sequence[PathLike], what: str = "example") -> list[Path]:
+    """Paths -> audio files: a file as is, a folder as its audio files (recursive, sorted).
+    Errors name the path as `what` ("example '...': no such file or folder")."""
     files = []
     for example in examples:
         path = Path(example).expanduser()
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
             if not found:
-                raise AudioInputError(f"example folder '{path}': no audio files ({', '.join(AUDIO_SUFFIXES)}) in it")
+                raise AudioInputError(f"{what} folder '{path}': no audio files ({', '.join(AUDIO_SUFFIXES)}) in it")
             files += found
         elif path.is_file():
             files.append(path)
         else:
-            raise AudioInputError(f"example '{path}': no such file or folder")
+            raise AudioInputError(f"{what} '{path}': no such file or folder")
     return files
 
 
@@ -269,10 +271,15 @@ def _for_label(label: str, fn, *args):
 
 def _fingerprint(clap) -> str:
     """A short hash of the model's embedding of a fixed probe, rounded to 2 decimals so that
-    float rounding differences (BLAS threading) do not change it."""
-    probe = generic_sounds(seconds=1.0)[3]
-    embedding = np.round(clap.embed_audio([probe])[0].astype(np.float64), 2) + 0.0  # + 0.0: no -0.0
-    return hashlib.sha256(embedding.tobytes()).hexdigest()[:12]
+    float rounding differences (BLAS threading) do not change it; computed once per model object."""
+    if clap not in _FINGERPRINTS:
+        probe = generic_sounds(seconds=1.0)[3]
+        embedding = np.round(clap.embed_audio([probe])[0].astype(np.float64), 2) + 0.0  # + 0.0: no -0.0
+        _FINGERPRINTS[clap] = hashlib.sha256(embedding.tobytes()).hexdigest()[:12]
+    return _FINGERPRINTS[clap]
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _safe(name: str) -> str:
