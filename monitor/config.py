@@ -239,8 +239,11 @@ class MqttConfig:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    outbox_path: str | None = None  # SQLite outbox; default <state_dir>/mqtt-outbox-<node_id>.sqlite
 
     def problems(self) -> Problems:
+        if self.outbox_path is not None and not self.outbox_path.strip():
+            yield "outbox_path", "must be a file path (omit it for the default under state_dir)"
         if not 1 <= self.port <= 65535:
             yield "port", f"must be between 1 and 65535, got {self.port}"
         if not 0 <= self.keepalive <= 65535:
@@ -271,8 +274,11 @@ class MonitorConfig:
     log: LogConfig = field(default_factory=LogConfig)
     mqtt: MqttConfig = field(default_factory=lambda: MqttConfig(enabled=False))
     clips: ClipsConfig = field(default_factory=ClipsConfig)
+    state_dir: str | None = None  # what outlives a restart (MQTT outbox); default see monitor/state.py
 
     def problems(self) -> Problems:
+        if self.state_dir is not None and not self.state_dir.strip():
+            yield "state_dir", "must be a directory path (omit it for the default)"
         if not self.labels:
             yield "labels", "needs at least one label"
         names = [label.name for label in self.labels]

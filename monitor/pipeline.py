@@ -36,6 +36,7 @@ from .sinks.base import Sink
 from .sinks.clips import ClipSink
 from .sinks.jsonlog import JsonLogSink
 from .sources import AudioSource
+from .state import state_dir
 from .windower import SILENCE_DBFS, Windower
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class Pipeline:
         if self.cfg.mqtt.enabled:
             from .sinks.mqtt import MqttSink  # paho only when MQTT is configured
 
-            sinks.append(MqttSink(self.cfg.mqtt, [label.name for label in self.cfg.labels], self.source.name))
+            sinks.append(MqttSink(self.cfg.mqtt, [label.name for label in self.cfg.labels], self.source.name,
+                                  state_dir(self.cfg.state_dir)))
         if self.cfg.clips.enabled:
             sinks.append(ClipSink(self.cfg.clips, self.ring, self.clock))
         return sinks
@@ -100,7 +102,8 @@ class Pipeline:
 
     def start(self) -> None:
         self.started_at = time.time()
-        for sink in self.sinks:
+        # the log first: it records what the other sinks say while starting
+        for sink in [self.jsonlog, *(sink for sink in self.sinks if sink is not self.jsonlog)]:
             sink.start()
         log.info("monitoring %s for %s", self.source.name, ", ".join(self.rules.labels),
                  extra={"kind": "started", "source": self.source.name})

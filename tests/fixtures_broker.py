@@ -126,6 +126,14 @@ class Broker:
         return stderr + (path.read_text() if path.exists() else "")
 
 
+@pytest.fixture(autouse=True)
+def isolated_state_dir(tmp_path, monkeypatch):
+    """Every test gets its own default state_dir (monitor/state.py): no MQTT outbox left by one
+    test (or by a monitor of the user's) is delivered in another."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
 @pytest.fixture
 def mosquitto_broker(tmp_path):
     """Factory: `mosquitto_broker(start=True, passwd_file=None, tls=None) -> Broker`."""
@@ -223,13 +231,13 @@ def sink_config(broker: Broker, **overrides):
 
 @pytest.fixture
 def mqtt_sink():
-    """Factory: `mqtt_sink(cfg, labels, start=True) -> MqttSink`, closed at teardown."""
+    """Factory: `mqtt_sink(cfg, labels, start=True, **options) -> MqttSink`, closed at teardown."""
     from monitor.sinks.mqtt import MqttSink
 
     sinks: list[MqttSink] = []
 
-    def make(cfg, labels: list[str], start: bool = True) -> MqttSink:
-        sink = MqttSink(cfg, labels, source="test")
+    def make(cfg, labels: list[str], start: bool = True, **options) -> MqttSink:
+        sink = MqttSink(cfg, labels, source="test", **options)
         sinks.append(sink)
         if start:
             sink.start()

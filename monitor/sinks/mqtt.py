@@ -8,6 +8,11 @@ connection dropped are re-sent by paho right after the next CONNACK, before the 
 turns ready, so order is kept and nothing is lost (QoS 1 may duplicate). Past `queue_limit`
 the oldest queued message is dropped and counted in `dropped_messages`.
 
+Event messages are also written to the persistent `Outbox` before they are queued and
+deleted from it on acknowledgement (or drop): a restarted monitor queues what an earlier
+run left undelivered ahead of anything new. States and status are rebuilt by the running
+monitor, so they stay in memory.
+
 Session messages (availability, current states, discovery configs) are retained and rebuilt
 on every (re)connect, so they bypass the queue.
 """
@@ -23,7 +28,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +40,7 @@ from ..events import EventMessage, LevelReport
 from . import homeassistant as ha
 from .base import Sink, SinkError
 from .homeassistant import PAYLOAD_OFF, PAYLOAD_OFFLINE, PAYLOAD_ON, PAYLOAD_ONLINE, Topics
+from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ class Outgoing:
     payload: str
     retain: bool = False
     supersedes: bool = False  # a newer queued message on the same topic replaces this one
+    key: int | None = None  # its row in the outbox (None: held in memory only)
 
 
 def default_node_id() -> str:
@@ -121,15 +128,18 @@ def status_payload(report: LevelReport, dropped_messages: int, queued_messages: 
 
 
 class MqttSink(Sink):
-    """Publishes to the broker `cfg` names; `cfg` and `labels` are as `MonitorConfig.problems()` accepts them."""
+    """Publishes to the broker `cfg` names; `cfg` and `labels` are as `MonitorConfig.problems()` accepts them.
+    The outbox is `cfg.outbox_path`, else `mqtt-outbox-<node_id>.sqlite` in `state_dir`; neither: memory only."""
 
     name = "mqtt"
 
-    def __init__(self, cfg: MqttConfig, labels: list[str], source: str):
+    def __init__(self, cfg: MqttConfig, labels: list[str], source: str, state_dir: Path | None = None):
         self.cfg = cfg
         self.labels = list(labels)
         self.source = source
         self.node_id = cfg.node_id or default_node_id()
+        default_outbox = state_dir / f"mqtt-outbox-{self.node_id}.sqlite" if state_dir is not None else None
+        self.outbox = Outbox(cfg.outbox_path or default_outbox)
         self.topics = Topics(f"{cfg.base_topic}/{self.node_id}")
         self.dropped_messages = 0
         # In-flight messages cannot be recalled: leave queue room so the newest always fits.
@@ -175,6 +185,9 @@ class MqttSink(Sink):
             return {"connected": self._ready, "queued": self._unacknowledged(), "dropped": self.dropped_messages}
 
     def start(self) -> None:
+        stored = self.outbox.open()
+        for message in stored:  # before anything new, in the order they were written
+            self._enqueue(Outgoing(message.topic, message.payload, message.retain, key=message.key), durable=False)
         self._sender.start()
         self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self._client.loop_start()
@@ -188,7 +201,7 @@ class MqttSink(Sink):
         with self._cond:
             (self._active_labels.add if on else self._active_labels.discard)(event.label)
         self._enqueue(Outgoing(self.topics.state(event.label), PAYLOAD_ON if on else PAYLOAD_OFF, retain=True))
-        self._enqueue(Outgoing(self.topics.event, json.dumps(event_payload(event))))
+        self._enqueue(Outgoing(self.topics.event, json.dumps(event_payload(event))), durable=True)
 
     def handle_level(self, report: LevelReport) -> None:
         """Publishes at most one status per `level_interval_s` (by report time)."""
@@ -208,7 +221,8 @@ class MqttSink(Sink):
             self._stopping = True
             self._cond.notify_all()
         if left:
-            log.warning("MQTT: closing with %d undelivered messages", left)
+            kept = f"events kept in {self.outbox.path} for the next run" if self.outbox.persistent else "lost"
+            log.warning("MQTT: closing with %d undelivered messages (%s)", left, kept)
         if ready:
             info = self._publish(Outgoing(self.topics.availability, PAYLOAD_OFFLINE, retain=True), None)
             try:
@@ -221,6 +235,7 @@ class MqttSink(Sink):
         self._client.loop_stop()
         if self._sender.is_alive():
             self._sender.join(timeout=1.0)
+        self.outbox.close()
 
     # ---- queue -------------------------------------------------------------------------
 
@@ -230,7 +245,10 @@ class MqttSink(Sink):
     def _unacknowledged(self) -> int:
         return len(self._queue) + self._inflight_queued()
 
-    def _enqueue(self, message: Outgoing) -> None:
+    def _enqueue(self, message: Outgoing, durable: bool = False) -> None:
+        """`durable`: written to the outbox first (an outbox that failed leaves it in memory only)."""
+        if durable:
+            message = replace(message, key=self.outbox.add(message.topic, message.payload, message.retain))
         with self._cond:
             if self._stopping:
                 return
@@ -242,6 +260,7 @@ class MqttSink(Sink):
                 dropped.append(self._queue.popleft())
             self.dropped_messages += len(dropped)
             self._cond.notify_all()
+        self.outbox.remove([message.key for message in dropped if message.key is not None])
         for message in dropped:
             log.warning("MQTT: queue full (%d), dropped oldest message on %s (%d dropped so far)",
                         self.cfg.queue_limit, message.topic, self.dropped_messages)
@@ -284,11 +303,14 @@ class MqttSink(Sink):
     def _publish(self, message: Outgoing, tracked: Outgoing | None) -> mqtt.MQTTMessageInfo:
         info = self._client.publish(message.topic, message.payload, qos=self.cfg.qos, retain=message.retain)
         with self._cond:
-            if info.mid in self._early_acks:
+            early = info.mid in self._early_acks
+            if early:
                 self._early_acks.discard(info.mid)
                 self._acknowledge(info.mid)
             else:
                 self._inflight[info.mid] = tracked
+        if early:
+            self._forget(tracked)
         return info
 
     def _acknowledge(self, mid: int) -> None:
@@ -299,11 +321,17 @@ class MqttSink(Sink):
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._cond:
-            if mid in self._inflight:
-                del self._inflight[mid]
-                self._acknowledge(mid)
-            else:
+            if mid not in self._inflight:
                 self._early_acks.add(mid)
+                return
+            message = self._inflight.pop(mid)
+            self._acknowledge(mid)
+        self._forget(message)
+
+    def _forget(self, message: Outgoing | None) -> None:
+        """An acknowledged message leaves the outbox (outside _cond: a write may wait for the disk)."""
+        if message is not None and message.key is not None:
+            self.outbox.remove([message.key])
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
