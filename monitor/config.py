@@ -190,6 +190,7 @@ class ClipsConfig:
     dir: str = "clips"
     pre_roll_s: float = 2.0
     post_roll_s: float = 2.0
+    skip_if: tuple[str, ...] = ()  # labels whose hit in a clip's windows keeps the clip unwritten (privacy: speech)
 
     def problems(self) -> Problems:
         if self.pre_roll_s < 0:
@@ -289,6 +290,9 @@ class MonitorConfig:
                 for other in getattr(label, key):
                     if other not in names:
                         yield f"labels[{i}].{key}", f"unknown label {other!r}{did_you_mean(other, names)}"
+        for j, other in enumerate(self.clips.skip_if):
+            if other not in names:
+                yield f"clips.skip_if[{j}]", f"unknown label {other!r}{did_you_mean(other, names)} (skip_if names configured labels)"
         if self.mqtt.enabled:
             yield from _slug_problems(names)
         history = audio_history(self)

@@ -24,9 +24,14 @@ class EventMessage:
     duration_s: float
     level_dbfs: float  # loudest window level seen in the event
     source: str  # source name from the config (e.g. "mic:pulse", "file:x.wav")
+    clip: Literal["withheld"] | None = None  # on "end": "withheld" when clips.skip_if keeps its clip unwritten
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """`clip` only when there is something to say (a withheld clip)."""
+        fields = asdict(self)
+        if self.clip is None:
+            del fields["clip"]
+        return fields
 
 
 @dataclass(frozen=True)

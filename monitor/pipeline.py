@@ -29,6 +29,7 @@ from .config import MonitorConfig
 from .detector import Detection, Detector, DetectorThread, Embedder, WindowQueue
 from .events import LevelReport, WindowReport
 from .history import audio_history
+from .privacy import ClipGuard
 from .resample import Resampler
 from .ringbuffer import RingBuffer, StreamClock
 from .rules import RulesEngine
@@ -57,6 +58,9 @@ class Pipeline:
         detector = Detector(embedder, {label.name: cfg.prompts(label) for label in cfg.labels}, cfg.detector.background)
         self.detector = DetectorThread(detector, self.queue, self._on_detections, cfg.detector.batch_size)
         self.rules = RulesEngine(cfg.labels, source.name, cfg.rules.update_interval_s, _timezone(cfg.rules.timezone))
+        skip_if = {label.name: label.threshold for label in cfg.labels if label.name in cfg.clips.skip_if}
+        self.guard = ClipGuard(skip_if if cfg.clips.enabled else {}, cfg.clips.pre_roll_s, cfg.clips.post_roll_s,
+                               cfg.buffer.seconds)
         self.jsonlog = JsonLogSink(cfg.log)
         self.sinks: list[Sink] = [*self._optional_sinks(), *sinks, self.jsonlog]  # the log closes last
         self._windower_thread = threading.Thread(target=self._cut_windows, name="windower", daemon=True)
@@ -133,7 +137,7 @@ class Pipeline:
         end_time = self.clock.time(self.ring.end)
         with self._status_lock:
             messages = self.rules.close()
-        for message in messages:
+        for message in self.guard.mark(messages):
             self._dispatch("handle_event", message)
         self._report_level(force=True)
         log.info("stopped", extra={"kind": "stopped", "stream_s": self.ring.end / SAMPLE_RATE, "end_time": end_time})
@@ -214,6 +218,7 @@ class Pipeline:
         for detection in detections:
             window = detection.window
             start_s, end_s = self.clock.time(window.start_sample), self.clock.time(window.end_sample)
+            self.guard.observe(start_s, end_s, detection.scores)
             with self._status_lock:
                 messages = self.rules.process(start_s, end_s, window.level_dbfs, detection.scores)
                 self._last = detection
@@ -223,7 +228,7 @@ class Pipeline:
                     self._last_scores = detection.scores
             self._dispatch("handle_window", WindowReport(self.source.name, start_s, end_s, window.level_dbfs,
                                                          detection.scores, detection.inference_ms))
-            for message in messages:
+            for message in self.guard.mark(messages):
                 self._dispatch("handle_event", message)
             # after the events: a sink holds the audio of an event it was just told of
             self.ring.hold(self.rules, window.start_sample - self._lookback)

@@ -20,11 +20,9 @@ from clap_mlx.audio_io import SAMPLE_RATE
 from monitor.cli import main
 from monitor.config import BufferConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig
 from monitor.config import WindowsConfig
-from monitor.events import EventMessage
 from monitor.pipeline import Pipeline
-from monitor.sinks.base import Sink
 from monitor.sources import FfmpegSource, SourceError, open_source
-from tests.helpers import tone, wait_until
+from tests.helpers import Events, tone, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg program (apt install ffmpeg)")
 
@@ -155,16 +153,6 @@ def test_a_stalled_stream_is_restarted_and_the_outage_is_a_gap(serve, caplog):
     assert any("restart failed (ffmpeg exited with code" in r.getMessage() for r in caplog.records)
     [(_, gap)] = source.gaps
     assert 2.0 <= gap / SAMPLE_RATE <= outage + 0.5
-
-
-class Events(Sink):
-    name = "events"
-
-    def __init__(self):
-        self.events: list[EventMessage] = []
-
-    def handle_event(self, event: EventMessage) -> None:
-        self.events.append(event)
 
 
 def test_pipeline_over_a_stream_killed_and_restarted_logs_the_gap_and_detects_again(tmp_path, clap, serve):

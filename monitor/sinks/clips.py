@@ -5,6 +5,10 @@ until its clip is written the sink holds that audio in the ring (paced sources
 then wait instead of overwriting it). A worker thread waits for the post-roll to
 be captured and writes the file, so neither the audio callback nor the detector
 ever waits on the disk.
+
+Privacy (`skip_if`): an end marked `clip="withheld"` (see `monitor/privacy.py`) gets
+no file, and with skip_if set a clip ends at the newest window scored when its event
+ended: audio no window has checked yet is never written.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 import soundfile
 
 from ..config import ClipsConfig
-from ..events import EventMessage
+from ..events import EventMessage, WindowReport
 from ..ringbuffer import Overwritten, RingBuffer, StreamClock
 from .base import Sink
 
@@ -31,17 +35,28 @@ class ClipSink(Sink):
         self.cfg, self.ring, self.clock = cfg, ring, clock
         self.dir = Path(cfg.dir)
         self.written: dict[str, Path] = {}  # event id -> its WAV
-        self._jobs: queue.SimpleQueue[EventMessage | None] = queue.SimpleQueue()
+        self._checked_until: float | None = None  # end of the newest window (time), with skip_if
+        self._jobs: queue.SimpleQueue[tuple[EventMessage, float] | None] = queue.SimpleQueue()  # (end, clip stop time)
         self._worker = threading.Thread(target=self._run, name="clips", daemon=True)
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._worker.start()
 
+    def handle_window(self, report: WindowReport) -> None:
+        if self.cfg.skip_if:
+            self._checked_until = report.end_time
+
     def handle_event(self, event: EventMessage) -> None:
+        if event.clip == "withheld":
+            self.ring.release(self._owner(event))
+            return
         self.ring.hold(self._owner(event), self.clock.sample(event.started_at - self.cfg.pre_roll_s))
         if event.phase == "end":
-            self._jobs.put(event)
+            stop = event.ended_at + self.cfg.post_roll_s
+            if self._checked_until is not None:
+                stop = min(stop, max(self._checked_until, event.ended_at))
+            self._jobs.put((event, stop))
 
     def status(self) -> dict:
         return {"dir": str(self.dir), "written": len(self.written)}
@@ -58,9 +73,10 @@ class ClipSink(Sink):
             self._worker.join()
 
     def _run(self) -> None:
-        while (event := self._jobs.get()) is not None:
+        while (job := self._jobs.get()) is not None:
+            event, stop = job
             try:
-                self._write(event)
+                self._write(event, stop)
             except Exception:
                 log.exception("writing the clip of %s failed", event.event_id, extra={"kind": "clip_failed"})
             finally:
@@ -69,9 +85,9 @@ class ClipSink(Sink):
     def _owner(self, event: EventMessage) -> tuple:
         return (self, event.event_id)  # one hold per pending clip
 
-    def _write(self, event: EventMessage) -> None:
+    def _write(self, event: EventMessage, stop_time: float) -> None:
         want_start = self.clock.sample(event.started_at - self.cfg.pre_roll_s)
-        want_stop = self.clock.sample(event.ended_at + self.cfg.post_roll_s)
+        want_stop = self.clock.sample(stop_time)
         self.ring.wait_until(want_stop)  # returns early once the ring is closed (shutdown)
         stop = min(want_stop, self.ring.end)
         start = min(max(want_start, self.ring.oldest), stop)

@@ -115,6 +115,7 @@ def event_payload(event: EventMessage) -> dict:
         "duration_s": event.duration_s,
         "level_dbfs": event.level_dbfs,
         "source": event.source,
+        "clip": event.clip,
     }
 
 
