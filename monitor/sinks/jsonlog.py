@@ -3,8 +3,8 @@
 Besides events and level reports it takes over the `monitor` logger tree, so any
 module's `log.warning(..., extra={"kind": ...})` (overflows, dropped windows,
 source gaps, MQTT trouble) lands in the same file as `{"type": "warning", ...}`.
-Rotation is `RotatingFileHandler`'s; writes happen on the detector thread,
-never on the audio callback.
+The file is a `LineFile` (whole lines, rotation, a full disk held in memory and
+reported on stderr); writes happen on the detector thread, never on the audio callback.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import logging
 import math
 import sys
 import time
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from ..config import LogConfig
 from ..events import EventMessage, LevelReport, WindowReport
 from .base import Sink
+from .logfile import LineFile
 
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -42,7 +42,7 @@ class JsonLogSink(Sink):
         self._handlers: list[logging.Handler] = []
         if cfg.path:
             Path(cfg.path).parent.mkdir(parents=True, exist_ok=True)
-            self._handlers.append(RotatingFileHandler(cfg.path, maxBytes=cfg.max_bytes, backupCount=cfg.backups))
+            self._handlers.append(LineFile(cfg.path, cfg.max_bytes, cfg.backups))
         if cfg.console:
             self._handlers.append(logging.StreamHandler(sys.stderr))
         self._bridge = _LogBridge(self)
