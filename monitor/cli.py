@@ -34,7 +34,12 @@ def summary(cfg: MonitorConfig) -> str:
         lines.append(f"  - {label.name}: {rule}" + (f" ({'; '.join(extras)})" if extras else ""))
     lines.append(f"log: {cfg.log.path or '-'}" + (" + console" if cfg.log.console else ""))
     lines.append(f"mqtt: {f'{cfg.mqtt.host}:{cfg.mqtt.port}' if cfg.mqtt.enabled else 'off'}")
-    lines.append(f"clips: {cfg.clips.dir if cfg.clips.enabled else 'off'}")
+    clips = cfg.clips
+    kept = [f"skip if {', '.join(clips.skip_if)}"] if clips.skip_if else []
+    kept += [f"{getattr(clips, key):g} {unit}" for key, unit in (("max_age_days", "days"), ("max_total_mb", "MB"),
+             ("max_per_label", "per label")) if getattr(clips, key) is not None]
+    note = f" ({'; '.join(kept)})" if kept and clips.enabled else ""
+    lines.append(f"clips: {clips.dir if clips.enabled else 'off'}{note}")
     return "\n".join(lines)
 
 

@@ -191,12 +191,20 @@ class ClipsConfig:
     pre_roll_s: float = 2.0
     post_roll_s: float = 2.0
     skip_if: tuple[str, ...] = ()  # labels whose hit in a clip's windows keeps the clip unwritten (privacy: speech)
+    # retention, checked at start and after each clip; oldest (by event start) deleted first
+    max_age_days: float | None = None
+    max_total_mb: float | None = None  # 1 MB = 10^6 bytes
+    max_per_label: int | None = None
 
     def problems(self) -> Problems:
         if self.pre_roll_s < 0:
             yield "pre_roll_s", f"must be >= 0, got {self.pre_roll_s}"
         if self.post_roll_s < 0:
             yield "post_roll_s", f"must be >= 0, got {self.post_roll_s}"
+        for name in ("max_age_days", "max_total_mb", "max_per_label"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                yield name, f"must be > 0 (omit it for no limit), got {value}"
 
 
 @dataclass(frozen=True)

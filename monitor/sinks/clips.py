@@ -6,6 +6,10 @@ then wait instead of overwriting it). A worker thread waits for the post-roll to
 be captured and writes the file, so neither the audio callback nor the detector
 ever waits on the disk.
 
+Retention (`max_age_days`, `max_total_mb`, `max_per_label`, see `retention.py`) runs at
+start and after each clip. A clip that cannot be written (disk full, folder gone) is a
+warning; it leaves no partial file and monitoring goes on.
+
 Privacy (`skip_if`): an end marked `clip="withheld"` (see `monitor/privacy.py`) gets
 no file, and with skip_if set a clip ends at the newest window scored when its event
 ended: audio no window has checked yet is never written.
@@ -13,7 +17,9 @@ ended: audio no window has checked yet is never written.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import queue
 import threading
 from pathlib import Path
@@ -24,6 +30,7 @@ from ..config import ClipsConfig
 from ..events import EventMessage, WindowReport
 from ..ringbuffer import Overwritten, RingBuffer, StreamClock
 from .base import Sink
+from .retention import enforce_retention
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ class ClipSink(Sink):
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        enforce_retention(self.dir, self.cfg)
         self._worker.start()
 
     def handle_window(self, report: WindowReport) -> None:
@@ -77,10 +85,14 @@ class ClipSink(Sink):
             event, stop = job
             try:
                 self._write(event, stop)
+            except OSError as error:  # disk full, folder gone or read-only: this clip is lost, nothing else
+                log.warning("clip of %s not written: %s", event.event_id, error,
+                            extra={"kind": "clip_not_written", "event_id": event.event_id, "error": str(error)})
             except Exception:
                 log.exception("writing the clip of %s failed", event.event_id, extra={"kind": "clip_failed"})
             finally:
                 self.ring.release(self._owner(event))
+            enforce_retention(self.dir, self.cfg)
 
     def _owner(self, event: EventMessage) -> tuple:
         return (self, event.event_id)  # one hold per pending clip
@@ -98,7 +110,7 @@ class ClipSink(Sink):
             except Overwritten:  # the writer overtook us: start later
                 start = min(stop, self.ring.oldest + self.clock.sample_rate // 10)
         path = self.dir / f"{event.event_id}.wav"
-        soundfile.write(str(path), audio, self.clock.sample_rate)
+        _save(path, audio, self.clock.sample_rate)
         self.written[event.event_id] = path
         truncated_s = ((start - want_start) + (want_stop - stop)) / self.clock.sample_rate
         extra = {"kind": "clip", "event_id": event.event_id, "path": str(path), "seconds": len(audio) / self.clock.sample_rate}
@@ -107,3 +119,17 @@ class ClipSink(Sink):
                         event.event_id, truncated_s, extra={**extra, "kind": "clip_truncated", "missing_s": truncated_s})
         else:
             log.info("clip written: %s", path, extra=extra)
+
+
+def _save(path: Path, audio, sample_rate: int) -> None:
+    """Encodes in memory, writes `<name>.part` and renames it: a failed write leaves no partial clip
+    (libsndfile reports a full disk only as "System error"; Python's write names ENOSPC)."""
+    encoded = io.BytesIO()
+    soundfile.write(encoded, audio, sample_rate, format="WAV", subtype="PCM_16")
+    part = path.with_name(path.name + ".part")
+    try:
+        part.write_bytes(encoded.getbuffer())
+        os.replace(part, path)
+    except OSError:
+        part.unlink(missing_ok=True)
+        raise
