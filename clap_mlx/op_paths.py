@@ -39,12 +39,14 @@ PATHS = ("kernels", "numpy", "mlx")
 MODES = ("auto", *PATHS)
 SIMD_VARIANTS = ("avx512", "avx2", "baseline")
 CACHE_FILE = "ops_autotune.json"
-# A path slower than this many times the best so far is not timed a second time: MLX's
+# A path slower than this many times the best after a round is not timed again: MLX's
 # scalar GELU on a batch-8 tensor takes seconds.
 _HOPELESS = 4.0
-# Timing runs per path: at least 2, up to _MAX_RUNS while they take less than _BUDGET_S.
-_MAX_RUNS = 5
-_BUDGET_S = 0.02
+# Timing rounds: at least _MIN_ROUNDS, up to _MAX_ROUNDS while all of them took less than
+# _BUDGET_S (fast ops get more rounds: their single timings are the noisiest).
+_MIN_ROUNDS = 3
+_MAX_ROUNDS = 7
+_BUDGET_S = 0.05
 
 # A path's run of the op: Runner(donate) with donate=False never modifies the inputs.
 Runner = Callable[[bool], mx.array]
@@ -171,24 +173,27 @@ class Autotuner:
         with self._lock:  # one measurement at a time: concurrent ones would skew each other
             choices = self._load()
             mx.eval(inputs)  # their pending graph is not part of any path's time
-            timings, best, result = {}, float("inf"), None
-            for path, runner in runners.items():
-                times = []
-                # The first run may include one-time setup; more runs (min) for fast ops,
-                # where other processes' load makes single timings noisy.
-                while len(times) < _MAX_RUNS and (len(times) < 2 or sum(times) < _BUDGET_S):
+            # Rounds over the paths, each path once per round: a load spike from another
+            # process hits one run of one path, and the minimum over rounds drops it. The
+            # first round may include one-time setup; a path hopelessly slower after it is
+            # not run again.
+            timings = {path: float("inf") for path in runners}
+            results: dict[str, mx.array] = {}
+            alive, spent, rounds = list(runners), 0.0, 0
+            while alive and rounds < _MAX_ROUNDS and (rounds < _MIN_ROUNDS or spent < _BUDGET_S):
+                for path in alive:
                     start = time.perf_counter()
-                    out = runner(False)
-                    mx.eval(out)
-                    times.append(time.perf_counter() - start)
-                    if times[0] > _HOPELESS * best:
-                        break
-                timings[path] = min(times)
-                if timings[path] < best:
-                    best, result = timings[path], out
-            choices[op_class] = min(timings, key=timings.get)
+                    results[path] = runners[path](False)
+                    mx.eval(results[path])
+                    elapsed = time.perf_counter() - start
+                    timings[path], spent = min(timings[path], elapsed), spent + elapsed
+                best = min(timings.values())
+                alive = [path for path in alive if timings[path] <= _HOPELESS * best]
+                rounds += 1
+            chosen = min(timings, key=timings.get)
+            choices[op_class] = chosen
             self._save()
-            return result
+            return results[chosen]
 
 
 AUTOTUNER = Autotuner()
