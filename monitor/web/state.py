@@ -64,9 +64,11 @@ class EventBook:
         self._lock = threading.Lock()
 
     def add(self, event: EventMessage) -> dict:
-        """Records the event's latest phase; returns the record (a copy)."""
+        """Records the event's latest phase; returns the record (a copy). Its `clip` is True once
+        the clip can be fetched, "withheld" when the pipeline keeps it unwritten, else False."""
         with self._lock:
-            record = {**self._events.get(event.event_id, {"clip": False}), **event.to_dict()}
+            previous = self._events.get(event.event_id, {})
+            record = {**event.to_dict(), "clip": event.clip or previous.get("clip", False)}
             self._events[event.event_id] = record
             self._events.move_to_end(event.event_id)
             while len(self._events) > self.limit:
@@ -76,7 +78,7 @@ class EventBook:
     def mark_clip(self, event_id: str) -> dict | None:
         with self._lock:
             record = self._events.get(event_id)
-            if record is None or record["clip"]:
+            if record is None or record["clip"] is not False:
                 return None
             record["clip"] = True
             return dict(record)
@@ -84,7 +86,7 @@ class EventBook:
     def without_clip(self) -> list[str]:
         """Ended events whose clip has not been seen yet."""
         with self._lock:
-            return [k for k, e in self._events.items() if e["phase"] == "end" and not e["clip"]]
+            return [k for k, e in self._events.items() if e["phase"] == "end" and e["clip"] is False]
 
     def query(self, since: float | None = None, label: str | None = None) -> list[dict]:
         """Oldest first. `since`: only events still in progress at or after that time."""
