@@ -34,6 +34,7 @@ try:
 except ImportError:  # built without a C compiler: the NumPy and MLX paths still work
     _kernels = None
 
+
 def use_kernels() -> bool:
     """Whether the compiled kernels are available (tests switch them off to cover the rest)."""
     return _kernels is not None

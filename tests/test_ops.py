@@ -1,19 +1,15 @@
 """clap_mlx.ops against float64 references, on edge values, on one and two threads, on every
 op path (the compiled kernels in each SIMD variant this CPU runs, NumPy, MLX): every test
-runs on each; and the CLAP_MLX_OPS / CLAP_MLX_SIMD settings and the auto path's cache."""
+runs on each (the settings and the auto path: test_op_paths.py)."""
 
-import json
 import math
-import os
-import subprocess
-import sys
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
 
-from clap_mlx import host_ops, op_paths, ops
+from clap_mlx import host_ops, ops
 
 RNG = np.random.default_rng(0)
 # Larger than host_ops.PARALLEL_MIN_ELEMENTS, so the rows are split across threads and blocks.
