@@ -8,11 +8,13 @@ import sys
 
 from .config import MonitorConfig
 from .config_loader import ConfigError, load_config
+from .health import DetectorStalled
 from .sinks.base import SinkError
 from .sources import SourceError
 
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
+EXIT_STALLED = 3  # the detector stalled past detector.stall_s: a service manager restarts the monitor
 
 
 def summary(cfg: MonitorConfig) -> str:
@@ -67,7 +69,11 @@ def run(args) -> int:
     pipeline = Pipeline(cfg, source, CLAP(args.model or cfg.detector.model, batch_size=cfg.detector.batch_size))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
-    pipeline.run()
+    try:
+        pipeline.run()
+    except DetectorStalled as stall:
+        print(f"error: {stall}", file=sys.stderr)
+        return EXIT_STALLED
     clap_mlx.release_thread()  # this thread embedded the label prompts
     return 0
 

@@ -84,8 +84,11 @@ class DetectorConfig:
     max_pending: int = 8  # windows queued for the detector; the oldest are dropped past it
     background: tuple[str, ...] = ("silence", "background noise", "people talking quietly")
     prompt_template: str = "the sound of {}"  # prompt for labels without explicit prompts
+    stall_s: float | None = 60.0  # `run` exits (status 3) when a waiting window goes unscored this long; null: never
 
     def problems(self) -> Problems:
+        if self.stall_s is not None and self.stall_s < 1:
+            yield "stall_s", f"must be >= 1 second (null: never), got {self.stall_s}"
         if not 1 <= self.batch_size <= 64:
             yield "batch_size", f"must be between 1 and 64, got {self.batch_size}"
         if self.max_pending < 1:

@@ -28,11 +28,13 @@ from clap_mlx.audio_io import SAMPLE_RATE
 from .config import MonitorConfig
 from .detector import Detection, Detector, DetectorThread, Embedder, WindowQueue
 from .events import LevelReport, WindowReport
+from .health import DetectorStalled, Health
 from .history import audio_history
 from .privacy import ClipGuard
 from .resample import Resampler
 from .ringbuffer import RingBuffer, StreamClock
 from .rules import RulesEngine
+from .sdnotify import Notifier
 from .sinks.base import Sink
 from .sinks.clips import ClipSink
 from .sinks.jsonlog import JsonLogSink
@@ -80,6 +82,8 @@ class Pipeline:
         self._source_end: str | None = None  # "ended" or "stopped", decided at shutdown
         self.started_at: float | None = None
         self._next_level_report = 0.0
+        self.health = Health(Notifier(), cfg.detector.stall_s, self.windower.length, self.windower.hop,
+                             lambda: (self._last.window.end_sample if self._last else None, self.ring.end))
 
     def _optional_sinks(self) -> list[Sink]:
         sinks: list[Sink] = []
@@ -97,12 +101,30 @@ class Pipeline:
     def run(self) -> None:
         """Runs until the source ends or `stop()` is called, then shuts down cleanly."""
         self.start()
+        stalled = False
         try:
+            self.health.ready(f"monitoring {self.source.name}")
             while not self.source.wait(0.2):
                 if self._stop.is_set() or not self.detector.is_alive():
                     break
+                self.health.check()  # watchdog pings; DetectorStalled past detector.stall_s
+        except DetectorStalled as stall:
+            stalled = True
+            log.error("%s: stopping without draining", stall, extra={"kind": "detector_stalled"})
+            raise
         finally:
-            self.shutdown()
+            if stalled:
+                self._abandon()
+            else:
+                self.shutdown()
+
+    def _abandon(self) -> None:
+        """A stalled detector cannot be drained: stop the source and close the sinks (events
+        already queued for MQTT stay in its outbox), leaving the stuck threads (daemons) behind."""
+        self._stop.set()
+        self.health.notifier.stopping("detector stalled")
+        self.source.stop()
+        self._close_sinks()
 
     def start(self) -> None:
         self.started_at = time.time()
@@ -126,6 +148,7 @@ class Pipeline:
         delivery in progress still waits for room, so it cannot overwrite uncut windows),
         then the windower and detector drain the ring, then events close and sinks flush."""
         self._stop.set()
+        self.health.notifier.stopping("stopping")
         if self._source_end is None:
             self._source_end = "ended" if self.source.wait(0) else "stopped"
         self.source.stop()
@@ -141,13 +164,16 @@ class Pipeline:
             self._dispatch("handle_event", message)
         self._report_level(force=True)
         log.info("stopped", extra={"kind": "stopped", "stream_s": self.ring.end / SAMPLE_RATE, "end_time": end_time})
+        self._close_sinks()
+        if self.detector.error:
+            raise RuntimeError("the detector stopped by an error (see the log)") from self.detector.error
+
+    def _close_sinks(self) -> None:
         for sink in self.sinks:
             try:
                 sink.close()
             except Exception:
                 log.exception("closing %s failed", type(sink).__name__, extra={"kind": "sink_error"})
-        if self.detector.error:
-            raise RuntimeError("the detector stopped by an error (see the log)") from self.detector.error
 
     # ------------------------------------------------------------ source thread
 
