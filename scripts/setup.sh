@@ -64,4 +64,8 @@ python=$venv/bin/python
 # The test extra pins torch==2.13.0 (CPU build): never let pip resolve a CUDA torch.
 "$python" -m pip install -q -e ".[${extras}]" || die "pip could not install clap-mlx into $venv (its error is above)"
 (cd / && "$python" -c 'import clap_mlx, monitor') || die "clap-mlx was installed into $venv but does not import"
-echo "setup.sh: installed into $venv; run $venv/bin/sound-monitor and $venv/bin/clap-mlx (or '. $venv/bin/activate' first)"
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+    echo "setup.sh: installed into the active virtual environment $venv"
+else
+    echo "setup.sh: installed into $venv; run $venv/bin/sound-monitor and $venv/bin/clap-mlx, or '. $venv/bin/activate' first"
+fi
