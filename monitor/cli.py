@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from .config import MonitorConfig
+from .config import MonitorConfig, SourceConfig
 from .config_loader import ConfigError, load_config
 from .health import DetectorStalled
 from .sinks.base import SinkError
@@ -17,12 +17,16 @@ EXIT_CONFIG = 2
 EXIT_STALLED = 3  # the detector stalled past detector.stall_s: a service manager restarts the monitor
 
 
-def summary(cfg: MonitorConfig) -> str:
-    src = cfg.source
+def describe(src: SourceConfig) -> str:
     where = {"mic": f"device {src.device if src.device is not None else 'default'}", "file": src.path,
              "stdin": f"{src.format} @ {src.sample_rate} Hz", "ffmpeg": src.url}[src.type]
+    return f"{src.type} ({where})" + (f", labels {', '.join(src.labels)}" if src.labels else "")
+
+
+def summary(cfg: MonitorConfig) -> str:
+    sources = [f"source {src.name}: {describe(src)}" for src in cfg.sources] or [f"source: {describe(cfg.source)}"]
     lines = [
-        f"source: {src.type} ({where})",
+        *sources,
         f"windows: {cfg.windows.length_s:g} s every {cfg.windows.hop_s:g} s"
         + (f", gate {cfg.windows.min_dbfs:g} dBFS" if cfg.windows.min_dbfs is not None else ""),
         f"model: {cfg.detector.model} (batch {cfg.detector.batch_size})",
@@ -62,11 +66,13 @@ def run(args) -> int:
     import clap_mlx  # here, not at the top: check-config and devices need no model
     from clap_mlx.api import CLAP
 
+    from .multi import MultiPipeline
     from .pipeline import Pipeline
     from .sources import open_source
 
-    source = open_source(cfg.source)
-    pipeline = Pipeline(cfg, source, CLAP(args.model or cfg.detector.model, batch_size=cfg.detector.batch_size))
+    source = None if cfg.sources else open_source(cfg.source)  # a missing device fails before the model loads
+    model = CLAP(args.model or cfg.detector.model, batch_size=cfg.detector.batch_size)
+    pipeline = MultiPipeline(cfg, model) if source is None else Pipeline(cfg, source, model)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
     try:

@@ -13,6 +13,7 @@ the loader needs no change.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -39,6 +40,10 @@ class SourceConfig:
     format: Literal["s16le", "f32le"] = "s16le"  # stdin: raw PCM sample format
     url: str | None = None  # ffmpeg: what ffmpeg reads (rtsp://, http://, a file...; required)
     args: tuple[str, ...] = ()  # ffmpeg: options placed before -i (input options, e.g. [-rtsp_transport, tcp])
+    # in `sources:` only: what this source overrides (default: the top-level labels and windows)
+    labels: tuple[str, ...] = ()  # the labels it watches
+    windows: WindowsConfig | None = None
+    min_dbfs: float | None = None  # its gate (overrides windows.min_dbfs)
 
     def problems(self) -> Problems:
         if self.type == "file" and not self.path:
@@ -51,6 +56,8 @@ class SourceConfig:
             yield "sample_rate", f"must be between 8000 and 384000 Hz, got {self.sample_rate}"
         if not 1 <= self.channels <= 64:
             yield "channels", f"must be between 1 and 64, got {self.channels}"
+        if self.min_dbfs is not None and not -200 <= self.min_dbfs <= 0:
+            yield "min_dbfs", f"must be between -200 and 0 dBFS, got {self.min_dbfs}"
 
 
 @dataclass(frozen=True)
@@ -287,6 +294,7 @@ class MonitorConfig:
     mqtt: MqttConfig = field(default_factory=lambda: MqttConfig(enabled=False))
     clips: ClipsConfig = field(default_factory=ClipsConfig)
     state_dir: str | None = None  # what outlives a restart (MQTT outbox); default see monitor/state.py
+    sources: tuple[SourceConfig, ...] = ()  # several sources in one process (instead of `source`), see monitor/multi.py
 
     def problems(self) -> Problems:
         if self.state_dir is not None and not self.state_dir.strip():
@@ -306,12 +314,52 @@ class MonitorConfig:
                 yield f"clips.skip_if[{j}]", f"unknown label {other!r}{did_you_mean(other, names)} (skip_if names configured labels)"
         if self.mqtt.enabled:
             yield from _slug_problems(names)
-        history = audio_history(self)
-        if self.buffer.seconds < history.ring_s:
-            yield "buffer.seconds", f"must be >= {history.ring_s:g} ({history.why})"
+        for history in map(audio_history, [self.for_source(src) for src in self.sources] or [self]):
+            if self.buffer.seconds < history.ring_s:
+                yield "buffer.seconds", f"must be >= {history.ring_s:g} ({history.why})"
+        yield from _sources_problems(self)
 
     def prompts(self, label: LabelConfig) -> tuple[str, ...]:
         return label.prompts or (self.detector.prompt_template.format(label.name.replace("_", " ")),)
+
+    def for_source(self, src: SourceConfig) -> MonitorConfig:
+        """The one-source config an entry of `sources` runs with: its labels and windows, clips in
+        `<clips.dir>/<name>`; no log file (the process has one log for all sources)."""
+        windows = src.windows or self.windows
+        if src.min_dbfs is not None:
+            windows = dataclasses.replace(windows, min_dbfs=src.min_dbfs)
+        return dataclasses.replace(
+            self, source=src, sources=(), windows=windows,
+            labels=tuple(label for label in self.labels if not src.labels or label.name in src.labels),
+            log=dataclasses.replace(self.log, path=None, console=False), clips=dataclasses.replace(self.clips, dir=f"{self.clips.dir}/{src.name}"),
+        )
+
+
+def _sources_problems(cfg: MonitorConfig) -> Problems:
+    if not cfg.sources:
+        return
+    if cfg.source != SourceConfig():
+        yield "source", "give `source` or `sources`, not both"
+    if cfg.mqtt.enabled:
+        yield "mqtt.enabled", "MQTT with several sources is not supported yet (per-source topics and devices)"
+    names = [label.name for label in cfg.labels]
+    seen: set[str] = set()
+    for i, src in enumerate(cfg.sources):
+        if src.name is None:
+            yield f"sources[{i}].name", "required in `sources` (it names the source in events, logs and clip folders)"
+        elif not re.fullmatch(NAME_PATTERN, src.name):
+            yield f"sources[{i}].name", f"{src.name!r}: use letters, digits, '_' or '-' (it names a clip folder)"
+        elif src.name in seen:
+            yield f"sources[{i}].name", f"duplicate source name {src.name!r}"
+        seen.add(src.name or "")
+        for j, other in enumerate(src.labels):
+            if other not in names:
+                yield f"sources[{i}].labels[{j}]", f"unknown label {other!r}{did_you_mean(other, names)}"
+        watched = set(src.labels or names)
+        for label in cfg.labels:
+            missing = [other for other in (*label.require, *label.unless) if label.name in watched and other not in watched]
+            if missing:
+                yield f"sources[{i}].labels", f"{label.name!r} depends on {', '.join(map(repr, missing))}: watch those too"
 
 
 def slugify(label: str) -> str:

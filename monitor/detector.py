@@ -105,6 +105,10 @@ class WindowQueue:
             self._cond.notify_all()
             return batch
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """No more windows; `take` drains what is left, then returns []."""
         with self._cond:
@@ -115,21 +119,12 @@ class WindowQueue:
         return len(self._items)
 
 
-class DetectorThread(threading.Thread):
-    """Takes batches from the queue, scores the ungated windows, hands detections on in order."""
+class ScoringStats:
+    """Windows scored and model time: what the pipeline reports of whoever scores its windows."""
 
-    def __init__(
-        self,
-        detector: Detector,
-        queue: WindowQueue,
-        on_detections: Callable[[list[Detection]], None],
-        batch_size: int,
-    ):
-        super().__init__(name="detector", daemon=True)
-        self.detector, self.queue, self.on_detections, self.batch_size = detector, queue, on_detections, batch_size
+    def __init__(self):
         self.windows_scored = 0
         self.busy_s = 0.0  # wall time spent in the model
-        self.error: BaseException | None = None
         self._recent: deque[tuple[float, int]] = deque(maxlen=RECENT_BATCHES)  # (model s, windows) per batch
         self._recent_lock = threading.Lock()  # read by status() on other threads
 
@@ -139,6 +134,29 @@ class DetectorThread(threading.Thread):
         with self._recent_lock:
             seconds, windows = sum(s for s, _ in self._recent), sum(n for _, n in self._recent)
         return 1000 * seconds / windows if windows else None
+
+    def record(self, elapsed: float, windows: int) -> None:
+        self.busy_s += elapsed
+        self.windows_scored += windows
+        if windows:
+            with self._recent_lock:
+                self._recent.append((elapsed, windows))
+
+
+class DetectorThread(threading.Thread, ScoringStats):
+    """Takes batches from the queue, scores the ungated windows, hands detections on in order."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        queue: WindowQueue,
+        on_detections: Callable[[list[Detection]], None],
+        batch_size: int,
+    ):
+        threading.Thread.__init__(self, name="detector", daemon=True)
+        ScoringStats.__init__(self)
+        self.detector, self.queue, self.on_detections, self.batch_size = detector, queue, on_detections, batch_size
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
@@ -152,14 +170,16 @@ class DetectorThread(threading.Thread):
             release_thread()  # this thread ran the model
 
     def _score(self, batch: list[Window]) -> list[Detection]:
-        audible = [w for w in batch if not w.gated]
-        started = time.perf_counter()
-        scores = iter(self.detector.score([w.samples for w in audible]))
-        elapsed = time.perf_counter() - started
-        self.busy_s += elapsed
-        self.windows_scored += len(audible)
-        if audible:
-            with self._recent_lock:
-                self._recent.append((elapsed, len(audible)))
-        per_window_ms = 1000 * elapsed / len(audible) if audible else None
-        return [Detection(w, None, None) if w.gated else Detection(w, next(scores), per_window_ms) for w in batch]
+        detections, elapsed = score_batch(self.detector, batch)
+        self.record(elapsed, sum(not w.gated for w in batch))
+        return detections
+
+
+def score_batch(detector: Detector, batch: list[Window]) -> tuple[list[Detection], float]:
+    """One model call for the ungated windows; (a detection per window in order, model seconds)."""
+    audible = [w for w in batch if not w.gated]
+    started = time.perf_counter()
+    scores = iter(detector.score([w.samples for w in audible]))
+    elapsed = time.perf_counter() - started
+    per_window_ms = 1000 * elapsed / len(audible) if audible else None
+    return [Detection(w, None, None) if w.gated else Detection(w, next(scores), per_window_ms) for w in batch], elapsed

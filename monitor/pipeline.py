@@ -34,6 +34,7 @@ from .privacy import ClipGuard
 from .resample import Resampler
 from .ringbuffer import RingBuffer, StreamClock
 from .rules import RulesEngine
+from .scheduler import SharedDetector
 from .sdnotify import Notifier
 from .sinks.base import Sink
 from .sinks.clips import ClipSink
@@ -46,8 +47,10 @@ log = logging.getLogger(__name__)
 
 
 class Pipeline:
-    def __init__(self, cfg: MonitorConfig, source: AudioSource, embedder: Embedder, sinks: Sequence[Sink] = ()):
-        """`sinks`: more sinks next to the configured ones (applications and tests observing the monitor)."""
+    def __init__(self, cfg: MonitorConfig, source: AudioSource, embedder: Embedder | SharedDetector,
+                 sinks: Sequence[Sink] = ()):
+        """`embedder`: the model, or the `SharedDetector` several sources' pipelines score through (monitor/multi.py);
+        `sinks`: more sinks next to the configured ones (applications and tests observing the monitor)."""
         self.cfg, self.source = cfg, source
         self.ring = RingBuffer(round(cfg.buffer.seconds * SAMPLE_RATE))
         self.clock = StreamClock(time.time(), SAMPLE_RATE)
@@ -57,8 +60,11 @@ class Pipeline:
             cfg.windows.min_dbfs,
         )
         self.queue = WindowQueue(cfg.detector.max_pending)
-        detector = Detector(embedder, {label.name: cfg.prompts(label) for label in cfg.labels}, cfg.detector.background)
-        self.detector = DetectorThread(detector, self.queue, self._on_detections, cfg.detector.batch_size)
+        if isinstance(embedder, SharedDetector):
+            self.detector = embedder.lane(self.queue, self._on_detections, [label.name for label in cfg.labels])
+        else:
+            detector = Detector(embedder, {label.name: cfg.prompts(label) for label in cfg.labels}, cfg.detector.background)
+            self.detector = DetectorThread(detector, self.queue, self._on_detections, cfg.detector.batch_size)
         self.rules = RulesEngine(cfg.labels, source.name, cfg.rules.update_interval_s, _timezone(cfg.rules.timezone))
         skip_if = {label.name: label.threshold for label in cfg.labels if label.name in cfg.clips.skip_if}
         self.guard = ClipGuard(skip_if if cfg.clips.enabled else {}, cfg.clips.pre_roll_s, cfg.clips.post_roll_s,

@@ -87,7 +87,8 @@ class ClipSink(Sink):
                 self._write(event, stop)
             except OSError as error:  # disk full, folder gone or read-only: this clip is lost, nothing else
                 log.warning("clip of %s not written: %s", event.event_id, error,
-                            extra={"kind": "clip_not_written", "event_id": event.event_id, "error": str(error)})
+                            extra={"kind": "clip_not_written", "event_id": event.event_id, "source": event.source,
+                                   "error": str(error)})
             except Exception:
                 log.exception("writing the clip of %s failed", event.event_id, extra={"kind": "clip_failed"})
             finally:
@@ -113,7 +114,8 @@ class ClipSink(Sink):
         _save(path, audio, self.clock.sample_rate)
         self.written[event.event_id] = path
         truncated_s = ((start - want_start) + (want_stop - stop)) / self.clock.sample_rate
-        extra = {"kind": "clip", "event_id": event.event_id, "path": str(path), "seconds": len(audio) / self.clock.sample_rate}
+        extra = {"kind": "clip", "event_id": event.event_id, "source": event.source, "path": str(path),
+                 "seconds": len(audio) / self.clock.sample_rate}
         if truncated_s > 0:
             log.warning("clip of %s is %.2f s short (older audio no longer buffered or stream ended)",
                         event.event_id, truncated_s, extra={**extra, "kind": "clip_truncated", "missing_s": truncated_s})

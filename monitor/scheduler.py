@@ -1,0 +1,121 @@
+"""One model for several sources: the shared detector thread and each source's lane into it.
+
+Every source keeps its own bounded `WindowQueue` (so drops are counted per source).
+The `SharedDetector` fills each model call from the queues in turn, one window from
+each source that has one, until the batch is full: a source with a backlog gets no
+more than its share of a batch, so it cannot starve the others, and a quiet source's
+windows wait at most one batch. Detections go back to their own source's pipeline
+(`Lane.on_detections`) with only the labels that source watches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Sequence
+
+from clap_mlx import release_thread
+
+from .detector import Detection, Detector, ScoringStats, WindowQueue, score_batch
+from .windower import Window
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 0.01  # nothing queued anywhere: poll the queues again after this long
+
+
+class Lane(ScoringStats):
+    """One source's share of the shared detector; to its pipeline it is what a DetectorThread is."""
+
+    def __init__(self, shared: SharedDetector, queue: WindowQueue, on_detections: Callable[[list[Detection]], None],
+                 labels: Sequence[str]):
+        super().__init__()
+        self.shared, self.queue, self.on_detections, self.labels = shared, queue, on_detections, list(labels)
+        self.done = threading.Event()  # the queue is closed and every window of it was handed on
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.shared.error
+
+    def start(self) -> None:
+        self.shared.start_once()
+
+    def is_alive(self) -> bool:
+        return not self.done.is_set() and self.shared.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.done.wait(timeout)
+
+
+class SharedDetector(threading.Thread):
+    def __init__(self, detector: Detector, batch_size: int):
+        super().__init__(name="detector", daemon=True)
+        self.detector, self.batch_size = detector, batch_size
+        self.error: BaseException | None = None
+        self._lanes: list[Lane] = []
+        self._lock = threading.Lock()
+        self._stop_when_idle = threading.Event()
+        self._next = 0  # the lane the next batch starts with
+
+    def lane(self, queue: WindowQueue, on_detections: Callable[[list[Detection]], None], labels: Sequence[str]) -> Lane:
+        lane = Lane(self, queue, on_detections, labels)
+        with self._lock:
+            self._lanes.append(lane)
+        return lane
+
+    def start_once(self) -> None:
+        with self._lock:
+            if not self.is_alive() and self.ident is None:
+                self.start()
+
+    def stop(self) -> None:
+        """Ends the thread once every lane is done (lanes added later are not served)."""
+        self._stop_when_idle.set()
+
+    def run(self) -> None:
+        try:
+            while True:
+                batch = self._take()
+                if batch:
+                    self._score(batch)
+                elif self._stop_when_idle.is_set() and all(lane.done.is_set() for lane in self._lanes):
+                    return
+                else:
+                    self._stop_when_idle.wait(IDLE_WAIT_S)
+        except BaseException as error:  # surfaced by every pipeline; the thread must not die silently
+            log.exception("detector stopped by an error")
+            self.error = error
+            for lane in self._lanes:
+                lane.queue.close()  # a paced windower must not wait for room forever
+                lane.done.set()
+        finally:
+            release_thread()  # this thread ran the model
+
+    def _take(self) -> list[tuple[Lane, Window]]:
+        """Round-robin, one window per lane per turn, starting one lane further each batch."""
+        with self._lock:
+            lanes = self._lanes[self._next:] + self._lanes[: self._next]
+            self._next = (self._next + 1) % max(1, len(self._lanes))
+        batch: list[tuple[Lane, Window]] = []
+        while len(batch) < self.batch_size:
+            took = False
+            for lane in lanes:
+                if len(batch) < self.batch_size and len(lane.queue):
+                    batch += [(lane, window) for window in lane.queue.take(1)]
+                    took = True
+            if not took:
+                break
+        for lane in lanes:
+            if lane.queue.closed and not len(lane.queue) and not any(owner is lane for owner, _ in batch):
+                lane.done.set()
+        return batch
+
+    def _score(self, batch: list[tuple[Lane, Window]]) -> None:
+        detections, elapsed = score_batch(self.detector, [window for _, window in batch])
+        scored = sum(not window.gated for _, window in batch)
+        for lane in dict.fromkeys(owner for owner, _ in batch):
+            mine = [Detection(d.window, d.scores and {name: d.scores[name] for name in lane.labels}, d.inference_ms)
+                    for (owner, _), d in zip(batch, detections) if owner is lane]
+            audible = sum(d.scores is not None for d in mine)
+            lane.record(elapsed * audible / scored if scored else 0.0, audible)
+            lane.on_detections(mine)

@@ -1,0 +1,157 @@
+"""Several sources in one process (`sources:`): one shared model, per-source labels, isolation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from clap_mlx.audio_io import SAMPLE_RATE
+from monitor.config import (ClipsConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig,
+                            WindowsConfig)
+from monitor.config_loader import ConfigError, load_config
+from monitor.multi import MultiPipeline
+from tests.helpers import Events, tone, wait_until
+from tests.test_ffmpeg_source import FAST_START, SINE, StreamServer
+
+GATE_DBFS = -10.5  # only windows full of tone are scored: a 1 s burst on the hop grid is one 1 s window
+TOTAL_S = 11.0
+
+
+def bursts_wav(path, starts: list[float]) -> str:
+    audio = np.zeros(round(TOTAL_S * SAMPLE_RATE), np.float32)
+    for start in starts:
+        audio[round(start * SAMPLE_RATE): round((start + 1) * SAMPLE_RATE)] = tone(1000.0, 1.0)
+    soundfile.write(str(path), audio, SAMPLE_RATE, subtype="FLOAT")
+    return str(path)
+
+
+def config(tmp_path, sources: tuple[SourceConfig, ...]) -> MonitorConfig:
+    return MonitorConfig(
+        # every scored window is a hit for both labels
+        labels=(LabelConfig(name="beep", threshold=0.001, max_not_heard=1),
+                LabelConfig(name="hum", threshold=0.001, max_not_heard=1)),
+        sources=sources,
+        windows=WindowsConfig(length_s=1.0, hop_s=0.5, min_dbfs=GATE_DBFS),
+        detector=DetectorConfig(batch_size=4, max_pending=8, background=("silence",)),
+        log=LogConfig(path=str(tmp_path / "monitor.jsonl"), level_interval_s=1.0),
+        clips=ClipsConfig(enabled=True, dir=str(tmp_path / "clips"), pre_roll_s=0.5, post_roll_s=0.5),
+    )
+
+
+def run_until(multi: MultiPipeline, done) -> None:
+    runner = threading.Thread(target=multi.run)
+    runner.start()
+    try:
+        assert wait_until(done, 60), "the sources did not get there"
+    finally:
+        multi.stop()
+        runner.join(60)
+    assert not runner.is_alive()
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg program (apt install ffmpeg)")
+def test_three_sources_one_dies_the_others_keep_their_events_and_times(tmp_path, clap):
+    server = StreamServer(SINE)
+    server.start()
+    a, b = [2.0, 5.0, 8.0], [3.0, 6.5, 9.5]
+    sources = (
+        SourceConfig(type="file", name="kitchen", path=bursts_wav(tmp_path / "a.wav", a), labels=("beep",)),
+        SourceConfig(type="file", name="hall", path=bursts_wav(tmp_path / "b.wav", b)),  # beep and hum
+        SourceConfig(type="ffmpeg", name="cam", url=server.url, args=FAST_START, labels=("hum",), min_dbfs=-30.0),
+    )
+    events = Events()
+    multi = MultiPipeline(config(tmp_path, sources), clap, sinks=[events])
+
+    def files_done() -> bool:
+        status = multi.status()["sources"]
+        return all(status.get(name, {}).get("source", {}).get("state") == "ended" for name in ("kitchen", "hall"))
+
+    try:
+        runner = threading.Thread(target=multi.run)
+        runner.start()
+        # the stream's first event, then it dies for good while the files play on
+        assert wait_until(lambda: [e for e in events.events if e.source == "cam"], 30), "no event from the stream"
+        server.kill()
+        died_at = time.time()
+        assert wait_until(files_done, 60), "the file sources did not play to the end"
+    finally:
+        multi.stop()
+        runner.join(60)
+        server.kill()
+    assert not runner.is_alive()
+
+    def timeline(name: str) -> list[tuple[str, str, float, float]]:
+        t0 = multi.pipelines[name].clock.t0
+        return [(e.label, e.phase, round(e.started_at - t0, 3), round(e.ended_at - t0, 3))
+                for e in events.events if e.source == name and e.phase == "end"]
+
+    # each file's events exactly where its bursts are, the labels it watches only
+    assert timeline("kitchen") == [("beep", "end", s, s + 1) for s in a]
+    assert sorted(timeline("hall"), key=lambda e: (e[2], e[0])) == [(label, "end", s, s + 1)
+                                                                    for s in b for label in ("beep", "hum")]
+    assert {e.label for e in events.events if e.source == "cam"} == {"hum"}
+    # the file events after the stream died are all there (8 s and 9.5 s into 11 s files)
+    assert max(e.ended_at for e in events.events if e.source != "cam" and e.phase == "end") > died_at
+
+    lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+    lost = [line for line in lines if line.get("kind") == "stream_lost"]
+    assert lost and all(line["source"] == "cam" for line in lost)
+    assert not [line for line in lines if line["type"] == "warning" and line.get("source") != "cam"
+                and line.get("kind") != "windows_dropped"]
+    logged = [(line["source"], line["event_id"], line["phase"]) for line in lines if line["type"] == "event"]
+    assert logged == [(e.source, e.event_id, e.phase) for e in events.events]  # one log for all sources
+    levels = {line["source"] for line in lines if line["type"] == "level"}
+    assert levels == {"kitchen", "hall", "cam"}
+    # clips per source, in a folder of its own
+    for name, starts in (("kitchen", a), ("hall", b)):
+        assert len(list((tmp_path / "clips" / name).glob("*.wav"))) == len(starts) * (1 if name == "kitchen" else 2)
+    status = multi.status()["sources"]
+    assert status["kitchen"]["windows"]["scored"] == 3 and set(status["kitchen"]["labels"]) == {"beep"}
+    assert status["cam"]["source"]["state"] == "stopped"
+
+
+def test_a_source_that_cannot_open_is_retried_and_joins_when_it_can(tmp_path, clap):
+    late = tmp_path / "late.wav"
+    sources = (
+        SourceConfig(type="file", name="early", path=bursts_wav(tmp_path / "early.wav", [2.0])),
+        SourceConfig(type="file", name="late", path=str(late)),
+    )
+    events = Events()
+    multi = MultiPipeline(config(tmp_path, sources), clap, sinks=[events], retry_min_s=0.2, retry_max_s=0.5)
+    timer = threading.Timer(1.5, lambda: bursts_wav(late, [1.0]))  # the file appears while the other plays
+    timer.start()
+    run_until(multi, lambda: len([e for e in events.events if e.phase == "end"]) == 4)
+    timer.join()
+    ends = {(e.source, e.label) for e in events.events if e.phase == "end"}
+    assert ends == {("early", "beep"), ("early", "hum"), ("late", "beep"), ("late", "hum")}
+    lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+    failed = [line for line in lines if line.get("kind") == "source_failed"]
+    assert len(failed) >= 2 and all(line["source"] == "late" and "late.wav" in line["error"] for line in failed)
+
+
+@pytest.mark.parametrize("text, line, field, words", [
+    ("sources:\n  - {type: file, name: a, path: x.wav}\n  - {type: file, name: a, path: y.wav}\n", 3,
+     "sources[1].name", ["duplicate source name 'a'"]),
+    ("sources:\n  - {type: file, path: x.wav}\n", 2, "sources[0].name", ["required in `sources`"]),
+    ("sources:\n  - type: file\n    name: a\n    path: x.wav\n    labels: [beep, bepe]\n", 5, "sources[0].labels[1]",
+     ["unknown label 'bepe'"]),
+    ("sources:\n  - {type: file, name: a, path: x.wav, labels: [hum]}\n", 2, "sources[0].labels",
+     ["'hum' depends on 'beep'"]),
+    ("source: {type: file, path: z.wav}\nsources:\n  - {type: file, name: a, path: x.wav}\n", 1, "source",
+     ["not both"]),
+    ("sources:\n  - {type: ffmpeg, name: cam}\n", 2, "sources[0].url", ["required when type is 'ffmpeg'"]),
+])
+def test_bad_sources_name_the_field_and_line(tmp_path, text, line, field, words):
+    path = tmp_path / "m.yaml"
+    path.write_text(text + "labels:\n  - name: beep\n  - name: hum\n    require: [beep]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.line, info.value.path) == (line, field)
+    for word in words:
+        assert word in info.value.message
