@@ -1,6 +1,5 @@
 """The live web dashboard and Prometheus endpoint of `sound-monitor run` (YAML `http:`)."""
 
-from .security import HttpSetupError
 from .sink import DashboardSink
 
-__all__ = ["DashboardSink", "HttpSetupError"]
+__all__ = ["DashboardSink"]

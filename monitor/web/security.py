@@ -18,12 +18,10 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..sinks.base import SinkError
+
 COOKIE = "sound_monitor_token"
 MIN_TOKEN_CHARS = 16
-
-
-class HttpSetupError(Exception):
-    """The dashboard cannot start; the message names the setting to fix."""
 
 
 def is_loopback(host: str) -> bool:
@@ -40,10 +38,10 @@ def resolve_token(token_env: str | None) -> str | None:
         return None
     token = os.environ.get(token_env, "")
     if not token.strip():
-        raise HttpSetupError(f"http.token_env: environment variable {token_env} is not set or empty "
+        raise SinkError(f"http.token_env: environment variable {token_env} is not set or empty "
                              "(it must hold the dashboard's access token)")
     if len(token) < MIN_TOKEN_CHARS or token != token.strip():
-        raise HttpSetupError(f"http.token_env: the token in {token_env} must be at least {MIN_TOKEN_CHARS} "
+        raise SinkError(f"http.token_env: the token in {token_env} must be at least {MIN_TOKEN_CHARS} "
                              "characters without surrounding spaces (e.g. `openssl rand -hex 16`)")
     return token
 

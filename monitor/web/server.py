@@ -15,7 +15,7 @@ import threading
 
 import uvicorn
 
-from .security import HttpSetupError
+from ..sinks.base import SinkError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as error:
-        raise HttpSetupError(f"http.host: cannot resolve {host!r} ({error.strerror})") from error
+        raise SinkError(f"http.host: cannot resolve {host!r} ({error.strerror})") from error
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart while old connections linger
@@ -37,10 +37,10 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         if error.errno == errno.EADDRINUSE:
-            raise HttpSetupError(f"http.port: {host}:{port} is already in use; choose another http.port") from error
+            raise SinkError(f"http.port: {host}:{port} is already in use; choose another http.port") from error
         if error.errno == errno.EACCES:
-            raise HttpSetupError(f"http.port: not allowed to listen on {host}:{port} ({error.strerror})") from error
-        raise HttpSetupError(f"http.host: cannot listen on {host}:{port} ({error.strerror})") from error
+            raise SinkError(f"http.port: not allowed to listen on {host}:{port} ({error.strerror})") from error
+        raise SinkError(f"http.host: cannot listen on {host}:{port} ({error.strerror})") from error
     return sock
 
 
@@ -67,7 +67,7 @@ class HttpServer:
                 break
             self._thread.join(0.01)
         if not self._server.started:
-            raise HttpSetupError(f"http: the server on {self.url} did not start (see the log)")
+            raise SinkError(f"http: the server on {self.url} did not start (see the log)")
 
     def _run(self) -> None:
         async def serve() -> None:
