@@ -9,6 +9,7 @@ import sys
 from .config import MonitorConfig, SourceConfig
 from .config_loader import ConfigError, load_config
 from .health import DetectorStalled
+from .reload import Reloader
 from .sinks.base import SinkError
 from .sources import SourceError
 
@@ -75,6 +76,8 @@ def run(args) -> int:
     pipeline = MultiPipeline(cfg, model) if source is None else Pipeline(cfg, source, model)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
+    reloader = Reloader(args.config, lambda: pipeline.cfg, pipeline.reload)  # systemctl reload
+    signal.signal(signal.SIGHUP, lambda *_: reloader.request())
     try:
         pipeline.run()
     except DetectorStalled as stall:

@@ -31,6 +31,7 @@ from .events import LevelReport, WindowReport
 from .health import DetectorStalled, Health
 from .history import audio_history
 from .privacy import ClipGuard
+from .reload import sinks_changed
 from .resample import Resampler
 from .ringbuffer import RingBuffer, StreamClock
 from .rules import RulesEngine
@@ -70,7 +71,10 @@ class Pipeline:
         self.guard = ClipGuard(skip_if if cfg.clips.enabled else {}, cfg.clips.pre_roll_s, cfg.clips.post_roll_s,
                                cfg.buffer.seconds)
         self.jsonlog = JsonLogSink(cfg.log)
-        self.sinks: list[Sink] = [*self._optional_sinks(), *sinks, self.jsonlog]  # the log closes last
+        self._configured, self._observers = self._optional_sinks(), list(sinks)
+        self.sinks: list[Sink] = [*self._configured, *self._observers, self.jsonlog]  # the log closes last
+        self._reload: MonitorConfig | None = None  # handed over by reload(), taken by the detector thread
+        self._sinks_stale = False  # a reload changed what the configured sinks are built from
         self._windower_thread = threading.Thread(target=self._cut_windows, name="windower", daemon=True)
         self._stop = threading.Event()
         self._room = threading.Condition()  # non-live sources wait here for the windower
@@ -174,12 +178,48 @@ class Pipeline:
         if self.detector.error:
             raise RuntimeError("the detector stopped by an error (see the log)") from self.detector.error
 
-    def _close_sinks(self) -> None:
-        for sink in self.sinks:
+    def _close_sinks(self, sinks: Sequence[Sink] | None = None) -> None:
+        for sink in self.sinks if sinks is None else sinks:
             try:
                 sink.close()
             except Exception:
                 log.exception("closing %s failed", type(sink).__name__, extra={"kind": "sink_error"})
+
+    def reload(self, cfg: MonitorConfig) -> None:
+        """Switch to `cfg`'s labels, rules, MQTT and clip settings (monitor/reload.py merges them
+        into the running config) at the next window; safe from any thread."""
+        self._reload = cfg
+
+    def _take_reload(self) -> None:
+        """Detector thread, between windows: new prompts and rules now (events of removed labels
+        end), the configured sinks rebuilt once no event is open, so no event is split between two."""
+        cfg, self._reload = self._reload, None
+        if cfg is not None:
+            old, self.cfg = self.cfg, cfg
+            prompts = {label.name: cfg.prompts(label) for label in cfg.labels}
+            if [old.prompts(label) for label in old.labels] != list(prompts.values()) or \
+                    [label.name for label in old.labels] != list(prompts) or old.detector.background != cfg.detector.background:
+                self.detector.detector = Detector(self.detector.detector.embedder, prompts, cfg.detector.background)
+            self.health.stall_s = cfg.detector.stall_s
+            self._lookback = round(audio_history(cfg).lookback_s * SAMPLE_RATE)
+            with self._status_lock:
+                ended = self.rules.reconfigure(cfg.labels, cfg.rules.update_interval_s, _timezone(cfg.rules.timezone))
+            for message in self.guard.mark(ended):
+                self._dispatch("handle_event", message)
+            self._sinks_stale = self._sinks_stale or sinks_changed(old, cfg)
+            log.info("reloaded: labels %s", ", ".join(prompts), extra={"kind": "reloaded", "labels": list(prompts),
+                                                                     "ended": [m.event_id for m in ended]})
+        if self._sinks_stale and not self.rules.active:
+            self._sinks_stale = False
+            # the old ones close first (the MQTT outbox passes its undelivered events to the new sink),
+            # on a thread of their own: a clip waiting for its post-roll must not hold up the windows
+            closing = threading.Thread(target=self._close_sinks, args=(self._configured,), name="reload-close")
+            closing.start()
+            closing.join(timeout=6.0)
+            self._configured = self._optional_sinks()
+            for sink in self._configured:
+                sink.start()
+            self.sinks = [*self._configured, *self._observers, self.jsonlog]
 
     # ------------------------------------------------------------ source thread
 
@@ -247,6 +287,8 @@ class Pipeline:
     # ------------------------------------------------------------ detector thread
 
     def _on_detections(self, detections: list[Detection]) -> None:
+        if self._reload is not None or self._sinks_stale:
+            self._take_reload()
         for detection in detections:
             window = detection.window
             start_s, end_s = self.clock.time(window.start_sample), self.clock.time(window.end_sample)

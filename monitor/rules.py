@@ -122,6 +122,19 @@ class RulesEngine:
             return "cooldown"
         return "hit" if any(state.history) else "idle"
 
+    def reconfigure(self, labels: Sequence[LabelConfig], update_interval_s: float, tz: tzinfo | None) -> list[EventMessage]:
+        """New settings between two windows (a reload): the events of removed labels end now; a kept
+        label keeps its open event, cooldown and recent windows (the newest n) under its new rule."""
+        new = {label.name: label for label in labels}
+        ended = [self._end(label, self.state[name]) for name, label in self.labels.items()
+                 if name not in new and self.state[name].event]
+        state = {name: self.state.get(name) or _LabelState(deque(maxlen=label.n)) for name, label in new.items()}
+        for name, label in new.items():
+            state[name].history = deque(state[name].history, maxlen=label.n)
+        self.labels, self.state = new, state
+        self.update_interval_s, self.tz = update_interval_s, tz
+        return ended
+
     def close(self) -> list[EventMessage]:
         """End every event in progress (shutdown)."""
         return [self._end(label, self.state[name]) for name, label in self.labels.items() if self.state[name].event]

@@ -1,0 +1,151 @@
+"""Reload on SIGHUP (monitor/reload.py): a real `python -m monitor run` with events open takes a
+valid new config (a removed label's event ends, a kept one continues, a new label works,
+restart-only changes are reported) and rejects an invalid one, keeping the running config; and
+the configured sinks are rebuilt (new MQTT topics) between events without losing one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import soundfile
+import yaml
+
+from monitor.config import LabelConfig, MonitorConfig, WindowsConfig
+from monitor.config_loader import load_config
+from monitor.pipeline import Pipeline
+from monitor.reload import merged, restart_needed
+from monitor.rules import RulesEngine
+from monitor.sources import FileSource
+from tests.helpers import Events, tone, wait_until
+from tests.test_outbox import BURSTS, burst_config, write_bursts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def log_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def events(path: Path) -> list[tuple[str, str]]:
+    return [(line["label"], line["phase"]) for line in log_lines(path) if line["type"] == "event"]
+
+
+def test_restart_only_settings_are_named_and_kept():
+    old = MonitorConfig(labels=(LabelConfig(name="a"),))
+    new = dataclasses.replace(old, labels=(LabelConfig(name="b", threshold=0.3),), windows=WindowsConfig(hop_s=0.5),
+                              detector=dataclasses.replace(old.detector, model="other", background=("quiet",)))
+    assert restart_needed(old, new) == ["windows", "detector.model"]
+    running = merged(old, new)
+    assert running.labels == new.labels and running.detector.background == ("quiet",)
+    assert running.windows == old.windows and running.detector.model == old.detector.model
+
+
+def test_rules_reconfigure_ends_removed_labels_and_keeps_open_events():
+    rules = RulesEngine([LabelConfig(name="a", threshold=0.5), LabelConfig(name="b", threshold=0.5)], "test")
+    started = rules.process(0.0, 1.0, -10.0, {"a": 0.9, "b": 0.9})
+    assert [(m.label, m.phase) for m in started] == [("a", "start"), ("b", "start")]
+    ended = rules.reconfigure([LabelConfig(name="a", threshold=0.95, end_threshold=0.8), LabelConfig(name="c")],
+                              10.0, None)
+    assert [(m.label, m.phase, m.ended_at) for m in ended] == [("b", "end", 1.0)]
+    assert rules.states(1.0) == {"a": "event", "c": "idle"}
+    assert rules.process(1.0, 2.0, -10.0, {"a": 0.85, "c": 0.1}) == []  # a goes on above its new end threshold
+    assert rules.process(2.0, 3.0, -10.0, {"a": 0.5, "c": 0.1}) == []  # below it: not heard once
+    (end,) = rules.process(3.0, 4.0, -10.0, {"a": 0.5, "c": 0.1})  # twice (max_not_heard 2): the same event ends
+    assert (end.label, end.phase, end.event_id) == ("a", "end", started[0].event_id) and end.started_at == 0.0
+
+
+def write_config(path: Path, settings: dict) -> None:
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
+def test_sighup_with_events_open_valid_and_invalid_configs(tmp_path, tiny_checkpoint, mosquitto_broker, mqtt_recorder):
+    broker = mosquitto_broker()
+    recorder = mqtt_recorder(broker, ["sound_monitor/reload/#"])
+    soundfile.write(str(tmp_path / "tone.wav"), tone(1000.0, 120.0, 16000), 16000)
+    log_path = tmp_path / "monitor.jsonl"
+    settings = {
+        "source": {"type": "file", "path": str(tmp_path / "tone.wav"), "realtime": True},
+        "windows": {"length_s": 0.5, "hop_s": 0.25},
+        "detector": {"background": ["silence"]},
+        # every scored window is a hit: both events open at once and stay open
+        "labels": [{"name": "beep", "threshold": 0.001}, {"name": "tone", "threshold": 0.001}],
+        "log": {"path": str(log_path)},
+        "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port, "node_id": "reload",
+                 "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
+    }
+    config = tmp_path / "monitor.yaml"
+    write_config(config, settings)
+    monitor = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config), "--model",
+                                str(tiny_checkpoint)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: set(events(log_path)) == {("beep", "start"), ("tone", "start")}, timeout=90)
+
+        # invalid: rejected with file, field and line; the running config goes on, events stay open
+        broken = json.loads(json.dumps(settings))
+        broken["labels"][1]["threshold"] = 2
+        write_config(config, broken)
+        monitor.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: any(line.get("kind") == "reload_rejected" for line in log_lines(log_path)), 10)
+        (rejected,) = [line for line in log_lines(log_path) if line.get("kind") == "reload_rejected"]
+        assert f"{config}:" in rejected["message"] and "labels[1].threshold: must be in (0, 1], got 2" in rejected["message"]
+        assert monitor.poll() is None and set(events(log_path)) == {("beep", "start"), ("tone", "start")}
+
+        # valid: tone removed (its event ends), beep kept (its event goes on), whistle added, windows changed
+        valid = json.loads(json.dumps(settings))
+        valid["labels"] = [{"name": "beep", "threshold": 0.002}, {"name": "whistle", "threshold": 0.001}]
+        valid["windows"]["hop_s"] = 0.5
+        write_config(config, valid)
+        monitor.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: ("whistle", "start") in events(log_path), timeout=20)
+        lines = log_lines(log_path)
+        kinds = [line.get("kind") for line in lines]
+        assert kinds.count("reloaded") == 1
+        (later,) = [line for line in lines if line.get("kind") == "reload_needs_restart"]
+        assert later["fields"] == ["windows"] and "restart" in later["message"]
+        assert events(log_path) == [("beep", "start"), ("tone", "start"), ("tone", "end"), ("whistle", "start")]
+        assert wait_until(lambda: any(json.loads(p)["label"] == "tone" and json.loads(p)["phase"] == "end"
+                                      for p in recorder.payloads("sound_monitor/reload/event")), 10)
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        _, stderr = monitor.communicate(timeout=60)
+    assert monitor.returncode == 0, stderr
+    final = events(log_path)
+    assert final.count(("beep", "end")) == 1 and final.count(("whistle", "end")) == 1  # closed at shutdown
+    assert final.count(("beep", "start")) == 1  # beep's event ran through the reload
+    assert load_config(config).labels[1].name == "whistle"
+
+
+def test_reload_rebuilds_the_mqtt_sink_between_events(tmp_path, clap, mosquitto_broker, mqtt_recorder):
+    broker = mosquitto_broker()
+    recorder = mqtt_recorder(broker, ["sound_monitor/#"])
+    write_bursts(tmp_path / "bursts.wav", tail_s=1)
+    cfg = load_config(burst_config(tmp_path, clap, broker.port, tmp_path / "state"))
+    seen = Events()  # an application's sink next to the configured ones: it stays through reloads
+    pipeline = Pipeline(cfg, FileSource(tmp_path / "bursts.wav", realtime=True), clap, sinks=[seen])
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    try:
+        assert wait_until(lambda: [e.phase for e in seen.events][:4] == ["start", "end", "start", "end"], 30)
+        pipeline.reload(dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, node_id="renamed")))
+    finally:
+        runner.join(timeout=60)
+    assert not runner.is_alive()
+    messages = [e for e in seen.events if e.phase != "update"]
+    assert len(messages) == 2 * BURSTS
+
+    def keys(node: str) -> list[tuple[str, str]]:
+        payloads = recorder.payloads(f"sound_monitor/{node}/event")
+        return list(dict.fromkeys((p["id"], p["phase"]) for p in map(json.loads, payloads)))
+
+    assert wait_until(lambda: len(keys("crash")) + len(keys("renamed")) == 2 * BURSTS, 10)
+    before, after = keys("crash"), keys("renamed")
+    assert before + after == [(e.event_id, e.phase) for e in messages]  # all, in order, each under one node
+    assert len(before) >= 4 and len(after) >= 2  # the switch came between two events
+    assert recorder.payloads("sound_monitor/crash/availability")[-1] == "offline"  # the old sink said goodbye
+    assert "online" in recorder.payloads("sound_monitor/renamed/availability")
