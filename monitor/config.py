@@ -234,6 +234,7 @@ class DiscoveryConfig:
     enabled: bool = False
     prefix: str = "homeassistant"
     device_name: str | None = None
+    via_device: str | None = None  # node id of the bridge device this one is reached through (set per source by `sources:`)
 
     def problems(self) -> Problems:
         yield from _topic_problems("prefix", self.prefix)
@@ -340,10 +341,9 @@ def _sources_problems(cfg: MonitorConfig) -> Problems:
         return
     if cfg.source != SourceConfig():
         yield "source", "give `source` or `sources`, not both"
-    if cfg.mqtt.enabled:
-        yield "mqtt.enabled", "MQTT with several sources is not supported yet (per-source topics and devices)"
     names = [label.name for label in cfg.labels]
     seen: set[str] = set()
+    slugs: dict[str, str] = {}  # with MQTT, each source is a node `<node_id>_<slug>`
     for i, src in enumerate(cfg.sources):
         if src.name is None:
             yield f"sources[{i}].name", "required in `sources` (it names the source in events, logs and clip folders)"
@@ -351,6 +351,8 @@ def _sources_problems(cfg: MonitorConfig) -> Problems:
             yield f"sources[{i}].name", f"{src.name!r}: use letters, digits, '_' or '-' (it names a clip folder)"
         elif src.name in seen:
             yield f"sources[{i}].name", f"duplicate source name {src.name!r}"
+        elif cfg.mqtt.enabled and slugs.setdefault(slugify(src.name), src.name) != src.name:
+            yield f"sources[{i}].name", f"{slugs[slugify(src.name)]!r} and {src.name!r} map to the same MQTT node"
         seen.add(src.name or "")
         for j, other in enumerate(src.labels):
             if other not in names:

@@ -6,15 +6,20 @@ through one `SharedDetector` (scheduler.py: batches across sources, in turn) and
 report to one JSON log and the observer sinks given here. A source that cannot be
 opened (device missing, file unreadable, ffmpeg absent) is retried with capped
 back-off on its own thread; a source that ends or fails ends alone: the others go on.
+
+With MQTT each source is a node of its own, `<node_id>_<source>` (its topics, client
+id, outbox and Home Assistant device), and the process keeps a bridge node `<node_id>`
+(availability and a "running" entity) that the sources' devices name as `via_device`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Callable, Sequence
 
-from .config import MonitorConfig, SourceConfig
+from .config import MonitorConfig, MqttConfig, SourceConfig, slugify
 from .detector import Detector, Embedder
 from .events import EventMessage, LevelReport, WindowReport
 from .pipeline import Pipeline
@@ -22,6 +27,7 @@ from .scheduler import SharedDetector
 from .sinks.base import Sink
 from .sinks.jsonlog import JsonLogSink
 from .sources import AudioSource, SourceError, open_source
+from .state import state_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,14 @@ class MultiPipeline:
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
         detector = Detector(embedder, {label.name: cfg.prompts(label) for label in cfg.labels}, cfg.detector.background)
         self.shared = SharedDetector(detector, cfg.detector.batch_size)
-        self.sinks: list[Sink] = [*sinks, JsonLogSink(cfg.log)]  # the log closes last
+        self.sinks: list[Sink] = [*sinks, JsonLogSink(cfg.log)]  # the log closes last; the pipelines share them
+        self.bridge: Sink | None = None
+        if cfg.mqtt.enabled:
+            from .sinks.mqtt import MqttSink, default_node_id  # paho only when MQTT is configured
+
+            self.node_id = cfg.mqtt.node_id or default_node_id()
+            self.bridge = MqttSink(dataclasses.replace(cfg.mqtt, node_id=self.node_id), [], "bridge",
+                                   state_dir(cfg.state_dir))
         self.pipelines: dict[str, Pipeline] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()  # pipelines, against stop()
@@ -62,7 +75,8 @@ class MultiPipeline:
 
     def run(self) -> None:
         """Runs until every source has ended or `stop()` is called."""
-        for sink in reversed(self.sinks):  # the log first: it records what the others say while starting
+        owned = [*([self.bridge] if self.bridge else []), *self.sinks]
+        for sink in reversed(owned):  # the log first: it records what the others say while starting
             sink.start()
         log.info("monitoring %d sources: %s", len(self._threads), ", ".join(src.name for src in self.cfg.sources),
                  extra={"kind": "started", "sources": [src.name for src in self.cfg.sources]})
@@ -79,7 +93,7 @@ class MultiPipeline:
                 thread.join()
             self.shared.stop()
             self.shared.join()
-            for sink in self.sinks:
+            for sink in owned:
                 try:
                     sink.close()
                 except Exception:
@@ -103,7 +117,7 @@ class MultiPipeline:
         source = self._open(src)
         if source is None:
             return
-        pipeline = Pipeline(self.cfg.for_source(src), source, self.shared, sinks=[Borrowed(s) for s in self.sinks])
+        pipeline = Pipeline(self._config(src), source, self.shared, sinks=[Borrowed(s) for s in self.sinks])
         with self._lock:
             self.pipelines[src.name] = pipeline
             if self._stop.is_set():
@@ -113,6 +127,10 @@ class MultiPipeline:
         except Exception:
             log.exception("source %s stopped by an error; the others go on", src.name,
                           extra={"kind": "source_failed", "source": src.name})
+
+    def _config(self, src: SourceConfig) -> MonitorConfig:
+        cfg = self.cfg.for_source(src)
+        return dataclasses.replace(cfg, mqtt=source_mqtt(cfg.mqtt, src.name, self.node_id)) if self.bridge else cfg
 
     def _open(self, src: SourceConfig) -> AudioSource | None:
         """The opened source, retried with back-off while it cannot be; None once stopped."""
@@ -127,3 +145,15 @@ class MultiPipeline:
                 break
             delay = min(delay * 2, self.retry_max_s)
         return None
+
+
+def source_mqtt(mqtt: MqttConfig, source: str, bridge: str) -> MqttConfig:
+    """The MQTT node of one source: `<bridge>_<source>`, its own client id and outbox, its
+    Home Assistant device named after the source and reached via the bridge's."""
+    return dataclasses.replace(
+        mqtt, node_id=f"{bridge}_{slugify(source)}",
+        client_id=mqtt.client_id and f"{mqtt.client_id}-{source}",
+        outbox_path=mqtt.outbox_path and f"{mqtt.outbox_path}.{source}",
+        discovery=dataclasses.replace(mqtt.discovery, via_device=bridge,
+                                      device_name=f"{mqtt.discovery.device_name or f'Sound monitor {bridge}'} {source}"),
+    )

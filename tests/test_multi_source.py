@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -155,3 +156,56 @@ def test_bad_sources_name_the_field_and_line(tmp_path, text, line, field, words)
     assert (info.value.line, info.value.path) == (line, field)
     for word in words:
         assert word in info.value.message
+
+
+def test_each_source_is_an_mqtt_node_and_ha_device_under_the_bridge(tmp_path, clap, mosquitto_broker, mqtt_recorder):
+    from monitor.config import DiscoveryConfig
+    from tests.fixtures_broker import sink_config
+
+    broker = mosquitto_broker()
+    recorder = mqtt_recorder(broker, ["sound_monitor/#", "homeassistant/#"])
+    sources = (
+        SourceConfig(type="file", name="kitchen", path=bursts_wav(tmp_path / "a.wav", [2.0]), labels=("beep",),
+                     realtime=False),
+        SourceConfig(type="file", name="hall", path=bursts_wav(tmp_path / "b.wav", [3.0]), realtime=False),
+    )
+    mqtt = sink_config(broker, node_id="house", discovery=DiscoveryConfig(enabled=True, device_name="House"))
+    cfg = dataclasses.replace(config(tmp_path, sources), mqtt=mqtt)
+    assert not list(cfg.problems())
+    MultiPipeline(cfg, clap).run()  # the files end: run returns
+
+    root = "sound_monitor/house"
+    kitchen = [json.loads(p) for p in recorder.payloads(f"{root}_kitchen/event")]
+    hall = [json.loads(p) for p in recorder.payloads(f"{root}_hall/event")]
+    assert [(e["label"], e["phase"], e["source"]) for e in kitchen] == [("beep", "start", "kitchen"),
+                                                                        ("beep", "end", "kitchen")]
+    assert sorted((e["label"], e["phase"]) for e in hall) == [("beep", "end"), ("beep", "start"),
+                                                              ("hum", "end"), ("hum", "start")]
+    assert recorder.payloads(f"{root}_kitchen/beep/state")[-2:] == ["ON", "OFF"]
+    assert recorder.payloads(f"{root}_kitchen/hum/state") == []  # kitchen does not watch hum
+    for node in ("house", "house_kitchen", "house_hall"):  # each node online while running, offline after
+        assert recorder.payloads(f"sound_monitor/{node}/availability")[-1] == "offline"
+        assert "online" in recorder.payloads(f"sound_monitor/{node}/availability")
+
+    def discovery(topic: str) -> dict:
+        payloads = [p for p in recorder.payloads(topic) if p]
+        assert payloads, f"no discovery config on {topic}"
+        return json.loads(payloads[-1])
+
+    bridge = discovery("homeassistant/binary_sensor/house/running/config")
+    assert bridge["device"]["identifiers"] == ["clap_mlx_house"] and "via_device" not in bridge["device"]
+    assert bridge["state_topic"] == f"{root}/availability" and bridge["unique_id"] == "house_running"
+    beep = discovery("homeassistant/binary_sensor/house_kitchen/beep/config")
+    # ids derive from the configured names only: the same entities after a restart
+    assert (beep["unique_id"], beep["device"]["identifiers"], beep["device"]["via_device"], beep["device"]["name"]) == (
+        "house_kitchen_beep_sound", ["clap_mlx_house_kitchen"], "clap_mlx_house", "House kitchen")
+    assert discovery("homeassistant/event/house_hall/detection/config")["event_types"] == ["beep", "hum"]
+    assert not recorder.payloads("homeassistant/binary_sensor/house_kitchen/hum/config")
+
+
+def test_source_names_must_stay_distinct_as_mqtt_nodes():
+    sources = (SourceConfig(type="file", name="Hall-1", path="a.wav"), SourceConfig(type="file", name="hall_1", path="b.wav"))
+    cfg = MonitorConfig(labels=(LabelConfig(name="beep"),), sources=sources)
+    assert not list(cfg.problems())
+    with_mqtt = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, enabled=True))
+    assert list(with_mqtt.problems()) == [("sources[1].name", "'Hall-1' and 'hall_1' map to the same MQTT node")]

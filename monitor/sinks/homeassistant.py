@@ -4,6 +4,8 @@ One device per monitor (node), with
 - a `binary_sensor` (device_class `sound`) per watched label, fed by `<root>/<label>/state`,
 - a `sensor` for the sound level in dBFS, read from the status JSON,
 - an `event` entity whose event types are the labels, fired on each event start.
+With `sources:` each source is such a node and device, reached `via_device` the process's
+own node: a bridge device without labels whose one entity says whether the monitor runs.
 Every entity is tied to the availability (last-will) topic. Pure functions only: the MQTT sink
 publishes what these return.
 """
@@ -83,6 +85,7 @@ def _common(cfg: DiscoveryConfig, node_id: str, topics: Topics, qos: int) -> dic
             "model": MODEL,
             "manufacturer": "clap-mlx",
             "sw_version": version,
+            **({"via_device": f"clap_mlx_{cfg.via_device}"} if cfg.via_device else {}),
         },
         "origin": {"name": "clap-mlx", "sw_version": version},
         "availability_topic": topics.availability,
@@ -95,8 +98,13 @@ def _common(cfg: DiscoveryConfig, node_id: str, topics: Topics, qos: int) -> dic
 def discovery_configs(
     cfg: DiscoveryConfig, node_id: str, labels: list[str], topics: Topics, qos: int
 ) -> dict[str, dict]:
-    """Discovery topic -> config payload for every entity of this monitor."""
+    """Discovery topic -> config payload for every entity of this monitor (no labels: the bridge)."""
     common = _common(cfg, node_id, topics, qos)
+    if not labels:
+        return {_config_topic(cfg, "binary_sensor", node_id, "running"): {
+            **common, "name": "Running", "unique_id": f"{node_id}_running", "device_class": "running",
+            "state_topic": topics.availability, "payload_on": PAYLOAD_ONLINE, "payload_off": PAYLOAD_OFFLINE,
+        }}
     configs = {
         _config_topic(cfg, "binary_sensor", node_id, slugify(label)): {
             **common,
