@@ -25,7 +25,7 @@ from _common import full_checkpoint, peak_rss_mb, print_table, summary, time_onc
 import mlx.core as mx
 import numpy as np
 
-from clap_mlx import ops
+from clap_mlx import host_ops
 from clap_mlx.audio_io import SAMPLE_RATE
 from clap_mlx.config import CLAPConfig
 from clap_mlx.loading import feature_extractor_for, load
@@ -222,7 +222,7 @@ def main() -> None:
         "runs": args.runs,
         "statistic": "median ms after 1 warm-up, each side in its own worker process, rounds interleaved; torch_over_mlx > 1 means mlx is faster "
                      "(torch_over_mlx_min: the same from each side's fastest run)",
-        "ops_workers": ops._WORKERS,
+        "ops_workers": host_ops._WORKERS,
         "workloads": records,
         "peak_rss": rss,
     })
