@@ -76,7 +76,8 @@ def run(args) -> int:
     pipeline = MultiPipeline(cfg, model) if source is None else Pipeline(cfg, source, model)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
-    reloader = Reloader(args.config, lambda: pipeline.cfg, pipeline.reload)  # systemctl reload
+    # systemctl reload; several sources (MultiPipeline) are not reloaded: SIGHUP only says so
+    reloader = Reloader(args.config, lambda: pipeline.cfg, pipeline.reload if isinstance(pipeline, Pipeline) else None)
     signal.signal(signal.SIGHUP, lambda *_: reloader.request())
     try:
         pipeline.run()

@@ -54,7 +54,9 @@ def sinks_changed(old: MonitorConfig, new: MonitorConfig) -> bool:
 class Reloader:
     """`request()` is safe in a signal handler; the work happens on the reloader's own thread."""
 
-    def __init__(self, path: str | Path, running: Callable[[], MonitorConfig], apply: Callable[[MonitorConfig], None]):
+    def __init__(self, path: str | Path, running: Callable[[], MonitorConfig],
+                 apply: Callable[[MonitorConfig], None] | None):
+        """`apply` None: this run cannot reload (several sources); a request only says so."""
         self.path, self.running, self.apply = path, running, apply
         self._wanted = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reloader", daemon=True)
@@ -73,6 +75,10 @@ class Reloader:
 
     def reload(self) -> MonitorConfig | None:
         """Reads the config file again; the config now being applied, or None when rejected."""
+        if self.apply is None:
+            log.warning("reload: not available with several sources (sources:); restart to apply %s", self.path,
+                        extra={"kind": "reload_rejected", "error": "several sources"})
+            return None
         old = self.running()
         try:
             new = load_config(self.path)

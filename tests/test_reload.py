@@ -149,3 +149,28 @@ def test_reload_rebuilds_the_mqtt_sink_between_events(tmp_path, clap, mosquitto_
     assert len(before) >= 4 and len(after) >= 2  # the switch came between two events
     assert recorder.payloads("sound_monitor/crash/availability")[-1] == "offline"  # the old sink said goodbye
     assert "online" in recorder.payloads("sound_monitor/renamed/availability")
+
+
+def test_sighup_with_several_sources_says_so_and_keeps_running(tmp_path, tiny_checkpoint):
+    soundfile.write(str(tmp_path / "tone.wav"), tone(1000.0, 60.0, 16000), 16000)
+    log_path = tmp_path / "monitor.jsonl"
+    config = tmp_path / "monitor.yaml"
+    write_config(config, {
+        "sources": [{"name": name, "type": "file", "path": str(tmp_path / "tone.wav"), "realtime": True}
+                    for name in ("kitchen", "hall")],
+        "windows": {"length_s": 0.5, "hop_s": 0.25}, "detector": {"background": ["silence"]},
+        "labels": [{"name": "beep", "threshold": 0.999}], "log": {"path": str(log_path)},
+    })
+    monitor = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config), "--model",
+                                str(tiny_checkpoint)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: sum(line.get("kind") == "started" for line in log_lines(log_path)) >= 1, 90)
+        monitor.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: any(line.get("kind") == "reload_rejected" for line in log_lines(log_path)), 10)
+        assert monitor.poll() is None  # SIGHUP's default action (terminate) is not taken
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        _, stderr = monitor.communicate(timeout=60)
+    assert monitor.returncode == 0, stderr
+    (said,) = [line for line in log_lines(log_path) if line.get("kind") == "reload_rejected"]
+    assert "several sources" in said["message"]
