@@ -135,6 +135,18 @@ def test_held_lines_are_bounded_and_the_loss_is_logged(tmp_path, capsys, quick_r
         assert f"{gap['lost_lines']} lost" in capsys.readouterr().err
 
 
+def test_a_log_folder_that_cannot_be_created_is_a_clear_error(tmp_path, capsys, tiny_checkpoint):
+    from monitor.cli import main
+
+    (tmp_path / "file").write_text("not a folder\n")
+    config = tmp_path / "monitor.yaml"
+    config.write_text(json.dumps({"source": {"type": "stdin", "sample_rate": 16000}, "labels": [{"name": "beep"}],
+                                  "log": {"path": str(tmp_path / "file" / "logs" / "m.jsonl")}}))
+    assert main(["run", "--config", str(config), "--model", str(tiny_checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: log.path: cannot create the folder of {tmp_path}/file/logs/m.jsonl" in err and "Traceback" not in err
+
+
 def test_monitor_with_its_log_on_a_full_disk_keeps_monitoring(tmp_path, clap, tiny_checkpoint, mosquitto_broker,
                                                               mqtt_recorder):
     """A real `python -m monitor run`: events still go out over MQTT while the log's disk is full,

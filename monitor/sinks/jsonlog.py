@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import LogConfig
 from ..events import EventMessage, LevelReport, WindowReport
-from .base import Sink
+from .base import Sink, SinkError
 from .logfile import LineFile
 
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -41,7 +41,10 @@ class JsonLogSink(Sink):
         self.level = getattr(logging, cfg.level.upper())
         self._handlers: list[logging.Handler] = []
         if cfg.path:
-            Path(cfg.path).parent.mkdir(parents=True, exist_ok=True)
+            try:  # a folder that cannot exist is a setting to fix; a full disk later only a warning
+                Path(cfg.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise SinkError(f"log.path: cannot create the folder of {cfg.path}: {err.strerror}") from None
             self._handlers.append(LineFile(cfg.path, cfg.max_bytes, cfg.backups))
         if cfg.console:
             self._handlers.append(logging.StreamHandler(sys.stderr))
