@@ -362,6 +362,10 @@ def _sources_problems(cfg: MonitorConfig) -> Problems:
             missing = [other for other in (*label.require, *label.unless) if label.name in watched and other not in watched]
             if missing:
                 yield f"sources[{i}].labels", f"{label.name!r} depends on {', '.join(map(repr, missing))}: watch those too"
+        unchecked = [other for other in cfg.clips.skip_if if other not in watched] if cfg.clips.enabled else []
+        if unchecked:
+            yield f"sources[{i}].labels", (f"watch {', '.join(map(repr, unchecked))} too: clips.skip_if withholds clips "
+                                           "by these labels' scores")
 
 
 def slugify(label: str) -> str:

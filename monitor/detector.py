@@ -86,6 +86,7 @@ class WindowQueue:
         self._items: deque[Window] = deque()
         self._closed = False
         self._cond = threading.Condition()
+        self.on_change: Callable[[], None] | None = None  # called after each put and the close (a shared reader's wake-up)
 
     def put(self, window: Window, block: bool = False) -> None:
         with self._cond:
@@ -96,6 +97,8 @@ class WindowQueue:
                 self.dropped += 1
             self._items.append(window)
             self._cond.notify_all()
+        if self.on_change is not None:
+            self.on_change()
 
     def take(self, limit: int) -> list[Window]:
         """Up to `limit` oldest windows; waits for at least one. [] once closed and drained."""
@@ -114,6 +117,8 @@ class WindowQueue:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self.on_change is not None:
+            self.on_change()
 
     def __len__(self) -> int:
         return len(self._items)

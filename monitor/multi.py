@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 from .config import MonitorConfig, MqttConfig, SourceConfig, slugify
 from .detector import Detector, Embedder
 from .events import EventMessage, LevelReport, WindowReport
+from .health import DetectorStalled
 from .pipeline import Pipeline
 from .scheduler import SharedDetector
 from .sinks.base import Sink
@@ -70,6 +71,7 @@ class MultiPipeline:
         self.pipelines: dict[str, Pipeline] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()  # pipelines, against stop()
+        self._stalled: DetectorStalled | None = None  # the shared model got stuck: every source is
         self._threads = [threading.Thread(target=self._run_source, args=(src,), name=f"source {src.name}", daemon=True)
                          for src in cfg.sources]
 
@@ -92,12 +94,14 @@ class MultiPipeline:
             for thread in self._threads:
                 thread.join()
             self.shared.stop()
-            self.shared.join()
+            self.shared.join(None if self._stalled is None else 1.0)  # a stuck model thread is left behind
             for sink in owned:
                 try:
                     sink.close()
                 except Exception:
                     log.exception("closing %s failed", type(sink).__name__, extra={"kind": "sink_error"})
+        if self._stalled is not None:
+            raise self._stalled
 
     def stop(self) -> None:
         """Request shutdown (safe from a signal handler): every pipeline drains and ends."""
@@ -124,6 +128,9 @@ class MultiPipeline:
                 pipeline.stop()  # runs, sees the stop and shuts down at once
         try:
             pipeline.run()
+        except DetectorStalled as stall:
+            self._stalled = stall
+            self.stop()
         except Exception:
             log.exception("source %s stopped by an error; the others go on", src.name,
                           extra={"kind": "source_failed", "source": src.name})

@@ -21,7 +21,7 @@ from .windower import Window
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT_S = 0.01  # nothing queued anywhere: poll the queues again after this long
+IDLE_WAIT_S = 1.0  # nothing queued anywhere: look again after this long even without a wake-up
 
 
 class Lane(ScoringStats):
@@ -55,10 +55,12 @@ class SharedDetector(threading.Thread):
         self._lanes: list[Lane] = []
         self._lock = threading.Lock()
         self._stop_when_idle = threading.Event()
+        self._wake = threading.Event()  # a window came or a queue closed
         self._next = 0  # the lane the next batch starts with
 
     def lane(self, queue: WindowQueue, on_detections: Callable[[list[Detection]], None], labels: Sequence[str]) -> Lane:
         lane = Lane(self, queue, on_detections, labels)
+        queue.on_change = self._wake.set
         with self._lock:
             self._lanes.append(lane)
         return lane
@@ -71,6 +73,7 @@ class SharedDetector(threading.Thread):
     def stop(self) -> None:
         """Ends the thread once every lane is done (lanes added later are not served)."""
         self._stop_when_idle.set()
+        self._wake.set()
 
     def run(self) -> None:
         try:
@@ -81,7 +84,8 @@ class SharedDetector(threading.Thread):
                 elif self._stop_when_idle.is_set() and all(lane.done.is_set() for lane in self._lanes):
                     return
                 else:
-                    self._stop_when_idle.wait(IDLE_WAIT_S)
+                    self._wake.wait(IDLE_WAIT_S)
+                    self._wake.clear()  # before the next look: a window put after it sets it again
         except BaseException as error:  # surfaced by every pipeline; the thread must not die silently
             log.exception("detector stopped by an error")
             self.error = error

@@ -147,6 +147,8 @@ def test_a_source_that_cannot_open_is_retried_and_joins_when_it_can(tmp_path, cl
     ("source: {type: file, path: z.wav}\nsources:\n  - {type: file, name: a, path: x.wav}\n", 1, "source",
      ["not both"]),
     ("sources:\n  - {type: ffmpeg, name: cam}\n", 2, "sources[0].url", ["required when type is 'ffmpeg'"]),
+    ("sources:\n  - {type: file, name: a, path: x.wav, labels: [beep]}\nclips: {enabled: true, skip_if: [hum]}\n", 2,
+     "sources[0].labels", ["watch 'hum' too: clips.skip_if"]),
 ])
 def test_bad_sources_name_the_field_and_line(tmp_path, text, line, field, words):
     path = tmp_path / "m.yaml"
@@ -209,3 +211,38 @@ def test_source_names_must_stay_distinct_as_mqtt_nodes():
     assert not list(cfg.problems())
     with_mqtt = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, enabled=True))
     assert list(with_mqtt.problems()) == [("sources[1].name", "'Hall-1' and 'hall_1' map to the same MQTT node")]
+
+
+def test_shared_detector_serves_every_source_in_turn_with_its_own_labels(clap):
+    """A source with a backlog gets one window per turn like the others: a source with little
+    to score waits at most for the batch it arrives in, never behind another's backlog."""
+    from monitor.detector import Detector, WindowQueue
+    from monitor.scheduler import SharedDetector
+    from monitor.windower import Window
+
+    detector = Detector(clap, {"beep": ["a beep"], "hum": ["a low hum"]}, ("silence",))
+    calls: list[int] = []  # windows per model call
+    score = detector.score
+    detector.score = lambda waveforms: calls.append(len(waveforms)) or score(waveforms)
+    shared = SharedDetector(detector, batch_size=4)
+    backlog = {"a": 12, "b": 2, "c": 1}
+    got: dict[str, list] = {name: [] for name in backlog}
+    order: list[str] = []
+    labels = {"a": ["beep", "hum"], "b": ["hum"], "c": ["beep"]}
+    queues = {}
+    for name, count in backlog.items():
+        queues[name] = WindowQueue(100)
+        shared.lane(queues[name], lambda detections, name=name: (got[name].extend(detections),
+                                                                  order.extend([name] * len(detections))), labels[name])
+        for i in range(count):
+            queues[name].put(Window(i * SAMPLE_RATE, tone(500.0 + 100 * i, 1.0), -9.0, gated=False))
+        queues[name].close()
+    shared.stop()
+    shared.start_once()
+    shared.join(60)
+    assert not shared.is_alive() and shared.error is None
+    assert calls == [4, 4, 4, 3]  # 15 windows, full batches
+    assert sorted(order[:4]) == ["a", "a", "b", "c"] and order[4:8].count("b") == 1  # b and c served first
+    for name, detections in got.items():
+        assert [d.window.start_sample for d in detections] == [i * SAMPLE_RATE for i in range(backlog[name])]
+        assert all(set(d.scores) == set(labels[name]) and d.inference_ms > 0 for d in detections)
