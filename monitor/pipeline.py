@@ -96,6 +96,8 @@ class Pipeline:
                              lambda: (self._last.window.end_sample if self._last else None, self.ring.end))
 
     def _optional_sinks(self) -> list[Sink]:
+        """The sinks the config asks for; built again (the old ones closed) when a reload changes
+        the labels, `mqtt` or `clips`: a sink that must outlive reloads is passed in as an observer."""
         sinks: list[Sink] = []
         if self.cfg.mqtt.enabled:
             from .sinks.mqtt import MqttSink  # paho only when MQTT is configured
