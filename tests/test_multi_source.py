@@ -246,3 +246,26 @@ def test_shared_detector_serves_every_source_in_turn_with_its_own_labels(clap):
     for name, detections in got.items():
         assert [d.window.start_sample for d in detections] == [i * SAMPLE_RATE for i in range(backlog[name])]
         assert all(set(d.scores) == set(labels[name]) and d.inference_ms > 0 for d in detections)
+
+
+def test_cli_runs_a_sources_config_to_the_end(tmp_path, tiny_checkpoint):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    a, b = bursts_wav(tmp_path / "a.wav", [2.0]), bursts_wav(tmp_path / "b.wav", [4.0, 7.0])
+    (tmp_path / "run.yaml").write_text(
+        "sources:\n"
+        f"  - {{name: a, type: file, path: {a}, realtime: false, labels: [beep]}}\n"
+        f"  - {{name: b, type: file, path: {b}, realtime: false}}\n"
+        "windows: {length_s: 1, hop_s: 0.5, min_dbfs: -10.5}\n"
+        "labels: [{name: beep, threshold: 0.001, max_not_heard: 1}, {name: hum, threshold: 0.001, max_not_heard: 1}]\n"
+        f"log: {{path: {tmp_path / 'run.jsonl'}}}\n"
+    )
+    run = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(tmp_path / "run.yaml"),
+                          "--model", str(tiny_checkpoint)], cwd=Path(__file__).parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    ends = sorted((line["source"], line["label"]) for line in lines if line["type"] == "event" and line["phase"] == "end")
+    assert ends == [("a", "beep"), ("b", "beep"), ("b", "beep"), ("b", "hum"), ("b", "hum")]
