@@ -107,6 +107,9 @@ class FfmpegSource:
         except OSError as error:
             return False, f"cannot start ffmpeg: {error}"
         self._process = process
+        if self._stopping.is_set():  # stop() came while it started: it may have missed this process
+            _end(process)
+            return False, "stopped"
         errors: collections.deque[str] = collections.deque(maxlen=3)
         drain = threading.Thread(target=_drain, args=(process.stderr, errors), name=f"{self.name} stderr", daemon=True)
         drain.start()
