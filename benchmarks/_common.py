@@ -41,7 +41,8 @@ def _version(package: str) -> str | None:
         return None
 
 
-def machine_info() -> dict:
+def _cpuinfo() -> tuple[str, list[str]]:
+    """CPU model name and feature flags from /proc/cpuinfo (empty where unavailable)."""
     model, flags = "", []
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
@@ -49,13 +50,34 @@ def machine_info() -> dict:
                 key, _, value = line.partition(":")
                 if key.strip() == "model name" and not model:
                     model = value.strip()
-                elif key.strip() == "flags" and not flags:
+                elif key.strip() in ("flags", "Features") and not flags:
                     flags = value.split()
     except OSError:
         pass
+    return model, flags
+
+
+def cpu_class() -> str:
+    """What a speed result is valid for: "avx512", "avx2", else the architecture (e.g. "aarch64").
+    A kernel variant forced below the CPU's own (CLAP_MLX_SIMD) is its own class, e.g.
+    "avx512-simd-avx2", so its numbers never stand in for the machine's default path."""
+    flags = set(_cpuinfo()[1])
+    name = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else platform.machine().lower()
+    forced = os.environ.get("CLAP_MLX_SIMD", "").strip().lower()
+    return f"{name}-simd-{forced}" if forced and forced != name else name
+
+
+def results_dir() -> Path:
+    """benchmarks/results/<cpu class>: each CPU class keeps its own results side by side."""
+    return RESULTS / cpu_class()
+
+
+def machine_info() -> dict:
+    model, flags = _cpuinfo()
     simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
     return {
         "cpu": model or platform.processor(),
+        "cpu_class": cpu_class(),
         "cores": os.cpu_count(),
         "simd_flags": simd,
         "platform": platform.platform(),
@@ -64,9 +86,11 @@ def machine_info() -> dict:
         "numpy": _version("numpy"),
         "torch": _version("torch"),
         "transformers": _version("transformers"),
+        "onnxruntime": _version("onnxruntime"),
         "openblas_loaded": _blas.loaded_blas,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "kernel_simd": op_paths.simd(),  # the clap_mlx.ops kernel variant in use
+        "ops_mode": op_paths.mode(),  # CLAP_MLX_OPS: auto, kernels, numpy or mlx
         "load_average_at_start": LOAD_AT_START,
         "load_average_at_end": os.getloadavg(),
     }
@@ -123,8 +147,9 @@ def print_table(header: list[str], rows: list[list]) -> None:
 
 
 def write_results(name: str, results: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    folder = results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     payload = {"benchmark": name, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": machine_info(), **results}
     path.write_text(json.dumps(payload, indent=2) + "\n")

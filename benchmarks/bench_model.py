@@ -1,16 +1,26 @@
-"""clap_mlx vs transformers + torch (2 threads) on the same full-size random weights.
+"""clap_mlx vs transformers + torch (2 threads) vs onnxruntime (2 threads) on the same full-size
+random weights, plus the audio forward's achieved GFLOPS against the machine's sgemm peak.
 
-    python benchmarks/bench_model.py [--runs 5]
+    python benchmarks/bench_model.py [--runs 7] [--no-onnx] [--checkpoint FOLDER]
 
 Each side runs in its own worker process (so neither side's spinning BLAS/OpenMP threads
 steal cores from the other), driven by this process in interleaved rounds (mlx, torch,
-mlx, torch, ...) so load on a shared machine hits both sides alike. Each worker times its
-own call and reports its own peak RSS.
+onnxruntime, mlx, ...) so load on a shared machine hits every side alike. Each worker times
+its own call and reports its own peak RSS. The onnxruntime side (`pip install
+'clap-mlx[bench]'`) runs the towers exported with torch.onnx (benchmarks/onnx_side.py); it
+has no feature-extraction rows.
+
+FLOPs are counted by torch's FlopCounterMode on the torch forward (the sum over its matmul,
+convolution and attention shapes: the same arithmetic every side does); the peak is the best
+of OpenBLAS sgemm through mlx on 2048² and 4096² float32 matrices, measured in the mlx worker
+before and after the workloads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -21,35 +31,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from _common import full_checkpoint, peak_rss_mb, print_table, summary, time_once, write_results
+from workloads import LABELS, clips, tower_inputs
 
 import mlx.core as mx
 import numpy as np
 
 from clap_mlx import host_ops
 from clap_mlx.audio_io import SAMPLE_RATE
-from clap_mlx.config import CLAPConfig
-from clap_mlx.loading import feature_extractor_for, load
+from clap_mlx.loading import load
 from clap_mlx.tokenizer import ClapTokenizer
 
-LABELS = [f"the sound of {thing}" for thing in (
-    "a dog barking", "a cat meowing", "glass breaking", "a baby crying", "a smoke alarm", "rain on a roof",
-    "a door knocking", "footsteps", "a car horn", "a siren", "speech", "music", "a doorbell", "a phone ringing",
-    "water running", "a vacuum cleaner", "a microwave beeping", "birds singing", "thunder", "wind",
-    "a kettle whistling", "keys jingling", "a door slamming", "applause", "laughter", "coughing", "snoring",
-    "a clock ticking", "an engine idling", "a helicopter", "a train passing", "a chainsaw",
-)]
-
-
-def clips(seconds: float, count: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [(0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32) for _ in range(count)]
-
-
-def tower_inputs(folder, batch: int, longer: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The same audio tower input for both sides: clap_mlx's deterministic extractor (transformers'
-    flags a random clip of an all-short batch as longer, which would run fusion on one side only)."""
-    extract = feature_extractor_for(folder, CLAPConfig.from_json(folder / "config.json"))
-    return extract(clips(25.0 if longer else 10.0, batch))
+SIDES = ("mlx", "torch", "onnxruntime")
 
 
 def mlx_side(folder) -> dict[str, Callable[[], np.ndarray]]:
@@ -123,30 +115,65 @@ def workloads(audio, text, features) -> dict[str, Callable[[], np.ndarray]]:
     return dict(zip(WORKLOAD_NAMES, runs))
 
 
-def serve(side: str) -> None:
-    """Worker process: load one side, then answer `run I` (seconds), `save I PATH` and `rss` on stdin,
-    I indexing WORKLOAD_NAMES."""
-    fns = (mlx_side if side == "mlx" else torch_side)(full_checkpoint())
-    print(json.dumps({"ready": True, "peak_rss_after_load_mb": peak_rss_mb()}), flush=True)
+def sgemm_gflops(sizes=(2048, 4096), repeats: int = 3) -> dict[str, float]:
+    """OpenBLAS sgemm through mlx: best GFLOPS of `repeats` square products per size."""
+    best = {}
+    for n in sizes:
+        a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
+        mx.eval(a, b, a @ b)  # the first product warms the BLAS threads up
+        seconds = min(time_once(lambda: mx.eval(a @ b)) for _ in range(repeats))
+        best[str(n)] = 2 * n**3 / seconds / 1e9
+    return best
+
+
+def flop_count(fn: Callable[[], object]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def serve(side: str, folder: Path) -> None:
+    """Worker process: load one side, then answer `run I` (seconds), `save I PATH`, `rss`, and
+    `peak` (mlx) or `flops I` (torch) on stdin, I indexing WORKLOAD_NAMES."""
+    extra: dict = {}
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the protocol: torch.onnx prints progress
+        if side == "mlx":
+            fns = mlx_side(folder)
+        elif side == "torch":
+            fns = torch_side(folder)
+        else:
+            from onnx_side import onnx_side
+
+            fns, extra["exports"] = onnx_side(folder, ClapTokenizer.from_folder(folder), WORKLOAD_NAMES, LABELS)
+    print(json.dumps({"ready": True, "workloads": list(fns), "peak_rss_after_load_mb": peak_rss_mb(), **extra}),
+          flush=True)
     for line in sys.stdin:
         command, *args = line.split()
+        fn = fns.get(WORKLOAD_NAMES[int(args[0])]) if args else None
         if command == "run":
-            reply = {"seconds": time_once(fns[WORKLOAD_NAMES[int(args[0])]])}
+            reply = {"seconds": time_once(fn)}
         elif command == "save":
-            np.save(args[1], fns[WORKLOAD_NAMES[int(args[0])]]())
+            np.save(args[1], fn())
             reply = {}
+        elif command == "peak":
+            reply = {"sgemm_gflops": sgemm_gflops()}
+        elif command == "flops":
+            reply = {"flops": flop_count(fn)}
         else:
             reply = {"peak_rss_mb": peak_rss_mb()}
         print(json.dumps(reply), flush=True)
 
 
 class Worker:
-    def __init__(self, side: str):
+    def __init__(self, side: str, folder: Path):
         # OpenBLAS preloaded into the torch process oversubscribes the 2 cores next to torch's own
-        # threads (its b1 audio forward measured 430 ms instead of 200 ms), so that worker skips it.
-        env = {**os.environ, "CLAP_MLX_NO_OPENBLAS": "1"} if side == "torch" else None
-        self.process = subprocess.Popen([sys.executable, __file__, "--worker", side], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, env=env)
+        # threads (its b1 audio forward measured 430 ms instead of 200 ms), so the torch and
+        # onnxruntime workers skip it (onnxruntime has its own GEMMs; torch only exports there).
+        env = None if side == "mlx" else {**os.environ, "CLAP_MLX_NO_OPENBLAS": "1"}
+        self.process = subprocess.Popen([sys.executable, __file__, "--worker", side, "--checkpoint", str(folder)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.loaded = self._reply()
 
     def _reply(self) -> dict:
@@ -167,7 +194,7 @@ class Worker:
 
 def interleaved_rounds(workers: dict[str, Worker], index: int, runs: int) -> dict[str, list[float]]:
     for worker in workers.values():
-        worker.ask("run", str(index))  # warm-up
+        worker.ask("run", str(index))  # warm-up (the onnxruntime side opens its session here)
     times: dict[str, list[float]] = {side: [] for side in workers}
     for _ in range(runs):
         for side, worker in workers.items():
@@ -185,44 +212,77 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))))
 
 
+def measure(workers: dict[str, Worker], index: int, name: str, runs: int, scratch: Path) -> dict:
+    sides = {side: w for side, w in workers.items() if name in w.loaded["workloads"]}
+    times = {side: summary(t) for side, t in interleaved_rounds(sides, index, runs).items()}
+    record = {"workload": name, "times": times}
+    for side in sides.keys() - {"mlx"}:
+        record[f"{side}_over_mlx"] = times[side]["median_ms"] / times["mlx"]["median_ms"]
+        record[f"{side}_over_mlx_min"] = times[side]["min_ms"] / times["mlx"]["min_ms"]
+    if not name.startswith("features"):
+        outputs = {side: output_of(w, side, index, scratch) for side, w in sides.items()}
+        record["min_cosine_mlx_vs_torch"] = cosine(outputs["mlx"], outputs["torch"])
+        if "onnxruntime" in outputs:
+            record["max_abs_diff_onnxruntime_vs_torch"] = float(np.max(np.abs(outputs["onnxruntime"] - outputs["torch"])))
+        record["flops"] = workers["torch"].ask("flops", str(index))["flops"]
+        record["gflops"] = {side: record["flops"] / t["median_ms"] / 1e6 for side, t in times.items()}
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per side after one warm-up (default 5)")
-    parser.add_argument("--worker", choices=["mlx", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per side after one warm-up (default 7)")
+    parser.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime side")
+    parser.add_argument("--checkpoint", type=Path, help="another hub-layout folder (default: the full-size random one)")
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    folder = args.checkpoint or full_checkpoint()  # generated once before the workers start
     if args.worker:
-        serve(args.worker)
+        serve(args.worker, folder)
         return
-    full_checkpoint()  # generate once before the workers start
-    workers = {side: Worker(side) for side in ("mlx", "torch")}
+    sides = ["mlx", "torch"]
+    if not args.no_onnx:
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise SystemExit("onnxruntime is not installed: pip install 'clap-mlx[bench]', or pass --no-onnx")
+        sides.append("onnxruntime")
+    workers = {side: Worker(side, folder) for side in sides}
+    peak_before = workers["mlx"].ask("peak")["sgemm_gflops"]
     scratch = Path(tempfile.mkdtemp())
-    rows, records = [], []
+    records = []
     for index, name in enumerate(WORKLOAD_NAMES):
-        times = {side: summary(t) for side, t in interleaved_rounds(workers, index, args.runs).items()}
-        ratio = times["torch"]["median_ms"] / times["mlx"]["median_ms"]
-        best_ratio = times["torch"]["min_ms"] / times["mlx"]["min_ms"]
-        record = {"workload": name, "times": times, "torch_over_mlx": ratio, "torch_over_mlx_min": best_ratio}
-        if not name.startswith("features"):
-            record["min_cosine_mlx_vs_torch"] = cosine(*(output_of(w, side, index, scratch) for side, w in workers.items()))
-        records.append(record)
-        rows.append([name, times["mlx"]["median_ms"], times["torch"]["median_ms"], ratio, best_ratio,
-                     record.get("min_cosine_mlx_vs_torch", "")])
-        print(f"  {name}: mlx {times['mlx']['median_ms']:.1f} ms, torch {times['torch']['median_ms']:.1f} ms")
+        records.append(measure(workers, index, name, args.runs, scratch))
+        print(f"  {name}: " + ", ".join(f"{s} {t['median_ms']:.1f} ms" for s, t in records[-1]["times"].items()))
+    peak_after = workers["mlx"].ask("peak")["sgemm_gflops"]
+    peak = max([*peak_before.values(), *peak_after.values()])
     rss = {side: {**w.ask("rss"), "peak_rss_after_load_mb": w.loaded["peak_rss_after_load_mb"]}
            for side, w in workers.items()}
     for w in workers.values():
         w.close()
     shutil.rmtree(scratch)
+
+    rows = []
+    for r in records:
+        ratio = {s: (f"{r[f'{s}_over_mlx']:.2f}" if f"{s}_over_mlx" in r else "") for s in sides[1:]}
+        gflops = f"{r['gflops']['mlx']:.0f} ({100 * r['gflops']['mlx'] / peak:.0f} %)" if "gflops" in r else ""
+        rows.append([r["workload"], *(f"{r['times'][s]['median_ms']:.1f}" if s in r["times"] else "" for s in sides),
+                     *ratio.values(), gflops, f"{r['min_cosine_mlx_vs_torch']:.6f}" if "flops" in r else ""])
     print()
-    print_table(["workload", "mlx ms", "torch ms", "torch/mlx", "torch/mlx of mins", "min cos"], rows)
-    print("\npeak RSS (own worker process, load + every workload):")
+    print_table(["workload", *(f"{s} ms" for s in sides), *(f"{s}/mlx" for s in sides[1:]),
+                 "mlx GFLOPS (% of peak)", "min cos"], rows)
+    print(f"\nsgemm peak (OpenBLAS through mlx): {peak:.0f} GFLOPS (before {peak_before}, after {peak_after})")
+    print("peak RSS (own worker process, load + every workload):")
     for side, r in rss.items():
-        print(f"  {side:5s}: {r['peak_rss_mb']:.0f} MB (after load {r['peak_rss_after_load_mb']:.0f} MB)")
+        print(f"  {side:11s}: {r['peak_rss_mb']:.0f} MB (after load {r['peak_rss_after_load_mb']:.0f} MB)")
     write_results("bench_model", {
         "runs": args.runs,
-        "statistic": "median ms after 1 warm-up, each side in its own worker process, rounds interleaved; torch_over_mlx > 1 means mlx is faster "
-                     "(torch_over_mlx_min: the same from each side's fastest run)",
+        "checkpoint": "full-size random weights" if args.checkpoint is None else str(args.checkpoint),
+        "statistic": "median ms after 1 warm-up, each side in its own worker process, rounds interleaved; "
+                     "<side>_over_mlx > 1 means mlx is faster (<side>_over_mlx_min: the same from each side's fastest run)",
         "ops_workers": host_ops._WORKERS,
+        "sgemm_peak_gflops": peak,
+        "sgemm_gflops": {"before": peak_before, "after": peak_after},
+        "flops": "torch.utils.flop_counter on the torch forward; gflops = flops / median time",
+        "onnx_exports": workers["onnxruntime"].loaded["exports"] if "onnxruntime" in workers else None,
         "workloads": records,
         "peak_rss": rss,
     })
