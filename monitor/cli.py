@@ -73,7 +73,11 @@ def run(args) -> int:
 
     source = None if cfg.sources else open_source(cfg.source)  # a missing device fails before the model loads
     model = CLAP(args.model or cfg.detector.model, batch_size=cfg.detector.batch_size)
-    pipeline = MultiPipeline(cfg, model) if source is None else Pipeline(cfg, source, model)
+    try:
+        pipeline = MultiPipeline(cfg, model) if source is None else Pipeline(cfg, source, model)
+    except clap_mlx.AudioInputError as error:  # a label's example audio that cannot be decoded
+        print(f"error: {args.config}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
     # systemctl reload; several sources (MultiPipeline) are not reloaded: SIGHUP only says so

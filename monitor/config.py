@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Literal
 
 from .history import audio_history
@@ -90,7 +91,10 @@ class DetectorConfig:
     batch_size: int = 4  # most windows scored in one model call when behind
     max_pending: int = 8  # windows queued for the detector; the oldest are dropped past it
     background: tuple[str, ...] = ("silence", "background noise", "people talking quietly")
-    prompt_template: str = "the sound of {}"  # prompt for labels without explicit prompts
+    prompt_template: str = "the sound of {}"  # prompt for labels without prompts or examples
+    # audio of what is normal here, files or folders: what labels taught by examples are contrasted
+    # with (default: clap_mlx.anchors.generic_sounds(), synthetic noises and tones)
+    background_examples: tuple[str, ...] = ()
     stall_s: float | None = 60.0  # `run` exits (status 3) when a waiting window goes unscored this long; null: never
 
     def problems(self) -> Problems:
@@ -104,6 +108,7 @@ class DetectorConfig:
             yield "background", "needs at least one prompt"
         if "{}" not in self.prompt_template:
             yield "prompt_template", "must contain '{}' (replaced by the label name)"
+        yield from _missing_paths("background_examples", self.background_examples)
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,10 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class LabelConfig:
     name: str
-    prompts: tuple[str, ...] = ()  # averaged text embeddings; default: prompt_template(name)
+    # averaged text embeddings; omitted: none when the label has examples, else prompt_template(name)
+    prompts: tuple[str, ...] | None = None
+    examples: tuple[str, ...] | None = None  # audio files or folders whose embeddings teach the label
+    text_weight: float = 0.5  # with prompts and examples: the text margin's weight (clap_mlx.anchors)
     threshold: float = 0.5  # a window is a hit at score >= threshold
     end_threshold: float | None = None  # an event continues while score >= this (default: threshold)
     k: int = 1  # start after k hits among the last n windows
@@ -153,6 +161,14 @@ class LabelConfig:
             yield "cooldown_s", f"must be >= 0, got {self.cooldown_s}"
         if self.name in self.require or self.name in self.unless:
             yield "require" if self.name in self.require else "unless", "a label cannot depend on itself"
+        if self.prompts == () and not self.examples:
+            yield "prompts", ("is empty and the label has no examples: give prompts or examples "
+                              "(or omit both for detector.prompt_template)")
+        if self.examples == ():
+            yield "examples", "is empty: list audio files or folders, or omit it"
+        if not 0 <= self.text_weight <= 1:
+            yield "text_weight", f"must be between 0 and 1, got {self.text_weight}"
+        yield from _missing_paths("examples", self.examples or ())
 
     @property
     def stop_threshold(self) -> float:
@@ -321,7 +337,10 @@ class MonitorConfig:
         yield from _sources_problems(self)
 
     def prompts(self, label: LabelConfig) -> tuple[str, ...]:
-        return label.prompts or (self.detector.prompt_template.format(label.name.replace("_", " ")),)
+        """The label's prompts; omitted, none for a label taught by examples, else prompt_template's."""
+        if label.prompts is not None or label.examples:
+            return label.prompts or ()
+        return (self.detector.prompt_template.format(label.name.replace("_", " ")),)
 
     def for_source(self, src: SourceConfig) -> MonitorConfig:
         """The one-source config an entry of `sources` runs with: its labels and windows, clips in
@@ -407,3 +426,10 @@ def parse_hours(text: str) -> tuple[int, int]:
 def did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _missing_paths(field_name: str, paths: tuple[str, ...]) -> Problems:
+    """Example audio paths (files or folders, relative to the working directory) that do not exist."""
+    for i, path in enumerate(paths):
+        if not Path(path).expanduser().exists():
+            yield f"{field_name}[{i}]", f"{path!r}: no such file or folder"

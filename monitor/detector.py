@@ -19,8 +19,9 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from clap_mlx import release_thread
-from clap_mlx.scoring import contrast_probabilities, l2_normalize
+from clap_mlx.anchors import Anchor, ExampleCache, label_scorer
 
+from .config import MonitorConfig
 from .windower import Window
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,11 @@ RECENT_BATCHES = 20  # batches the mean inference time is taken over
 
 
 class Embedder(Protocol):
-    """What the detector needs of a model: L2-normalised embeddings in one shared space."""
+    """What the detector needs of a model: L2-normalised embeddings in one shared space; labels
+    taught by examples also use `name` and `batch_size` (the example cache's key and batches)."""
+
+    name: str
+    batch_size: int
 
     def embed_audio(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
         """48 kHz mono float32 waveforms -> [N, D]."""
@@ -51,26 +56,44 @@ class Detection:
 
 
 class Detector:
-    """Holds the model and the precomputed label/background text embeddings."""
+    """Holds the model and scores windows against the labels (`clap_mlx.anchors.LabelScorer`):
+    labels taught by prompts, by example audio, or both, each against the background."""
 
-    def __init__(self, embedder: Embedder, label_prompts: dict[str, Sequence[str]], background_prompts: Sequence[str]):
+    def __init__(self, embedder: Embedder, labels: dict[str, Anchor | Sequence[str]], background_prompts: Sequence[str],
+                 background_examples: Sequence[str] = ()):
+        """`labels`: {name: Anchor, or the label's prompts}; `background_examples`: audio files or
+        folders the example parts of labels are contrasted with (default: generic sounds)."""
+        anchors = {name: a if isinstance(a, Anchor) else Anchor(tuple(a)) for name, a in labels.items()}
         self.embedder = embedder
-        self.labels = list(label_prompts)
-        # one direction per label: the renormalised mean of its prompts' embeddings
-        self.label_embeddings = np.stack(
-            [l2_normalize(embedder.embed_text(list(prompts)).mean(axis=0)) for prompts in label_prompts.values()]
-        )
-        self.background = embedder.embed_text(list(background_prompts))
-        self.logit_scale = embedder.logit_scale_audio
+        self.labels = list(anchors)
+        self.cache = ExampleCache(embedder) if any(a.examples for a in anchors.values()) else None
+        self.scorer = label_scorer(embedder, anchors, background_prompts, background_examples, cache=self.cache)
+
+    def log_examples(self) -> None:
+        """Log how the example audio was embedded (called once the log sink runs)."""
+        if self.cache is not None:
+            log.info("example audio (labels' and background): %d embedded, %d from the cache in %s",
+                     self.cache.misses, self.cache.hits, self.cache.folder,
+                     extra={"kind": "examples", "embedded": self.cache.misses, "cached": self.cache.hits,
+                            "cache": str(self.cache.folder)})
+
+    @classmethod
+    def from_config(cls, embedder: Embedder, cfg: MonitorConfig) -> "Detector":
+        return cls(embedder, *taught_by(cfg))
 
     def score(self, waveforms: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """48 kHz mono windows -> one {label: probability} per window."""
         if not waveforms:
             return []
-        probs = contrast_probabilities(
-            self.embedder.embed_audio(list(waveforms)), self.label_embeddings, self.background, self.logit_scale
-        )
+        probs = self.scorer.probabilities(self.embedder.embed_audio(list(waveforms)))
         return [dict(zip(self.labels, map(float, row))) for row in probs]
+
+
+def taught_by(cfg: MonitorConfig) -> tuple[dict[str, Anchor], tuple[str, ...], tuple[str, ...]]:
+    """What a detector for `cfg` is built from: {label: Anchor}, background prompts and audio
+    (equal for two configs: the same detector)."""
+    anchors = {label.name: Anchor(cfg.prompts(label), label.examples or (), label.text_weight) for label in cfg.labels}
+    return anchors, cfg.detector.background, cfg.detector.background_examples
 
 
 class WindowQueue:
@@ -164,6 +187,7 @@ class DetectorThread(threading.Thread, ScoringStats):
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        self.detector.log_examples()
         try:
             while batch := self.queue.take(self.batch_size):
                 self.on_detections(self._score(batch))

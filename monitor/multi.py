@@ -58,7 +58,7 @@ class MultiPipeline:
                  retry_min_s: float = 1.0, retry_max_s: float = 60.0):
         self.cfg, self.opener = cfg, opener
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
-        detector = Detector(embedder, {label.name: cfg.prompts(label) for label in cfg.labels}, cfg.detector.background)
+        detector = Detector.from_config(embedder, cfg)
         self.shared = SharedDetector(detector, cfg.detector.batch_size)
         self.sinks: list[Sink] = [*sinks, JsonLogSink(cfg.log)]  # the log closes last; the pipelines share them
         self.bridge: Sink | None = None

@@ -26,7 +26,7 @@ import numpy as np
 from clap_mlx.audio_io import SAMPLE_RATE
 
 from .config import MonitorConfig
-from .detector import Detection, Detector, DetectorThread, Embedder, WindowQueue
+from .detector import Detection, Detector, DetectorThread, Embedder, WindowQueue, taught_by
 from .events import LevelReport, WindowReport
 from .health import DetectorStalled, Health
 from .history import audio_history
@@ -64,7 +64,7 @@ class Pipeline:
         if isinstance(embedder, SharedDetector):
             self.detector = embedder.lane(self.queue, self._on_detections, [label.name for label in cfg.labels])
         else:
-            detector = Detector(embedder, {label.name: cfg.prompts(label) for label in cfg.labels}, cfg.detector.background)
+            detector = Detector.from_config(embedder, cfg)
             self.detector = DetectorThread(detector, self.queue, self._on_detections, cfg.detector.batch_size)
         self.rules = RulesEngine(cfg.labels, source.name, cfg.rules.update_interval_s, _timezone(cfg.rules.timezone))
         skip_if = {label.name: label.threshold for label in cfg.labels if label.name in cfg.clips.skip_if}
@@ -193,15 +193,16 @@ class Pipeline:
         self._reload = cfg
 
     def _take_reload(self) -> None:
-        """Detector thread, between windows: new prompts and rules now (events of removed labels
-        end), the configured sinks rebuilt once no event is open, so no event is split between two."""
+        """Detector thread, between windows: new label teaching (prompts, examples) and rules now
+        (events of removed labels end), the configured sinks rebuilt once no event is open, so no
+        event is split between two."""
         cfg, self._reload = self._reload, None
         if cfg is not None:
             old, self.cfg = self.cfg, cfg
-            prompts = {label.name: cfg.prompts(label) for label in cfg.labels}
-            if [old.prompts(label) for label in old.labels] != list(prompts.values()) or \
-                    [label.name for label in old.labels] != list(prompts) or old.detector.background != cfg.detector.background:
-                self.detector.detector = Detector(self.detector.detector.embedder, prompts, cfg.detector.background)
+            labels = [label.name for label in cfg.labels]
+            if taught_by(old) != taught_by(cfg):
+                self.detector.detector = Detector.from_config(self.detector.detector.embedder, cfg)
+                self.detector.detector.log_examples()
             self.health.stall_s = cfg.detector.stall_s
             self._lookback = round(audio_history(cfg).lookback_s * SAMPLE_RATE)
             with self._status_lock:
@@ -209,7 +210,7 @@ class Pipeline:
             for message in self.guard.mark(ended):
                 self._dispatch("handle_event", message)
             self._sinks_stale = self._sinks_stale or sinks_changed(old, cfg)
-            log.info("reloaded: labels %s", ", ".join(prompts), extra={"kind": "reloaded", "labels": list(prompts),
+            log.info("reloaded: labels %s", ", ".join(labels), extra={"kind": "reloaded", "labels": labels,
                                                                      "ended": [m.event_id for m in ended]})
         if self._sinks_stale and not self.rules.active:
             self._sinks_stale = False

@@ -21,7 +21,8 @@ from .config_loader import ConfigError, load_config
 log = logging.getLogger(__name__)
 
 RELOADABLE = ("labels", "rules", "mqtt", "clips")  # top-level sections taken as they are
-DETECTOR_RELOADABLE = ("background", "prompt_template", "stall_s")  # prompts are re-embedded on the detector thread
+# prompts and examples are re-embedded on the detector thread
+DETECTOR_RELOADABLE = ("background", "background_examples", "prompt_template", "stall_s")
 
 
 def restart_needed(old: MonitorConfig, new: MonitorConfig) -> list[str]:
