@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 
+from .calibrate import command as calibrate_command
 from .config import MonitorConfig, SourceConfig
 from .config_loader import ConfigError, load_config
 from .health import DetectorStalled
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=check_config)
     p = commands.add_parser("devices", help="list audio input devices")
     p.set_defaults(func=devices)
+    calibrate_command.add_parser(commands)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
