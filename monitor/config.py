@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,7 +198,8 @@ class LogConfig:
     path: str | None = "sound-monitor.jsonl"  # JSON lines; None = no file
     max_bytes: int = 10_000_000  # rotate past this size
     backups: int = 3
-    console: bool = False  # also print the JSON lines to stderr
+    console: bool = False  # also print to stderr
+    console_format: Literal["text", "json"] | None = None  # console lines; None: text on a terminal, else json
     level: Literal["debug", "info", "warning", "error"] = "info"  # debug adds per-window scores
     level_interval_s: float = 10.0  # period of level reports
 
@@ -300,6 +302,36 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The web dashboard and /metrics (monitor/web)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # loopback only unless token_env is set
+    port: int = 8765
+    token_env: str | None = None  # name of the environment variable holding the access token
+
+    def problems(self) -> Problems:
+        if not 1 <= self.port <= 65535:
+            yield "port", f"must be between 1 and 65535, got {self.port}"
+        if not self.host.strip():
+            yield "host", "must be an address or host name (127.0.0.1 for this machine only)"
+        if self.token_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.token_env):
+            yield "token_env", f"{self.token_env!r} is not an environment variable name"
+        if self.enabled and self.token_env is None and not is_loopback(self.host):
+            yield "token_env", (f"required when host ({self.host}) is not a loopback address: name the environment "
+                                "variable holding the dashboard's access token")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # any other host name may resolve to anything
+        return False
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     labels: tuple[LabelConfig, ...]
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -310,6 +342,7 @@ class MonitorConfig:
     log: LogConfig = field(default_factory=LogConfig)
     mqtt: MqttConfig = field(default_factory=lambda: MqttConfig(enabled=False))
     clips: ClipsConfig = field(default_factory=ClipsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     state_dir: str | None = None  # what outlives a restart (MQTT outbox); default see monitor/state.py
     sources: tuple[SourceConfig, ...] = ()  # several sources in one process (instead of `source`), see monitor/multi.py
 

@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures_model",
     "tests.fixtures_broker",
     "tests.fixtures_pulse",
+    "tests.fixtures_web",
 ]
 
 

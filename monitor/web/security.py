@@ -11,7 +11,6 @@ enforces it). With it, every request needs the token, given one of three ways:
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 
 from starlette.requests import HTTPConnection
@@ -22,15 +21,6 @@ from ..sinks.base import SinkError
 
 COOKIE = "sound_monitor_token"
 MIN_TOKEN_CHARS = 16
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost may resolve to anything
-        return False
 
 
 def resolve_token(token_env: str | None) -> str | None:
