@@ -393,6 +393,8 @@ def _sources_problems(cfg: MonitorConfig) -> Problems:
         return
     if cfg.source != SourceConfig():
         yield "source", "give `source` or `sources`, not both"
+    if cfg.http.enabled:
+        yield "http.enabled", "the dashboard shows one source: not available with `sources` yet"
     names = [label.name for label in cfg.labels]
     seen: set[str] = set()
     slugs: dict[str, str] = {}  # with MQTT, each source is a node `<node_id>_<slug>`

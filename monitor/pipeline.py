@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -71,7 +72,9 @@ class Pipeline:
         self.guard = ClipGuard(skip_if if cfg.clips.enabled else {}, cfg.clips.pre_roll_s, cfg.clips.post_roll_s,
                                cfg.buffer.seconds)
         self.jsonlog = JsonLogSink(cfg.log)
-        self._configured, self._observers = self._optional_sinks(), list(sinks)
+        # the dashboard first: a port taken fails before any other sink is built
+        self._observers = [*self._dashboard(), *sinks]
+        self._configured = self._optional_sinks()
         self.sinks: list[Sink] = [*self._configured, *self._observers, self.jsonlog]  # the log closes last
         self._reload: MonitorConfig | None = None  # handed over by reload(), taken by the detector thread
         self._sinks_stale = False  # a reload changed what the configured sinks are built from
@@ -107,6 +110,19 @@ class Pipeline:
         if self.cfg.clips.enabled:
             sinks.append(ClipSink(self.cfg.clips, self.ring, self.clock))
         return sinks
+
+    def _dashboard(self) -> list[Sink]:
+        """The web dashboard (`http`), bound now and kept through reloads: it reads the
+        status and the clips of whichever sinks are current."""
+        if not self.cfg.http.enabled:
+            return []
+        from .web import DashboardSink  # starlette/uvicorn only when the dashboard is on
+
+        return [DashboardSink(self.cfg.http, self.cfg.labels, self.status, self._clip_path)]
+
+    def _clip_path(self, event_id: str) -> Path | None:
+        clips = [sink for sink in self._configured if isinstance(sink, ClipSink)]
+        return clips[0].clip_path(event_id) if clips else None
 
     # ------------------------------------------------------------ lifecycle
 
