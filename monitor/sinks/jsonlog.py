@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
 from ..config import LogConfig
 from ..events import EventMessage, LevelReport, WindowReport
 from .base import Sink, SinkError
+from .console import console_handler
 from .logfile import LineFile
 
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -47,7 +47,7 @@ class JsonLogSink(Sink):
                 raise SinkError(f"log.path: cannot create the folder of {cfg.path}: {err.strerror}") from None
             self._handlers.append(LineFile(cfg.path, cfg.max_bytes, cfg.backups))
         if cfg.console:
-            self._handlers.append(logging.StreamHandler(sys.stderr))
+            self._handlers.append(console_handler(cfg))  # JSON lines or text lines
         self._bridge = _LogBridge(self)
         self._logger = logging.getLogger(logger_name)
         self._previous_level = self._logger.level
@@ -73,7 +73,8 @@ class JsonLogSink(Sink):
         """One JSON line, if `level` passes the configured log level."""
         if level < self.level:
             return
-        record = logging.makeLogRecord({"msg": _line(fields), "levelno": level, "levelname": logging.getLevelName(level)})
+        record = logging.makeLogRecord({"msg": _line(fields), "levelno": level, "levelname": logging.getLevelName(level),
+                                        "fields": fields})
         for handler in self._handlers:
             handler.handle(record)
 
