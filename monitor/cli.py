@@ -12,6 +12,7 @@ from .config_loader import ConfigError, load_config
 from .health import DetectorStalled
 from .reload import Reloader
 from .sinks.base import SinkError
+from .sinks.console import console_format
 from .sources import SourceError
 
 EXIT_RUNTIME = 1
@@ -42,6 +43,10 @@ def summary(cfg: MonitorConfig) -> str:
         lines.append(f"  - {label.name}: {rule}" + (f" ({'; '.join(extras)})" if extras else ""))
     lines.append(f"log: {cfg.log.path or '-'}" + (" + console" if cfg.log.console else ""))
     lines.append(f"mqtt: {f'{cfg.mqtt.host}:{cfg.mqtt.port}' if cfg.mqtt.enabled else 'off'}")
+    http = cfg.http
+    host = f"[{http.host}]" if ":" in http.host else http.host
+    token = f" (token in ${http.token_env})" if http.token_env else ""
+    lines.append(f"dashboard: {f'http://{host}:{http.port}/{token}' if http.enabled else 'off'}")
     clips = cfg.clips
     kept = [f"skip if {', '.join(clips.skip_if)}"] if clips.skip_if else []
     kept += [f"{getattr(clips, key):g} {unit}" for key, unit in (("max_age_days", "days"), ("max_total_mb", "MB"),
@@ -84,6 +89,8 @@ def run(args) -> int:
     # systemctl reload; several sources (MultiPipeline) are not reloaded: SIGHUP only says so
     reloader = Reloader(args.config, lambda: pipeline.cfg, pipeline.reload if isinstance(pipeline, Pipeline) else None)
     signal.signal(signal.SIGHUP, lambda *_: reloader.request())
+    if cfg.log.console and console_format(cfg.log) == "text":  # the start-up summary
+        print(f"sound-monitor run {args.config}\n{summary(cfg)}", file=sys.stderr, flush=True)
     try:
         pipeline.run()
     except DetectorStalled as stall:
