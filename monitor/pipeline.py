@@ -54,6 +54,8 @@ class Pipeline:
         """`embedder`: the model, or the `SharedDetector` several sources' pipelines score through (monitor/multi.py);
         `sinks`: more sinks next to the configured ones (applications and tests observing the monitor)."""
         self.cfg, self.source = cfg, source
+        # the dashboard first: a port taken fails before anything else (the log file) is made
+        self._observers = [*self._dashboard(), *sinks]
         self.ring = RingBuffer(round(cfg.buffer.seconds * SAMPLE_RATE))
         self.clock = StreamClock(time.time(), SAMPLE_RATE)
         self.resampler = Resampler(source.sample_rate)
@@ -72,8 +74,6 @@ class Pipeline:
         self.guard = ClipGuard(skip_if if cfg.clips.enabled else {}, cfg.clips.pre_roll_s, cfg.clips.post_roll_s,
                                cfg.buffer.seconds)
         self.jsonlog = JsonLogSink(cfg.log)
-        # the dashboard first: a port taken fails before any other sink is built
-        self._observers = [*self._dashboard(), *sinks]
         self._configured = self._optional_sinks()
         self.sinks: list[Sink] = [*self._configured, *self._observers, self.jsonlog]  # the log closes last
         self._reload: MonitorConfig | None = None  # handed over by reload(), taken by the detector thread
