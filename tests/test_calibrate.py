@@ -32,7 +32,7 @@ windows:
   hop_s: 1.0
   min_dbfs: -60       # the gate
 detector:
-  batch_size: 8
+  batch_size: 1       # one window per model call: scores do not depend on how windows were batched
   background: [silence, background noise]
 labels:
   - name: horn        # k-of-n with hysteresis and a cooldown
