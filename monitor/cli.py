@@ -86,8 +86,7 @@ def run(args) -> int:
         return EXIT_CONFIG
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
-    # systemctl reload; several sources (MultiPipeline) are not reloaded: SIGHUP only says so
-    reloader = Reloader(args.config, lambda: pipeline.cfg, pipeline.reload if isinstance(pipeline, Pipeline) else None)
+    reloader = Reloader(args.config, lambda: pipeline.cfg, pipeline.reload)  # systemctl reload
     signal.signal(signal.SIGHUP, lambda *_: reloader.request())
     if cfg.log.console and console_format(cfg.log) == "text":  # the start-up summary
         print(f"sound-monitor run {args.config}\n{summary(cfg)}", file=sys.stderr, flush=True)

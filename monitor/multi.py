@@ -4,8 +4,13 @@ Each entry of `sources:` runs in its own `Pipeline` (resampler, ring buffer, win
 rules, clips under `<clips.dir>/<name>`), built from `cfg.for_source(src)`; all score
 through one `SharedDetector` (scheduler.py: batches across sources, in turn) and
 report to one JSON log and the observer sinks given here. A source that cannot be
-opened (device missing, file unreadable, ffmpeg absent) is retried with capped
-back-off on its own thread; a source that ends or fails ends alone: the others go on.
+opened (device missing, file unreadable, ffmpeg absent), or whose reader fails
+mid-run (not an end of file; the file is read again from its start), is retried with
+capped back-off on its own thread; a source that ends or fails ends alone: the others go on.
+
+`reload` (SIGHUP) hands each source's pipeline its part of the new config and the shared
+detector its labels, once. One `Health` (health.py) watches every source's windows
+through the shared model: the watchdog is fed only while none has stalled.
 
 With MQTT each source is a node of its own, `<node_id>_<source>` (its topics, client
 id, outbox and Home Assistant device), and the process keeps a bridge node `<node_id>`
@@ -20,11 +25,12 @@ import threading
 from typing import Callable, Sequence
 
 from .config import MonitorConfig, MqttConfig, SourceConfig, slugify
-from .detector import Detector, Embedder
+from .detector import Detector, Embedder, taught_by
 from .events import EventMessage, LevelReport, WindowReport
-from .health import DetectorStalled
+from .health import DetectorStalled, Health
 from .pipeline import Pipeline
 from .scheduler import SharedDetector
+from .sdnotify import Notifier
 from .sinks.base import Sink
 from .sinks.jsonlog import JsonLogSink
 from .sources import AudioSource, SourceError, open_source
@@ -59,26 +65,29 @@ class MultiPipeline:
         self.cfg, self.opener = cfg, opener
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
         detector = Detector.from_config(embedder, cfg)
-        self.shared = SharedDetector(detector, cfg.detector.batch_size)
+        self.health = Health(Notifier(), cfg.detector.stall_s)
+        self.shared = SharedDetector(detector, cfg.detector.batch_size, self.health)
         self.sinks: list[Sink] = [*sinks, JsonLogSink(cfg.log)]  # the log closes last; the pipelines share them
-        self.bridge: Sink | None = None
-        if cfg.mqtt.enabled:
-            from .sinks.mqtt import MqttSink, default_node_id  # paho only when MQTT is configured
-
-            self.node_id = cfg.mqtt.node_id or default_node_id()
-            self.bridge = MqttSink(dataclasses.replace(cfg.mqtt, node_id=self.node_id), [], "bridge",
-                                   state_dir(cfg.state_dir))
+        self.bridge = self._bridge(cfg)
         self.pipelines: dict[str, Pipeline] = {}
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # pipelines, against stop()
+        self._lock = threading.Lock()  # pipelines and cfg, against stop() and reload()
         self._stalled: DetectorStalled | None = None  # the shared model got stuck: every source is
         self._threads = [threading.Thread(target=self._run_source, args=(src,), name=f"source {src.name}", daemon=True)
                          for src in cfg.sources]
 
+    def _bridge(self, cfg: MonitorConfig) -> Sink | None:
+        if not cfg.mqtt.enabled:
+            return None
+        from .sinks.mqtt import MqttSink, default_node_id  # paho only when MQTT is configured
+
+        self.node_id = cfg.mqtt.node_id or default_node_id()
+        return MqttSink(dataclasses.replace(cfg.mqtt, node_id=self.node_id), [], "bridge", state_dir(cfg.state_dir))
+
     def run(self) -> None:
         """Runs until every source has ended or `stop()` is called."""
-        owned = [*([self.bridge] if self.bridge else []), *self.sinks]
-        for sink in reversed(owned):  # the log first: it records what the others say while starting
+        # the log first: it records what the others say while starting
+        for sink in [*reversed(self.sinks), *([self.bridge] if self.bridge else [])]:
             sink.start()
         log.info("monitoring %d sources: %s", len(self._threads), ", ".join(src.name for src in self.cfg.sources),
                  extra={"kind": "started", "sources": [src.name for src in self.cfg.sources]})
@@ -86,16 +95,21 @@ class MultiPipeline:
         for thread in self._threads:
             thread.start()
         try:
+            self.health.ready(f"monitoring {len(self._threads)} sources")
             for thread in self._threads:
                 while thread.is_alive():
                     thread.join(0.2)
+                    self.health.check()  # here too: pings go on while every source is being opened again
+        except DetectorStalled as stall:
+            self._stalled = stall  # every source's pipeline raises it too and stops without draining
         finally:
+            self.health.notifier.stopping("stopping" if self._stalled is None else "detector stalled")
             self.stop()
             for thread in self._threads:
                 thread.join()
             self.shared.stop()
             self.shared.join(None if self._stalled is None else 1.0)  # a stuck model thread is left behind
-            for sink in owned:
+            for sink in [*([self.bridge] if self.bridge else []), *self.sinks]:
                 try:
                     sink.close()
                 except Exception:
@@ -106,10 +120,33 @@ class MultiPipeline:
     def stop(self) -> None:
         """Request shutdown (safe from a signal handler): every pipeline drains and ends."""
         self._stop.set()
+        if self._stalled is not None:
+            return  # a pipeline told to stop would drain the stuck model; the stall ends each one undrained
         with self._lock:
             pipelines = list(self.pipelines.values())
         for pipeline in pipelines:
             pipeline.stop()
+
+    def reload(self, cfg: MonitorConfig) -> None:
+        """`cfg` (monitor/reload.py merged it into the running one) from the next window on: each
+        source's pipeline gets its `for_source` part (`Pipeline.reload`), the shared detector the
+        labels, embedded again once for all sources; sources opened later start with it."""
+        old = self.cfg
+        if old.mqtt != cfg.mqtt:  # the bridge node too: the old one closes first (it may have the same client id)
+            if self.bridge:
+                self.bridge.close()
+            self.bridge = self._bridge(cfg)
+            if self.bridge:
+                self.bridge.start()
+        with self._lock:
+            self.cfg = cfg
+            configs = {name: self._config(name) for name in self.pipelines}
+            self.shared.reload(cfg if taught_by(old) != taught_by(cfg) else None,
+                               {p.detector: [label.name for label in configs[name].labels]
+                                for name, p in self.pipelines.items()})
+            for name, pipeline in self.pipelines.items():
+                pipeline.reload(configs[name])
+        self.health.stall_s = cfg.detector.stall_s
 
     def status(self) -> dict:
         """Each running source's `Pipeline.status()`, by source name."""
@@ -118,26 +155,38 @@ class MultiPipeline:
         return {"sources": {name: pipeline.status() for name, pipeline in pipelines.items()}}
 
     def _run_source(self, src: SourceConfig) -> None:
-        source = self._open(src)
-        if source is None:
-            return
-        pipeline = Pipeline(self._config(src), source, self.shared, sinks=[Borrowed(s) for s in self.sinks])
-        with self._lock:
-            self.pipelines[src.name] = pipeline
-            if self._stop.is_set():
-                pipeline.stop()  # runs, sees the stop and shuts down at once
-        try:
-            pipeline.run()
-        except DetectorStalled as stall:
-            self._stalled = stall
-            self.stop()
-        except Exception:
-            log.exception("source %s stopped by an error; the others go on", src.name,
-                          extra={"kind": "source_failed", "source": src.name})
+        delay = self.retry_min_s
+        while (source := self._open(src)) is not None:
+            with self._lock:  # built and listed at once: a reload reaches it or it is built from the reloaded cfg
+                pipeline = Pipeline(self._config(src.name), source, self.shared, sinks=[Borrowed(s) for s in self.sinks])
+                self.pipelines[src.name] = pipeline
+                if self._stop.is_set():
+                    pipeline.stop()  # runs, sees the stop and shuts down at once
+            try:
+                pipeline.run()
+            except DetectorStalled as stall:
+                self._stalled = stall
+                self._stop.set()
+                return
+            except Exception:
+                log.exception("source %s stopped by an error; the others go on", src.name,
+                              extra={"kind": "source_failed", "source": src.name})
+                return
+            finally:
+                self.health.unwatch(pipeline.waiting)
+            error = getattr(source, "error", None)  # a reader that failed (an end of file is None)
+            if error is None or self._stop.is_set():
+                return
+            log.warning("source %s failed (opened again in %.1f s): %s", src.name, delay, error,
+                        extra={"kind": "source_failed", "source": src.name, "error": str(error)})
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.retry_max_s)
 
-    def _config(self, src: SourceConfig) -> MonitorConfig:
-        cfg = self.cfg.for_source(src)
-        return dataclasses.replace(cfg, mqtt=source_mqtt(cfg.mqtt, src.name, self.node_id)) if self.bridge else cfg
+    def _config(self, name: str) -> MonitorConfig:
+        """Source `name`'s part of the running config (its labels may have changed in a reload)."""
+        cfg = self.cfg.for_source(next(src for src in self.cfg.sources if src.name == name))
+        return dataclasses.replace(cfg, mqtt=source_mqtt(cfg.mqtt, name, self.node_id)) if self.bridge else cfg
 
     def _open(self, src: SourceConfig) -> AudioSource | None:
         """The opened source, retried with back-off while it cannot be; None once stopped."""

@@ -95,8 +95,13 @@ class Pipeline:
         self._source_end: str | None = None  # "ended" or "stopped", decided at shutdown
         self.started_at: float | None = None
         self._next_level_report = 0.0
-        self.health = Health(Notifier(), cfg.detector.stall_s, self.windower.length, self.windower.hop,
-                             lambda: (self._last.window.end_sample if self._last else None, self.ring.end))
+        if isinstance(embedder, SharedDetector):  # the process's one health watches every source; multi.py notifies
+            self.health, self.notifier = embedder.health, Notifier({})
+        else:
+            self.health = Health(Notifier(), cfg.detector.stall_s)
+            self.notifier = self.health.notifier
+        self.waiting = self.health.watch(self.windower.length, self.windower.hop,
+                                         lambda: (self._last.window.end_sample if self._last else None, self.ring.end))
 
     def _optional_sinks(self) -> list[Sink]:
         """The sinks the config asks for; built again (the old ones closed) when a reload changes
@@ -131,11 +136,11 @@ class Pipeline:
         self.start()
         stalled = False
         try:
-            self.health.ready(f"monitoring {self.source.name}")
-            while not self.source.wait(0.2):
-                if self._stop.is_set() or not self.detector.is_alive():
-                    break
+            self.notifier.ready(f"monitoring {self.source.name}")
+            while True:  # checked before the stop flag: a stall found by another source ends this one undrained
                 self.health.check()  # watchdog pings; DetectorStalled past detector.stall_s
+                if self.source.wait(0.2) or self._stop.is_set() or not self.detector.is_alive():
+                    break
         except DetectorStalled as stall:
             stalled = True
             log.error("%s: stopping without draining", stall, extra={"kind": "detector_stalled"})
@@ -150,7 +155,7 @@ class Pipeline:
         """A stalled detector cannot be drained: stop the source and close the sinks (events
         already queued for MQTT stay in its outbox), leaving the stuck threads (daemons) behind."""
         self._stop.set()
-        self.health.notifier.stopping("detector stalled")
+        self.notifier.stopping("detector stalled")
         self.source.stop()
         self._close_sinks()
 
@@ -176,7 +181,7 @@ class Pipeline:
         delivery in progress still waits for room, so it cannot overwrite uncut windows),
         then the windower and detector drain the ring, then events close and sinks flush."""
         self._stop.set()
-        self.health.notifier.stopping("stopping")
+        self.notifier.stopping("stopping")
         if self._source_end is None:
             self._source_end = "ended" if self.source.wait(0) else "stopped"
         self.source.stop()
@@ -216,7 +221,7 @@ class Pipeline:
         if cfg is not None:
             old, self.cfg = self.cfg, cfg
             labels = [label.name for label in cfg.labels]
-            if taught_by(old) != taught_by(cfg):
+            if isinstance(self.detector, DetectorThread) and taught_by(old) != taught_by(cfg):  # a Lane: multi.py reteaches
                 self.detector.detector = Detector.from_config(self.detector.detector.embedder, cfg)
                 self.detector.detector.log_examples()
             self.health.stall_s = cfg.detector.stall_s
@@ -226,8 +231,8 @@ class Pipeline:
             for message in self.guard.mark(ended):
                 self._dispatch("handle_event", message)
             self._sinks_stale = self._sinks_stale or sinks_changed(old, cfg)
-            log.info("reloaded: labels %s", ", ".join(labels), extra={"kind": "reloaded", "labels": labels,
-                                                                     "ended": [m.event_id for m in ended]})
+            log.info("reloaded: labels %s", ", ".join(labels), extra={
+                "kind": "reloaded", "source": self.source.name, "labels": labels, "ended": [m.event_id for m in ended]})
         if self._sinks_stale and not self.rules.active:
             self._sinks_stale = False
             # the old ones close first (the MQTT outbox passes its undelivered events to the new sink),

@@ -2,9 +2,11 @@
 settings without a restart; an invalid config is rejected (logged) and the running one kept.
 
 `Reloader` owns the signal's work: the handler only sets a flag; its thread reads and checks
-the YAML and hands the merged config to `Pipeline.reload`, which applies it on the detector
-thread between windows. Settings that only a restart can change (the source, the model, the
-windows, the ring buffer, the log, ...) are reported as such and keep their running values.
+the YAML and hands the merged config to `Pipeline.reload` (or `MultiPipeline.reload`, which
+passes each source its part), applied on the detector thread between windows. Settings that
+only a restart can change (the source, the list of sources and what each is, the model, the
+windows, the ring buffer, the log, ...) are reported as such and keep their running values;
+of a `sources:` entry only the labels it watches are reloaded.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def restart_needed(old: MonitorConfig, new: MonitorConfig) -> list[str]:
         if f.name == "detector":
             fields += [f"detector.{g.name}" for g in dataclasses.fields(before)
                        if g.name not in DETECTOR_RELOADABLE and getattr(before, g.name) != getattr(after, g.name)]
+        elif f.name == "sources" and [src.name for src in before] == [src.name for src in after]:
+            fields += [f"sources[{i}].{g.name}" for i, (a, b) in enumerate(zip(before, after))
+                       for g in dataclasses.fields(a) if g.name != "labels" and getattr(a, g.name) != getattr(b, g.name)]
         else:
             fields.append(f.name)
     return fields
@@ -43,7 +48,9 @@ def restart_needed(old: MonitorConfig, new: MonitorConfig) -> list[str]:
 def merged(old: MonitorConfig, new: MonitorConfig) -> MonitorConfig:
     """`new`'s reloadable settings on top of the running `old` ones."""
     detector = dataclasses.replace(old.detector, **{k: getattr(new.detector, k) for k in DETECTOR_RELOADABLE})
-    return dataclasses.replace(old, detector=detector, **{k: getattr(new, k) for k in RELOADABLE})
+    watched = {src.name: src.labels for src in new.sources}  # a source kept by name takes its new labels
+    sources = tuple(dataclasses.replace(src, labels=watched.get(src.name, src.labels)) for src in old.sources)
+    return dataclasses.replace(old, detector=detector, sources=sources, **{k: getattr(new, k) for k in RELOADABLE})
 
 
 def sinks_changed(old: MonitorConfig, new: MonitorConfig) -> bool:
@@ -55,9 +62,7 @@ def sinks_changed(old: MonitorConfig, new: MonitorConfig) -> bool:
 class Reloader:
     """`request()` is safe in a signal handler; the work happens on the reloader's own thread."""
 
-    def __init__(self, path: str | Path, running: Callable[[], MonitorConfig],
-                 apply: Callable[[MonitorConfig], None] | None):
-        """`apply` None: this run cannot reload (several sources); a request only says so."""
+    def __init__(self, path: str | Path, running: Callable[[], MonitorConfig], apply: Callable[[MonitorConfig], None]):
         self.path, self.running, self.apply = path, running, apply
         self._wanted = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reloader", daemon=True)
@@ -76,10 +81,6 @@ class Reloader:
 
     def reload(self) -> MonitorConfig | None:
         """Reads the config file again; the config now being applied, or None when rejected."""
-        if self.apply is None:
-            log.warning("reload: not available with several sources (sources:); restart to apply %s", self.path,
-                        extra={"kind": "reload_rejected", "error": "several sources"})
-            return None
         old = self.running()
         try:
             new = load_config(self.path)

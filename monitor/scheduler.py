@@ -6,6 +6,12 @@ each source that has one, until the batch is full: a source with a backlog gets 
 more than its share of a batch, so it cannot starve the others, and a quiet source's
 windows wait at most one batch. Detections go back to their own source's pipeline
 (`Lane.on_detections`) with only the labels that source watches.
+
+A reload (`SharedDetector.reload`) is taken on the detector thread between two batches:
+the label embeddings are rebuilt once for all sources (only when what teaches them
+changed) and every lane gets its new labels in the same step, before its pipeline sees
+a window scored with them. The process's `Health` (health.py) lives here too: every
+source's pipeline reports to it, so a stall of the shared model is one stall for all.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from typing import Callable, Sequence
 
 from clap_mlx import release_thread
 
+from .config import MonitorConfig
 from .detector import Detection, Detector, ScoringStats, WindowQueue, score_batch
+from .health import Health
+from .sdnotify import Notifier
 from .windower import Window
 
 log = logging.getLogger(__name__)
@@ -48,10 +57,13 @@ class Lane(ScoringStats):
 
 
 class SharedDetector(threading.Thread):
-    def __init__(self, detector: Detector, batch_size: int):
+    def __init__(self, detector: Detector, batch_size: int, health: Health | None = None):
+        """`health`: the process's (None: no watchdog, no stall limit)."""
         super().__init__(name="detector", daemon=True)
         self.detector, self.batch_size = detector, batch_size
+        self.health = health or Health(Notifier({}), None)
         self.error: BaseException | None = None
+        self._reload: tuple[MonitorConfig | None, dict[Lane, list[str]]] | None = None
         self._lanes: list[Lane] = []
         self._lock = threading.Lock()
         self._stop_when_idle = threading.Event()
@@ -64,6 +76,25 @@ class SharedDetector(threading.Thread):
         with self._lock:
             self._lanes.append(lane)
         return lane
+
+    def reload(self, retaught: MonitorConfig | None, labels: dict[Lane, list[str]]) -> None:
+        """From the next batch on: each lane gets its `labels`, and the label embeddings are built
+        again from `retaught`'s labels (None: what teaches them is unchanged); safe from any thread."""
+        self._reload = (retaught, labels)
+        self._wake.set()
+
+    def _take_reload(self) -> None:
+        (cfg, labels), self._reload = self._reload, None
+        if cfg is not None:
+            try:
+                self.detector = Detector.from_config(self.detector.embedder, cfg)
+                self.detector.log_examples()
+            except Exception:  # example audio that cannot be decoded: the running labels' embeddings go on
+                log.exception("reload: the labels could not be embedded; scoring goes on with the previous ones",
+                              extra={"kind": "reload_rejected"})
+                return
+        for lane, names in labels.items():
+            lane.labels = names
 
     def start_once(self) -> None:
         with self._lock:
@@ -78,6 +109,8 @@ class SharedDetector(threading.Thread):
     def run(self) -> None:
         try:
             while True:
+                if self._reload is not None:
+                    self._take_reload()
                 batch = self._take()
                 if batch:
                     self._score(batch)
@@ -118,7 +151,9 @@ class SharedDetector(threading.Thread):
         detections, elapsed = score_batch(self.detector, [window for _, window in batch])
         scored = sum(not window.gated for _, window in batch)
         for lane in dict.fromkeys(owner for owner, _ in batch):
-            mine = [Detection(d.window, d.scores and {name: d.scores[name] for name in lane.labels}, d.inference_ms)
+            # `if name in`: a pipeline opened while a reload's embeddings failed watches labels not scored
+            mine = [Detection(d.window, d.scores and {name: d.scores[name] for name in lane.labels if name in d.scores},
+                              d.inference_ms)
                     for (owner, _), d in zip(batch, detections) if owner is lane]
             audible = sum(d.scores is not None for d in mine)
             lane.record(elapsed * audible / scored if scored else 0.0, audible)

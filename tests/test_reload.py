@@ -46,6 +46,20 @@ def test_restart_only_settings_are_named_and_kept():
     assert running.windows == old.windows and running.detector.model == old.detector.model
 
 
+def test_of_a_source_entry_only_its_labels_reload():
+    from monitor.config import SourceConfig
+
+    old = MonitorConfig(labels=(LabelConfig(name="a"), LabelConfig(name="b")),
+                        sources=(SourceConfig(type="file", name="x", path="x.wav"), SourceConfig(name="y")))
+    new = dataclasses.replace(old, sources=(SourceConfig(type="file", name="x", path="z.wav", labels=("a",)),
+                                            SourceConfig(name="y", labels=("b",))))
+    assert restart_needed(old, new) == ["sources[0].path"]
+    assert merged(old, new).sources == (dataclasses.replace(old.sources[0], labels=("a",)), new.sources[1])
+    renamed = dataclasses.replace(new, sources=(new.sources[0], SourceConfig(name="w")))
+    assert restart_needed(old, renamed) == ["sources"]
+    assert merged(old, renamed).sources == (dataclasses.replace(old.sources[0], labels=("a",)), old.sources[1])
+
+
 def test_rules_reconfigure_ends_removed_labels_and_keeps_open_events():
     rules = RulesEngine([LabelConfig(name="a", threshold=0.5), LabelConfig(name="b", threshold=0.5)], "test")
     started = rules.process(0.0, 1.0, -10.0, {"a": 0.9, "b": 0.9})
@@ -64,21 +78,26 @@ def write_config(path: Path, settings: dict) -> None:
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
-def test_sighup_with_events_open_valid_and_invalid_configs(tmp_path, tiny_checkpoint, mosquitto_broker, mqtt_recorder):
-    broker = mosquitto_broker()
-    recorder = mqtt_recorder(broker, ["sound_monitor/reload/#"])
+def open_events_settings(tmp_path: Path, port: int, node_id: str) -> dict:
+    """A config whose every scored window is a hit for beep and tone: their events open at once
+    and stay open on a 2-minute real-time tone; MQTT to the broker at `port` as `node_id`."""
     soundfile.write(str(tmp_path / "tone.wav"), tone(1000.0, 120.0, 16000), 16000)
-    log_path = tmp_path / "monitor.jsonl"
-    settings = {
+    return {
         "source": {"type": "file", "path": str(tmp_path / "tone.wav"), "realtime": True},
         "windows": {"length_s": 0.5, "hop_s": 0.25},
         "detector": {"background": ["silence"]},
-        # every scored window is a hit: both events open at once and stay open
         "labels": [{"name": "beep", "threshold": 0.001}, {"name": "tone", "threshold": 0.001}],
-        "log": {"path": str(log_path)},
-        "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port, "node_id": "reload",
+        "log": {"path": str(tmp_path / "monitor.jsonl")},
+        "mqtt": {"enabled": True, "host": "127.0.0.1", "port": port, "node_id": node_id,
                  "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
     }
+
+
+def test_sighup_with_events_open_valid_and_invalid_configs(tmp_path, tiny_checkpoint, mosquitto_broker, mqtt_recorder):
+    broker = mosquitto_broker()
+    recorder = mqtt_recorder(broker, ["sound_monitor/reload/#"])
+    log_path = tmp_path / "monitor.jsonl"
+    settings = open_events_settings(tmp_path, broker.port, "reload")
     config = tmp_path / "monitor.yaml"
     write_config(config, settings)
     monitor = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config), "--model",
@@ -151,26 +170,68 @@ def test_reload_rebuilds_the_mqtt_sink_between_events(tmp_path, clap, mosquitto_
     assert "online" in recorder.payloads("sound_monitor/renamed/availability")
 
 
-def test_sighup_with_several_sources_says_so_and_keeps_running(tmp_path, tiny_checkpoint):
-    soundfile.write(str(tmp_path / "tone.wav"), tone(1000.0, 60.0, 16000), 16000)
+def source_events(path: Path) -> list[tuple[str, str, str]]:
+    return [(line["source"], line["label"], line["phase"]) for line in log_lines(path) if line["type"] == "event"]
+
+
+def test_sighup_with_several_sources(tmp_path, tiny_checkpoint, mosquitto_broker, mqtt_recorder):
+    """Two sources (kitchen: beep and tone, hall: beep) with events open: an invalid config is
+    rejected; a valid one reaches each source with its own labels (kitchen's tone and hall's beep
+    end, also over their MQTT nodes; kitchen's beep goes on; whistle fires on both), an added
+    source and a changed hop are reported as needing a restart."""
+    broker = mosquitto_broker()
+    recorder = mqtt_recorder(broker, ["sound_monitor/#"])
     log_path = tmp_path / "monitor.jsonl"
+    settings = open_events_settings(tmp_path, broker.port, "house")
+    source = settings.pop("source")
+    settings["sources"] = [{"name": "kitchen", **source, "labels": ["beep", "tone"]},
+                           {"name": "hall", **source, "labels": ["beep"]}]
     config = tmp_path / "monitor.yaml"
-    write_config(config, {
-        "sources": [{"name": name, "type": "file", "path": str(tmp_path / "tone.wav"), "realtime": True}
-                    for name in ("kitchen", "hall")],
-        "windows": {"length_s": 0.5, "hop_s": 0.25}, "detector": {"background": ["silence"]},
-        "labels": [{"name": "beep", "threshold": 0.999}], "log": {"path": str(log_path)},
-    })
+    write_config(config, settings)
     monitor = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config), "--model",
                                 str(tiny_checkpoint)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    opened = {("kitchen", "beep", "start"), ("kitchen", "tone", "start"), ("hall", "beep", "start")}
     try:
-        assert wait_until(lambda: sum(line.get("kind") == "started" for line in log_lines(log_path)) >= 1, 90)
+        assert wait_until(lambda: set(source_events(log_path)) == opened, timeout=90)
+
+        broken = json.loads(json.dumps(settings))
+        broken["sources"][1]["labels"] = ["bep"]
+        write_config(config, broken)
         monitor.send_signal(signal.SIGHUP)
         assert wait_until(lambda: any(line.get("kind") == "reload_rejected" for line in log_lines(log_path)), 10)
-        assert monitor.poll() is None  # SIGHUP's default action (terminate) is not taken
+        (rejected,) = [line for line in log_lines(log_path) if line.get("kind") == "reload_rejected"]
+        assert f"{config}:" in rejected["message"] and "sources[1].labels[0]: unknown label 'bep'" in rejected["message"]
+        assert monitor.poll() is None and set(source_events(log_path)) == opened
+
+        valid = json.loads(json.dumps(settings))
+        valid["labels"] = [{"name": "beep", "threshold": 0.002}, {"name": "whistle", "threshold": 0.001}]
+        valid["sources"][0]["labels"] = ["beep", "whistle"]
+        valid["sources"][1]["labels"] = ["whistle"]
+        valid["sources"].append({"name": "garage", **source})
+        valid["windows"]["hop_s"] = 0.5
+        write_config(config, valid)
+        monitor.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: {("kitchen", "whistle", "start"), ("hall", "whistle", "start")}
+                          <= set(source_events(log_path)), timeout=20)
+        lines = log_lines(log_path)
+        reloaded = {line["source"]: line["labels"] for line in lines if line.get("kind") == "reloaded"}
+        assert reloaded == {"kitchen": ["beep", "whistle"], "hall": ["whistle"]}  # each source its own labels
+        (later,) = [line for line in lines if line.get("kind") == "reload_needs_restart"]
+        assert later["fields"] == ["windows", "sources"]
+        after = source_events(log_path)[3:]
+        assert sorted(after[:2]) == [("hall", "beep", "end"), ("kitchen", "tone", "end")]  # then the whistles
+        assert not any(line.get("source") == "garage" for line in lines)
+
+        def ended_over_mqtt(node: str, label: str) -> bool:
+            return any((p["label"], p["phase"]) == (label, "end")
+                       for p in map(json.loads, recorder.payloads(f"sound_monitor/{node}/event")))
+
+        assert wait_until(lambda: ended_over_mqtt("house_kitchen", "tone") and ended_over_mqtt("house_hall", "beep"), 10)
     finally:
         monitor.send_signal(signal.SIGTERM)
         _, stderr = monitor.communicate(timeout=60)
     assert monitor.returncode == 0, stderr
-    (said,) = [line for line in log_lines(log_path) if line.get("kind") == "reload_rejected"]
-    assert "several sources" in said["message"]
+    final = source_events(log_path)
+    assert final.count(("kitchen", "beep", "start")) == 1 and final.count(("kitchen", "beep", "end")) == 1
+    assert final.count(("hall", "beep", "start")) == 1  # hall's beep ended at the reload, never again
+    assert {("kitchen", "whistle", "end"), ("hall", "whistle", "end")} <= set(final)  # closed at shutdown

@@ -35,6 +35,7 @@ class _ReaderSource:
         self._stopped = threading.Event()
         self._delivery = threading.RLock()  # re-entrant: on_audio may itself call stop()
         self._thread: threading.Thread | None = None
+        self.error: Exception | None = None  # why delivery ended early (a read failed); None at an end of file
 
     @property
     def overflows(self) -> int:
@@ -65,7 +66,8 @@ class _ReaderSource:
                     if self._stopped.is_set():
                         return
                     on_audio(block, start)
-        except Exception:
+        except Exception as error:
+            self.error = error
             log.exception("%s stopped by an error", self.name)
         finally:
             self._stopped.set()
