@@ -8,8 +8,11 @@ of a real mosquitto on 127.0.0.1) and the monitor's RSS. 5-s windows, 1-s hop, 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import http.client
 import json
 import math
+import socket
 import statistics
 import tempfile
 import threading
@@ -26,8 +29,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from clap_mlx.api import CLAP
 from clap_mlx.audio_io import SAMPLE_RATE
-from monitor.config import (BufferConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, MqttConfig,
-                            SourceConfig, WindowsConfig)
+from monitor.config import (BufferConfig, DetectorConfig, HttpConfig, LabelConfig, LogConfig, MonitorConfig,
+                            MqttConfig, SourceConfig, WindowsConfig)
 from monitor.pipeline import Pipeline
 from monitor.sources import FileSource
 from tests.fixtures_broker import Broker
@@ -127,6 +130,62 @@ def live_streams(clap, folder: Path, workdir: Path, count: int, seconds: float, 
             and drain_s <= count / windows_per_s + 1.0}
 
 
+class StreamReader:
+    """A live dashboard client on its own thread: reads /api/stream until the server closes it.
+    It may connect before the server serves (the socket is bound when the pipeline is built)."""
+
+    def __init__(self, port: int):
+        self.port, self.bytes = port, 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            conn.request("GET", "/api/stream")
+            response = conn.getresponse()
+            while chunk := response.read1(65536):
+                self.bytes += len(chunk)
+        except OSError:  # the server closed the stream at shutdown
+            pass
+        finally:
+            conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dashboard_overhead(clap, folder: Path, workdir: Path, seconds: float, rounds: int, clients: int = 3) -> dict:
+    """Windows per second of a full-speed replay with the dashboard off, and on with `clients`
+    live clients reading its stream; off/on interleaved `rounds` times, medians compared."""
+    path = write_wav(workdir / "dashboard.wav", noise(seconds, seed=3))
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    received = []
+    for _ in range(rounds):
+        for mode in ("off", "on"):
+            cfg = monitor_config(folder, f"dashboard-{mode}", path, False, NO_MQTT)
+            readers = []
+            if mode == "on":
+                port = free_port()
+                cfg = dataclasses.replace(cfg, http=HttpConfig(enabled=True, port=port))
+            pipeline = Pipeline(cfg, FileSource(path, realtime=False), clap)
+            if mode == "on":
+                readers = [StreamReader(port) for _ in range(clients)]
+            start = time.perf_counter()
+            pipeline.run()
+            rates[mode].append(pipeline.detector.windows_scored / (time.perf_counter() - start))
+            for reader in readers:
+                reader.thread.join(10)
+            received += [reader.bytes for reader in readers]
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    return {"seconds": seconds, "clients": clients, "rounds": rounds, "windows_per_s": rates,
+            "windows_per_s_off": off, "windows_per_s_on": on, "overhead": 1 - on / off,
+            "stream_bytes_per_client": received}
+
+
 class EventSubscriber:
     """Records (arrival wall time, payload) of every event message."""
 
@@ -183,6 +242,7 @@ def main() -> None:
     parser.add_argument("--stream-seconds", type=float, default=30.0, help="length of each live-streams trial")
     parser.add_argument("--cycles", type=int, default=8, help="sound onsets in the latency stream (12 s each)")
     parser.add_argument("--max-trials", type=int, default=4, help="live-stream counts tried at most")
+    parser.add_argument("--dashboard-rounds", type=int, default=3, help="off/on pairs of the dashboard overhead row")
     parser.add_argument("--checkpoint", type=Path, help="another hub-layout folder (default: the full-size random one)")
     args = parser.parse_args()
     folder = args.checkpoint or full_checkpoint()
@@ -206,6 +266,7 @@ def main() -> None:
             count += step
         sustained = max((t["streams"] for t in trials if t["keeps_up"]), default=0)
         latency = alert_latency(clap, folder, workdir, args.cycles)
+        dashboard = dashboard_overhead(clap, folder, workdir, args.rtf_seconds / 2, args.dashboard_rounds)
     rss = peak_rss_mb()
     print()
     print_table(["measure", "value"], [
@@ -216,12 +277,15 @@ def main() -> None:
         ["alert latency p95 s", latency["p95_s"]],
         ["  of which windowing delay s", latency["windowing_delay_s"]],
         ["monitor peak RSS MB (model + pipelines + this script)", rss],
+        ["windows/s, dashboard off (full-speed replay)", dashboard["windows_per_s_off"]],
+        [f"windows/s, dashboard on, {dashboard['clients']} live clients", dashboard["windows_per_s_on"]],
+        ["  dashboard overhead %", 100 * dashboard["overhead"]],
     ])
     write_results("bench_stream", {
         "checkpoint": "full-size random weights" if args.checkpoint is None else str(args.checkpoint),
         "windows": {"length_s": LENGTH_S, "hop_s": HOP_S}, "labels": 1 + len(OTHER_LABELS),
         "full_speed": rtf, "live_trials": trials, "streams_sustained": sustained,
-        "alert_latency": latency, "peak_rss_mb": rss,
+        "alert_latency": latency, "peak_rss_mb": rss, "dashboard": dashboard,
     })
 
 
