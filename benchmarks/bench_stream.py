@@ -1,6 +1,7 @@
 """The whole monitor pipeline with the full-size model: real-time factor, simultaneous live
 streams per process, end-to-end alert latency (sound onset -> MQTT message at a subscriber
-of a real mosquitto on 127.0.0.1) and the monitor's RSS. 5-s windows, 1-s hop, 20 labels.
+of a real mosquitto on 127.0.0.1), the monitor's RSS, and windows per second with the web
+dashboard on (3 live clients reading its stream) vs off. 5-s windows, 1-s hop, 20 labels.
 
     python benchmarks/bench_stream.py [--rtf-seconds 60] [--stream-seconds 30] [--cycles 8]
 """
