@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -19,6 +18,7 @@ CACHE = ROOT / "benchmarks" / ".cache"
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` from a checkout
 
 from clap_mlx import _blas, op_paths  # noqa: E402  (every benchmark imports this module before mlx)
+from workers import peak_rss_mb, time_once  # noqa: E402, F401  (re-exported for the benchmarks)
 
 CHECKPOINT = CACHE / "clap-htsat-fused"
 LOAD_AT_START = os.getloadavg()  # other processes' load skews every timing: record it
@@ -96,12 +96,6 @@ def machine_info() -> dict:
     }
 
 
-def time_once(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def interleaved(candidates: dict[str, Callable[[], object]], runs: int, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds per run of each candidate, alternating candidates each round so that load
     changes on a shared machine hit all of them alike."""
@@ -121,20 +115,6 @@ def summary(seconds: list[float]) -> dict:
         "min_ms": 1e3 * min(seconds),
         "runs_ms": [round(1e3 * s, 3) for s in seconds],
     }
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process. Linux: VmHWM, which starts afresh at exec
-    (ru_maxrss would carry over the parent's peak into a benchmark subprocess)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def print_table(header: list[str], rows: list[list]) -> None:

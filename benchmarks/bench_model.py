@@ -13,7 +13,7 @@ has no feature-extraction rows.
 FLOPs are counted by torch's FlopCounterMode on the torch forward (the sum over its matmul,
 convolution and attention shapes: the same arithmetic every side does); the peak is the best
 of OpenBLAS sgemm through mlx on 2048² and 4096² float32 matrices, measured in the mlx worker
-before and after the workloads.
+before the first workload and after each.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import full_checkpoint, peak_rss_mb, print_table, summary, time_once, write_results
+from _common import full_checkpoint, print_table, summary, time_once, write_results
+from workers import Worker, interleaved_rounds, serve_workloads
 from workloads import LABELS, clips, tower_inputs
 
 import mlx.core as mx
@@ -135,9 +135,9 @@ def flop_count(fn: Callable[[], object]) -> int:
 
 
 def serve(side: str, folder: Path) -> None:
-    """Worker process: load one side, then answer `run I` (seconds), `save I PATH`, `rss`, and
-    `peak` (mlx) or `flops I` (torch) on stdin, I indexing WORKLOAD_NAMES."""
-    extra: dict = {}
+    """Worker process of one side; besides serve_workloads' commands, `peak` (mlx: sgemm GFLOPS)
+    and `flops I` (torch: the FLOPs of workload I)."""
+    ready: dict = {}
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the protocol: torch.onnx prints progress
         if side == "mlx":
             fns = mlx_side(folder)
@@ -146,60 +146,17 @@ def serve(side: str, folder: Path) -> None:
         else:
             from onnx_side import onnx_side
 
-            fns, extra["exports"] = onnx_side(folder, ClapTokenizer.from_folder(folder), WORKLOAD_NAMES, LABELS)
-    print(json.dumps({"ready": True, "workloads": list(fns), "peak_rss_after_load_mb": peak_rss_mb(), **extra}),
-          flush=True)
-    for line in sys.stdin:
-        command, *args = line.split()
-        fn = fns.get(WORKLOAD_NAMES[int(args[0])]) if args else None
-        if command == "run":
-            reply = {"seconds": time_once(fn)}
-        elif command == "save":
-            np.save(args[1], fn())
-            reply = {}
-        elif command == "peak":
-            reply = {"sgemm_gflops": sgemm_gflops()}
-        elif command == "flops":
-            reply = {"flops": flop_count(fn)}
-        else:
-            reply = {"peak_rss_mb": peak_rss_mb()}
-        print(json.dumps(reply), flush=True)
+            fns, ready["exports"] = onnx_side(folder, ClapTokenizer.from_folder(folder), WORKLOAD_NAMES, LABELS)
+    serve_workloads(fns, WORKLOAD_NAMES, ready, {"peak": lambda _: {"sgemm_gflops": sgemm_gflops()},
+                                                 "flops": lambda fn: {"flops": flop_count(fn)}})
 
 
-class Worker:
-    def __init__(self, side: str, folder: Path):
-        # OpenBLAS preloaded into the torch process oversubscribes the 2 cores next to torch's own
-        # threads (its b1 audio forward measured 430 ms instead of 200 ms), so the torch and
-        # onnxruntime workers skip it (onnxruntime has its own GEMMs; torch only exports there).
-        env = None if side == "mlx" else {**os.environ, "CLAP_MLX_NO_OPENBLAS": "1"}
-        self.process = subprocess.Popen([sys.executable, __file__, "--worker", side, "--checkpoint", str(folder)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.loaded = self._reply()
-
-    def _reply(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"benchmark worker exited with {self.process.wait()}")
-        return json.loads(line)
-
-    def ask(self, *words: str) -> dict:
-        self.process.stdin.write(" ".join(words) + "\n")
-        self.process.stdin.flush()
-        return self._reply()
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
-
-
-def interleaved_rounds(workers: dict[str, Worker], index: int, runs: int) -> dict[str, list[float]]:
-    for worker in workers.values():
-        worker.ask("run", str(index))  # warm-up (the onnxruntime side opens its session here)
-    times: dict[str, list[float]] = {side: [] for side in workers}
-    for _ in range(runs):
-        for side, worker in workers.items():
-            times[side].append(worker.ask("run", str(index))["seconds"])
-    return times
+def start_worker(side: str, folder: Path) -> Worker:
+    # OpenBLAS preloaded into the torch process oversubscribes the 2 cores next to torch's own
+    # threads (its b1 audio forward measured 430 ms instead of 200 ms), so the torch and
+    # onnxruntime workers skip it (onnxruntime has its own GEMMs; torch only exports there).
+    env = None if side == "mlx" else {**os.environ, "CLAP_MLX_NO_OPENBLAS": "1"}
+    return Worker([sys.executable, __file__, "--worker", side, "--checkpoint", str(folder)], env)
 
 
 def output_of(worker: Worker, side: str, index: int, folder: Path) -> np.ndarray:
@@ -245,15 +202,16 @@ def main() -> None:
         if importlib.util.find_spec("onnxruntime") is None:
             raise SystemExit("onnxruntime is not installed: pip install 'clap-mlx[bench]', or pass --no-onnx")
         sides.append("onnxruntime")
-    workers = {side: Worker(side, folder) for side in sides}
-    peak_before = workers["mlx"].ask("peak")["sgemm_gflops"]
+    workers = {side: start_worker(side, folder) for side in sides}
+    # the sgemm peak before and after every workload: a load spike lowers one measurement, the best stands
+    peaks = [workers["mlx"].ask("peak")["sgemm_gflops"]]
     scratch = Path(tempfile.mkdtemp())
     records = []
     for index, name in enumerate(WORKLOAD_NAMES):
         records.append(measure(workers, index, name, args.runs, scratch))
+        peaks.append(workers["mlx"].ask("peak")["sgemm_gflops"])
         print(f"  {name}: " + ", ".join(f"{s} {t['median_ms']:.1f} ms" for s, t in records[-1]["times"].items()))
-    peak_after = workers["mlx"].ask("peak")["sgemm_gflops"]
-    peak = max([*peak_before.values(), *peak_after.values()])
+    peak = max(g for p in peaks for g in p.values())
     rss = {side: {**w.ask("rss"), "peak_rss_after_load_mb": w.loaded["peak_rss_after_load_mb"]}
            for side, w in workers.items()}
     for w in workers.values():
@@ -269,7 +227,8 @@ def main() -> None:
     print()
     print_table(["workload", *(f"{s} ms" for s in sides), *(f"{s}/mlx" for s in sides[1:]),
                  "mlx GFLOPS (% of peak)", "min cos"], rows)
-    print(f"\nsgemm peak (OpenBLAS through mlx): {peak:.0f} GFLOPS (before {peak_before}, after {peak_after})")
+    print(f"\nsgemm peak (OpenBLAS through mlx): {peak:.0f} GFLOPS (best of {len(peaks)} measurements, "
+          f"lowest {min(max(p.values()) for p in peaks):.0f})")
     print("peak RSS (own worker process, load + every workload):")
     for side, r in rss.items():
         print(f"  {side:11s}: {r['peak_rss_mb']:.0f} MB (after load {r['peak_rss_after_load_mb']:.0f} MB)")
@@ -280,7 +239,7 @@ def main() -> None:
                      "<side>_over_mlx > 1 means mlx is faster (<side>_over_mlx_min: the same from each side's fastest run)",
         "ops_workers": host_ops._WORKERS,
         "sgemm_peak_gflops": peak,
-        "sgemm_gflops": {"before": peak_before, "after": peak_after},
+        "sgemm_gflops_measurements": peaks,
         "flops": "torch.utils.flop_counter on the torch forward; gflops = flops / median time",
         "onnx_exports": workers["onnxruntime"].loaded["exports"] if "onnxruntime" in workers else None,
         "workloads": records,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from importlib import metadata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,11 +27,10 @@ EXPORTS = CACHE / "onnx"
 
 
 def _fingerprint(folder: Path) -> str:
-    import torch
-
+    # torch's version from its metadata: importing torch would add to this worker's peak RSS
     weights = max(folder.glob("*.safetensors"), key=lambda p: p.stat().st_size)
     stat = weights.stat()
-    key = f"{folder.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|torch {torch.__version__}"
+    key = f"{folder.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|torch {metadata.version('torch')}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -63,7 +63,7 @@ class Exporter:
     def export(self, name: str, tower: str, inputs: dict[str, np.ndarray]) -> tuple[Path, dict]:
         path, meta_path = self.dir / f"{name}.onnx", self.dir / f"{name}.json"
         if path.is_file() and meta_path.is_file():
-            return path, json.loads(meta_path.read_text())
+            return path, {**json.loads(meta_path.read_text()), "exported_now": False}
         import torch
 
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ class Exporter:
             torch.onnx.export(module, args, str(path), dynamo=True, input_names=list(inputs))
             meta["exporter"] = "dynamo"
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-        return path, meta
+        return path, {**meta, "exported_now": True}
 
 
 def _tower_module(tower: str, model, names: list[str]):
@@ -123,7 +123,9 @@ def session_runner(path: Path, inputs: dict[str, np.ndarray]) -> Callable[[], np
 
 
 def onnx_side(folder: Path, tokenize, workload_names: tuple[str, ...], labels: list[str]) -> tuple[dict, dict]:
-    """{workload: run} for the tower workloads (no feature extraction in ONNX) and {workload: export info}."""
+    """{workload: run} for the tower workloads (no feature extraction in ONNX) and {workload: export info}.
+    Exporting loads torch and the model into this process: its peak RSS then counts them
+    (`exported_now` in the info)."""
     exporter = Exporter(folder)
     runs, info = {}, {}
     for name in workload_names:

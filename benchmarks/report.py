@@ -1,7 +1,8 @@
-"""Render the README performance table from benchmarks/results/*.json.
+"""Render the README performance section from benchmarks/results/<cpu class>/*.json: one block
+per CPU class measured, each with its own machine line, so no class's figures read as general.
 
-    python benchmarks/report.py            # print the table
-    python benchmarks/report.py --write    # replace the table between the README's perf markers
+    python benchmarks/report.py            # print the section
+    python benchmarks/report.py --write    # replace it between the README's perf markers
 """
 
 from __future__ import annotations
@@ -14,78 +15,161 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
+# Known classes first, in this order; any other class (aarch64, a forced kernel variant) after them.
+TITLES = {"avx512": "x86 with AVX-512", "avx2": "x86 with AVX2, no AVX-512"}
+# Issue 13's targets: torch / clap_mlx of every audio tower workload, of one label, live streams,
+# share of the sgemm peak (a stretch goal).
+AUDIO_TARGET, TEXT_TARGET, STREAMS_TARGET, PEAK_SHARE_TARGET = 1.5, 1.0, 6, 0.40
 
 
-def load(name: str) -> dict:
-    with open(RESULTS / f"{name}.json", encoding="utf-8") as f:
+def load(cpu_class: str, name: str) -> dict | None:
+    path = RESULTS / cpu_class / f"{name}.json"
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
+def cpu_classes() -> list[str]:
+    found = [d.name for d in RESULTS.iterdir() if d.is_dir() and (d / "bench_model.json").is_file()]
+    return sorted(found, key=lambda c: (list(TITLES).index(c) if c in TITLES else len(TITLES), c))
+
+
 def machine_line(machine: dict) -> str:
-    blas = "OpenBLAS " + machine.get("openblas_coretype", "") if machine.get("openblas_loaded") else "stock BLAS"
+    blas = "OpenBLAS " + (machine.get("openblas_coretype") or "") if machine.get("openblas_loaded") else "stock BLAS"
     flags = set(machine.get("simd_flags", []))
     simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    if "ops_mode" not in machine:  # recorded since #13's per-target kernels and op paths
+        kernels = ", kernels before #13's per-target variants"
+    else:
+        kernels = f", ops {machine['ops_mode']}, kernel variant {machine['kernel_simd'] or 'none (not built)'}"
+    ort = f", onnxruntime {machine['onnxruntime']}" if machine.get("onnxruntime") else ""
     return (
-        f"{machine['cpu']} ({simd}), {machine['cores']} cores, no GPU, Linux VM; mlx {machine['mlx']} ({blas}), "
-        f"torch {machine['torch']}, transformers {machine['transformers']}"
+        f"{machine['cpu']} ({simd}), {machine['cores']} cores, no GPU, Linux VM; mlx {machine['mlx']} ({blas}{kernels}), "
+        f"torch {machine['torch']}, transformers {machine['transformers']}{ort}"
     )
 
 
-def model_rows(model: dict) -> list[str]:
-    rows = []
+def load_note(result: dict) -> str:
+    start, end = result["machine"]["load_average_at_start"][0], result["machine"]["load_average_at_end"][0]
+    return f"load average {start:.1f} at start, {end:.1f} at end"
+
+
+def model_table(model: dict) -> list[str]:
+    onnx = any("onnxruntime" in w["times"] for w in model["workloads"])
+    peak = model.get("sgemm_peak_gflops")
+    header = ["workload", "clap_mlx", "transformers + torch", "torch / clap_mlx"]
+    if onnx:
+        header[3:3] = ["onnxruntime"]
+        header.append("onnxruntime / clap_mlx")
+    if peak:
+        header.append(f"clap_mlx GFLOPS (of {peak:.0f} peak)")
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for w in model["workloads"]:
-        mlx_ms, torch_ms = w["times"]["mlx"]["median_ms"], w["times"]["torch"]["median_ms"]
-        rows.append(f"| {w['workload']} | {mlx_ms:.0f} ms | {torch_ms:.0f} ms | **{w['torch_over_mlx']:.2f}x** |")
+        times = w["times"]
+        cells = [w["workload"], f"{times['mlx']['median_ms']:.0f} ms", f"{times['torch']['median_ms']:.0f} ms",
+                 f"**{w['torch_over_mlx']:.2f}x**"]
+        if onnx:
+            ort = times.get("onnxruntime")
+            cells[3:3] = [f"{ort['median_ms']:.0f} ms" if ort else "-"]
+            cells.append(f"**{w['onnxruntime_over_mlx']:.2f}x**" if ort else "-")
+        if peak:
+            gflops = w.get("gflops", {}).get("mlx")
+            cells.append(f"{gflops:.0f} ({100 * gflops / peak:.0f} %)" if gflops and w["workload"].startswith("audio") else "")
+        rows.append("| " + " | ".join(cells) + " |")
     rss = model["peak_rss"]
-    rows.append(f"| peak RSS (load + all workloads) | {rss['mlx']['peak_rss_mb']:.0f} MB | "
-                f"{rss['torch']['peak_rss_mb']:.0f} MB | |")
+    cells = ["peak RSS (load + all workloads)", f"{rss['mlx']['peak_rss_mb']:.0f} MB", f"{rss['torch']['peak_rss_mb']:.0f} MB", ""]
+    if onnx:  # a run that exported the graphs had torch and its model in the onnxruntime worker too
+        exported = any(e.get("exported_now") for e in (model.get("onnx_exports") or {}).values())
+        cells[3:3] = ["(exported in this run)" if exported else f"{rss['onnxruntime']['peak_rss_mb']:.0f} MB"]
+        cells.append("")
+    if peak:
+        cells.append("")
+    rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
-def stream_lines(stream: dict) -> list[str]:
+def stream_line(stream: dict) -> str:
     full, lat = stream["full_speed"], stream["alert_latency"]
-    return [
-        f"- Monitor, full-size model, {stream['labels']} labels, {stream['windows']['length_s']:g}-s windows every "
-        f"{stream['windows']['hop_s']:g} s: file replay at **{full['realtime_factor']:.1f}x real time**; "
-        f"**{stream['streams_sustained']}** live streams in one process with no window lost; "
-        f"sound onset -> MQTT alert p50 **{lat['p50_s']:.2f} s**, p95 {lat['p95_s']:.2f} s "
-        f"(of which {lat['windowing_delay_s']:g} s is waiting for the window); RSS {stream['peak_rss_mb']:.0f} MB.",
+    return (
+        f"- Monitor ({stream['date_utc'][:10]}, {load_note(stream)}), full-size model, {stream['labels']} labels, "
+        f"{stream['windows']['length_s']:g}-s windows every {stream['windows']['hop_s']:g} s: file replay at "
+        f"**{full['realtime_factor']:.1f}x real time**; **{stream['streams_sustained']}** live streams in one process "
+        f"with no window lost; sound onset -> MQTT alert p50 **{lat['p50_s']:.2f} s**, p95 {lat['p95_s']:.2f} s "
+        f"(of which {lat['windowing_delay_s']:g} s is waiting for the window); RSS {stream['peak_rss_mb']:.0f} MB."
+    )
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def targets_line(model: dict, stream: dict | None) -> str:
+    """Issue 13's targets on this class, each with the figure it is judged by."""
+    ratio = {w["workload"]: w["torch_over_mlx"] for w in model["workloads"]}
+    audio = {name: r for name, r in ratio.items() if name.startswith("audio")}
+    worst = min(audio, key=audio.get)
+    parts = [f"audio tower >= {AUDIO_TARGET}x torch: {_verdict(audio[worst] >= AUDIO_TARGET)} "
+             f"({min(audio.values()):.2f}-{max(audio.values()):.2f}x)",
+             f"text 1 label >= {TEXT_TARGET}x: {_verdict(ratio['text 1 label'] >= TEXT_TARGET)} ({ratio['text 1 label']:.2f}x)"]
+    if stream:
+        sustained = stream["streams_sustained"]
+        parts.append(f">= {STREAMS_TARGET} live streams: {_verdict(sustained >= STREAMS_TARGET)} ({sustained})")
+    peak = model.get("sgemm_peak_gflops")
+    shares = [w["gflops"]["mlx"] / peak for w in model["workloads"] if peak and w["workload"].startswith("audio")]
+    if shares:
+        parts.append(f"audio forward >= {PEAK_SHARE_TARGET:.0%} of the sgemm peak (stretch): "
+                     f"{_verdict(min(shares) >= PEAK_SHARE_TARGET)} ({min(shares):.0%}-{max(shares):.0%})")
+    return "Issue 13's targets here: " + "; ".join(parts) + "."
+
+
+def render_class(cpu_class: str) -> list[str]:
+    model, stream = load(cpu_class, "bench_model"), load(cpu_class, "bench_stream")
+    onnx = any("onnxruntime" in w["times"] for w in model["workloads"])
+    sides = "torch time / clap_mlx time" + (", onnxruntime time / clap_mlx time" if onnx else "")
+    lines = [
+        f"### {TITLES.get(cpu_class, cpu_class)}",
+        "",
+        f"Measured {model['date_utc'][:10]} on {machine_line(model['machine'])}; {load_note(model)}. "
+        f"Medians of {model['runs']} interleaved runs, each side in its own process, on the same full-size random "
+        f"weights; ratios = {sides} (above 1: clap_mlx is faster).",
+        "",
+        *model_table(model),
+        "",
     ]
+    if model.get("sgemm_peak_gflops"):
+        lines += [f"GFLOPS: the forward's FLOPs (its matmul, convolution and attention shapes) per median second; "
+                  f"peak: the best OpenBLAS sgemm through mlx on 2048² and 4096² float32 in the same run.", ""]
+    if stream:
+        lines += [stream_line(stream), ""]
+    lines.append(targets_line(model, stream))
+    return lines
 
 
 def render() -> str:
-    model, stream = load("bench_model"), load("bench_stream")
-    lines = [
-        f"Measured {model['date_utc'][:10]} on {machine_line(model['machine'])}; load average at start "
-        f"{model['machine']['load_average_at_start'][0]:.1f}. Medians of {model['runs']} interleaved runs on the "
-        "same full-size random weights; ratio = torch time / clap_mlx time (above 1: clap_mlx is faster).",
-        "",
-        "| workload | clap_mlx | transformers + torch (2 threads) | ratio |",
-        "|---|---|---|---|",
-        *model_rows(model),
-        "",
-        *stream_lines(stream),
-    ]
-    return "\n".join(lines)
+    blocks = [render_class(c) for c in cpu_classes()]
+    intro = ("Each block is one CPU class, measured on the machine it names; figures from one class say nothing "
+             "about another. On a GPU (Apple silicon, MLX's CUDA build) nothing has been measured.")
+    return "\n".join([intro, ""] + [line for block in blocks for line in block + [""]]).rstrip()
 
 
-def write_readme(table: str) -> None:
+def write_readme(section: str) -> None:
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
     if not pattern.search(text):
         raise SystemExit(f"{readme}: markers {START} ... {END} not found")
-    readme.write_text(pattern.sub(lambda _: f"{START}\n{table}\n{END}", text), encoding="utf-8")
+    readme.write_text(pattern.sub(lambda _: f"{START}\n{section}\n{END}", text), encoding="utf-8")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="update README.md in place")
     args = parser.parse_args()
-    table = render()
-    print(table)
+    section = render()
+    print(section)
     if args.write:
-        write_readme(table)
+        write_readme(section)
 
 
 if __name__ == "__main__":
