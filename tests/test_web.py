@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from monitor.web import DashboardSink
 from monitor.web.state import CLIENT_QUEUE
 from tests.fixtures_web import (LABELS, RATE, SECRET, TOKEN, Stream, event, get_json, http_config, request, start,
                                 window)
+from tests.helpers import wait_until
 
 # ------------------------------------------------------------------ pages and JSON
 
@@ -61,6 +63,23 @@ def test_events_filter_by_since_and_label(dashboard):
         status, _, body = request(dashboard, bad)
         assert status == 400 and json.loads(body)["error"]
     assert b"beep, alarm" in request(dashboard, "/api/events?label=dog")[2]  # names the labels there are
+
+
+@pytest.mark.parametrize("host, status", [("localhost", 200), ("127.0.0.1", 200), ("[::1]", 200), ("LOCALHOST", 200),
+                                          ("evil.example", 400), ("127.0.0.1.evil.example", 400), ("", 400),
+                                          ("[::1].evil.example", 400), ("192.168.1.5", 400)])
+def test_without_a_token_only_loopback_host_names_are_answered(dashboard, host, status):
+    """A page elsewhere cannot read the dashboard through a DNS name rebound to 127.0.0.1."""
+    port = f":{dashboard.server.port}" if host else ""
+    assert request(dashboard, "/api/status", headers={"Host": host + port})[0] == status
+
+
+def test_a_failing_request_is_a_500_logged_in_the_monitors_log(dashboard, monitor, caplog):
+    monitor.snapshot = {}  # status() now fails
+    with caplog.at_level(logging.ERROR, logger="monitor.web.server"):
+        assert request(dashboard, "/api/status")[0] == 500
+        assert wait_until(lambda: [r for r in caplog.records if getattr(r, "kind", None) == "http_error"])
+    assert request(dashboard, "/")[0] == 200  # the server goes on
 
 
 def test_nothing_can_be_changed(dashboard):
@@ -169,7 +188,7 @@ def test_a_client_that_never_reads_bounds_memory_and_never_slows_the_sink(dashbo
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
     stalled.connect(("127.0.0.1", dashboard.server.port))
-    stalled.sendall(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    stalled.sendall(b"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     deadline = time.monotonic() + 10
     while dashboard.status()["clients"] < 1:
         assert time.monotonic() < deadline, "the stream never opened"

@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from .clips import ClipFiles
 from .metrics import Metrics
-from .security import TokenGate
+from .security import LoopbackHosts, TokenGate
 from .state import Broadcaster, EventBook, Timeline, jsonable
 
 log = logging.getLogger(__name__)
@@ -132,5 +132,5 @@ def build_app(dash: Dashboard, token: str | None) -> Starlette:
         Route("/", index), Route("/api/status", status), Route("/api/events", events), Route("/api/stream", stream),
         Route("/clips/{event_id}.wav", wav), Route("/clips/{event_id}.png", png), Route("/metrics", metrics),
     ]
-    middleware = [Middleware(TokenGate, token=token)] if token else []
+    middleware = [Middleware(TokenGate, token=token) if token else Middleware(LoopbackHosts)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

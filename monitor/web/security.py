@@ -1,7 +1,9 @@
 """Who may read the dashboard.
 
 Without `http.token_env` the server only listens on loopback (config validation
-enforces it). With it, every request needs the token, given one of three ways:
+enforces it) and answers only requests addressed to a loopback name (`LoopbackHosts`):
+a web page elsewhere cannot read it through a DNS name rebound to 127.0.0.1. With
+`token_env`, every request needs the token, given one of three ways:
 - `Authorization: Bearer <token>` (scripts, Prometheus' `authorization` setting),
 - `?token=<token>` on any URL (opening the page in a browser); the answer then sets
 - the `sound_monitor_token` cookie (HttpOnly, SameSite=Strict), which the page's own
@@ -17,6 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..config import is_loopback
 from ..sinks.base import SinkError
 
 COOKIE = "sound_monitor_token"
@@ -68,3 +71,27 @@ def _setting_cookie(send: Send, token: str) -> Send:
         await send(message)
 
     return wrapped
+
+
+
+class LoopbackHosts:
+    """ASGI middleware: 400 unless the Host header names this machine (loopback names or IPs)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not _loopback_host(HTTPConnection(scope).headers.get("host", "")):
+            response = JSONResponse({"error": "this dashboard answers only to a loopback host name"}, status_code=400)
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def _loopback_host(header: str) -> bool:
+    """`header` is host[:port], the host an IPv6 address in brackets or a name or IPv4 address."""
+    if header.startswith("["):
+        host, _, rest = header[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest  # anything but ":digits" fails below
+    else:
+        host, _, port = header.partition(":")
+    return (not port or port.isdigit()) and is_loopback(host.lower())

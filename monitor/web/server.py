@@ -19,6 +19,18 @@ from ..sinks.base import SinkError
 
 log = logging.getLogger(__name__)
 
+
+class _ToMonitorLog(logging.Handler):
+    """uvicorn's warnings and errors (a request that failed) go to the monitor's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.log(record.levelno, "%s", record.getMessage(), exc_info=record.exc_info, extra={"kind": "http_error"})
+
+
+_uvicorn = logging.getLogger("uvicorn.error")
+_uvicorn.addHandler(_ToMonitorLog(logging.WARNING))
+_uvicorn.propagate = False  # its info lines (started, shutting down) are not the monitor's
+
 START_TIMEOUT_S = 10.0
 GRACE_S = 0.5  # for responses in flight at shutdown; then streams that do not drain are cut
 STOP_TIMEOUT_S = 5.0
