@@ -22,7 +22,7 @@ import monitor.web.clips as web_clips
 from monitor.config_loader import ConfigError, load_config
 from monitor.sinks.base import SinkError
 from monitor.web import DashboardSink
-from monitor.web.state import CLIENT_QUEUE
+from monitor.web.state import CLIENT_QUEUE, MAX_CLIENTS
 from tests.fixtures_web import (LABELS, RATE, SECRET, TOKEN, Stream, event, get_json, http_config, request, start,
                                 window)
 from tests.helpers import wait_until
@@ -170,6 +170,19 @@ def test_stream_starts_with_a_snapshot_then_goes_live(dashboard, monitor):
         assert stream.until("status")["windows"]["scored"] == 11  # pushed every second
     finally:
         stream.close()
+
+
+def test_live_clients_are_limited(dashboard):
+    streams = [Stream(dashboard) for _ in range(MAX_CLIENTS)]
+    try:
+        status, headers, _ = request(dashboard, "/api/stream")
+        assert status == 503 and headers["retry-after"] == "10"
+        streams.pop().close()
+        assert wait_until(lambda: dashboard.status()["clients"] < MAX_CLIENTS)
+        streams.append(Stream(dashboard))  # a place came free
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def test_timeline_keeps_the_last_five_minutes(dashboard):

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from .clips import ClipFiles
 from .metrics import Metrics
 from .security import LoopbackHosts, TokenGate
-from .state import Broadcaster, EventBook, Timeline, jsonable
+from .state import MAX_CLIENTS, Broadcaster, EventBook, Timeline, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,9 @@ def build_app(dash: Dashboard, token: str | None) -> Starlette:
         return JSONResponse(jsonable(dash.events.query(since, label)), headers=NO_STORE)
 
     async def stream(request: Request) -> Response:
+        if dash.broadcaster.clients >= MAX_CLIENTS:
+            return JSONResponse({"error": f"already {MAX_CLIENTS} live clients"}, status_code=503,
+                                headers={"Retry-After": "10"})
         client = dash.broadcaster.subscribe()
         dash.broadcaster.publish("snapshot", dash.snapshot(), to=client)
 

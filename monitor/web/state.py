@@ -21,6 +21,7 @@ HISTORY_S = 300.0  # the score timeline the page draws
 MAX_WINDOWS = 10_000  # hard cap on the timeline, whatever the hop
 MAX_EVENTS = 200
 CLIENT_QUEUE = 256  # messages per live client
+MAX_CLIENTS = 16  # live clients at once: with the queue bound, the most memory clients can hold
 KEEPALIVE_S = 15.0  # an SSE comment keeps idle proxies and browsers from closing the stream
 
 
