@@ -16,7 +16,7 @@ from pathlib import Path
 import soundfile
 import yaml
 
-from monitor.config import LabelConfig, MonitorConfig, WindowsConfig
+from monitor.config import LabelConfig, MonitorConfig, SourceConfig, WindowsConfig
 from monitor.config_loader import load_config
 from monitor.pipeline import Pipeline
 from monitor.reload import merged, restart_needed
@@ -47,8 +47,6 @@ def test_restart_only_settings_are_named_and_kept():
 
 
 def test_of_a_source_entry_only_its_labels_reload():
-    from monitor.config import SourceConfig
-
     old = MonitorConfig(labels=(LabelConfig(name="a"), LabelConfig(name="b")),
                         sources=(SourceConfig(type="file", name="x", path="x.wav"), SourceConfig(name="y")))
     new = dataclasses.replace(old, sources=(SourceConfig(type="file", name="x", path="z.wav", labels=("a",)),
@@ -235,3 +233,43 @@ def test_sighup_with_several_sources(tmp_path, tiny_checkpoint, mosquitto_broker
     assert final.count(("kitchen", "beep", "start")) == 1 and final.count(("kitchen", "beep", "end")) == 1
     assert final.count(("hall", "beep", "start")) == 1  # hall's beep ended at the reload, never again
     assert {("kitchen", "whistle", "end"), ("hall", "whistle", "end")} <= set(final)  # closed at shutdown
+
+
+def test_reload_moves_every_source_and_the_bridge_to_a_new_mqtt_node(tmp_path, clap, mosquitto_broker, mqtt_recorder):
+    """Several sources, mqtt.node_id changed between events: the bridge and each source's node
+    move (old ones say offline, new ones online), every event once, in order, old nodes then new."""
+    from monitor.multi import MultiPipeline
+    from tests.fixtures_broker import sink_config
+    from tests.test_multi_source import bursts_wav, config
+
+    broker = mosquitto_broker()
+    recorder = mqtt_recorder(broker, ["sound_monitor/#"])
+    sources = (SourceConfig(type="file", name="kitchen", path=bursts_wav(tmp_path / "a.wav", [1.0, 6.0, 9.0])),
+               SourceConfig(type="file", name="hall", path=bursts_wav(tmp_path / "b.wav", [1.5, 6.5, 9.5])))
+    cfg = dataclasses.replace(config(tmp_path, sources), mqtt=sink_config(broker, node_id="house"))
+    seen = Events()
+    multi = MultiPipeline(cfg, clap, sinks=[seen])
+    runner = threading.Thread(target=multi.run)
+    runner.start()
+    try:
+        # both sources' first beep and hum events over: then the new node
+        assert wait_until(lambda: sum(e.phase == "end" for e in seen.events) == 4, 30)
+        multi.reload(dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, node_id="home")))
+    finally:
+        runner.join(timeout=60)
+    assert not runner.is_alive()
+    for source in ("kitchen", "hall"):
+        messages = [(e.event_id, e.phase) for e in seen.events if e.source == source and e.phase != "update"]
+        assert len(messages) == 12  # 3 bursts x beep and hum, start and end
+
+        def keys(node: str) -> list[tuple[str, str]]:
+            payloads = map(json.loads, recorder.payloads(f"sound_monitor/{node}_{source}/event"))
+            return list(dict.fromkeys((p["id"], p["phase"]) for p in payloads))
+
+        assert wait_until(lambda: len(keys("house")) + len(keys("home")) == 12, 10)
+        assert keys("house") + keys("home") == messages and len(keys("house")) == 4 and len(keys("home")) == 8
+    for node in ("house", "house_kitchen", "house_hall"):  # the old nodes said goodbye when they closed
+        assert "online" in recorder.payloads(f"sound_monitor/{node}/availability")
+        assert recorder.payloads(f"sound_monitor/{node}/availability")[-1] == "offline"
+    for node in ("home", "home_kitchen", "home_hall"):
+        assert recorder.payloads(f"sound_monitor/{node}/availability")[:1] == ["online"]
