@@ -9,8 +9,9 @@ when the sink is built, so a bad port or token fails before anything starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
+from ..config import HttpConfig, LabelConfig
 from ..events import EventMessage, LevelReport, WindowReport
 from ..sinks.base import Sink
 from .app import Dashboard, build_app
@@ -19,9 +20,6 @@ from .metrics import Metrics
 from .security import resolve_token
 from .server import HttpServer
 from .state import Broadcaster, EventBook, Timeline
-
-if TYPE_CHECKING:
-    from ..config import HttpConfig, LabelConfig
 
 
 class DashboardSink(Sink):
