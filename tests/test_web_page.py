@@ -56,6 +56,10 @@ def test_page_shows_scores_states_events_and_health(page, dashboard, monitor):
     assert page.evaluate("document.querySelector('tr[data-event=\"beep-100000\"] audio').duration") == pytest.approx(1.0)
     page.wait_for_function("document.querySelector('tr[data-event=\"beep-100000\"] img').naturalWidth > 0")
     assert page.evaluate("document.querySelector('tr[data-event=\"beep-100000\"] img').naturalHeight") == 128
+    audio = page.query_selector('tr[data-event="beep-100000"] audio')
+    dashboard.handle_event(event("start", "alarm", 200.0))  # a newer event goes on top ...
+    page.wait_for_selector('tr[data-event="alarm-200000"]:first-child')
+    assert audio.evaluate("a => a.isConnected")  # ... and the clip (maybe playing) stays where it is
     assert_nonblank_png(page.screenshot(full_page=True))
 
 
