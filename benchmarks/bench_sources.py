@@ -23,7 +23,8 @@ from pathlib import Path
 from _common import full_checkpoint, peak_rss_mb, print_table, write_results
 from bench_stream import HOP_S, LENGTH_S, OTHER_LABELS, noise, write_wav
 
-from monitor.config import BufferConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig, WindowsConfig
+from monitor.config import (BufferConfig, DetectorConfig, LabelConfig, LogConfig, MonitorConfig, SourceConfig,
+                            WindowsConfig)
 
 SIDES = {"one": "N sources in one process", "many": "N single-source processes"}
 
@@ -32,7 +33,8 @@ def monitor_config(folder: Path, sources: list[SourceConfig]) -> MonitorConfig:
     """20 labels that never fire: the scoring work of a realistic label set, nothing else."""
     labels = tuple(LabelConfig(name=label, threshold=1.0) for label in ["onset", *OTHER_LABELS])
     one = {"source": sources[0]} if len(sources) == 1 else {"sources": tuple(sources)}
-    return MonitorConfig(labels=labels, buffer=BufferConfig(seconds=30), windows=WindowsConfig(length_s=LENGTH_S, hop_s=HOP_S),
+    return MonitorConfig(labels=labels, buffer=BufferConfig(seconds=30),
+                         windows=WindowsConfig(length_s=LENGTH_S, hop_s=HOP_S),
                          detector=DetectorConfig(model=str(folder)), log=LogConfig(path=None), **one)
 
 

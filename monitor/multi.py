@@ -158,7 +158,8 @@ class MultiPipeline:
         delay = self.retry_min_s
         while (source := self._open(src)) is not None:
             with self._lock:  # built and listed at once: a reload reaches it or it is built from the reloaded cfg
-                pipeline = Pipeline(self._config(src.name), source, self.shared, sinks=[Borrowed(s) for s in self.sinks])
+                pipeline = Pipeline(self._config(src.name), source, self.shared,
+                                    sinks=[Borrowed(sink) for sink in self.sinks])
                 self.pipelines[src.name] = pipeline
                 if self._stop.is_set():
                     pipeline.stop()  # runs, sees the stop and shuts down at once

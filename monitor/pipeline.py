@@ -221,7 +221,8 @@ class Pipeline:
         if cfg is not None:
             old, self.cfg = self.cfg, cfg
             labels = [label.name for label in cfg.labels]
-            if isinstance(self.detector, DetectorThread) and taught_by(old) != taught_by(cfg):  # a Lane: multi.py reteaches
+            # a Lane's labels come from the shared detector, retaught once for all sources (multi.py)
+            if isinstance(self.detector, DetectorThread) and taught_by(old) != taught_by(cfg):
                 self.detector.detector = Detector.from_config(self.detector.detector.embedder, cfg)
                 self.detector.detector.log_examples()
             self.health.stall_s = cfg.detector.stall_s

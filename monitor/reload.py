@@ -39,7 +39,8 @@ def restart_needed(old: MonitorConfig, new: MonitorConfig) -> list[str]:
                        if g.name not in DETECTOR_RELOADABLE and getattr(before, g.name) != getattr(after, g.name)]
         elif f.name == "sources" and [src.name for src in before] == [src.name for src in after]:
             fields += [f"sources[{i}].{g.name}" for i, (a, b) in enumerate(zip(before, after))
-                       for g in dataclasses.fields(a) if g.name != "labels" and getattr(a, g.name) != getattr(b, g.name)]
+                       for g in dataclasses.fields(a)
+                       if g.name != "labels" and getattr(a, g.name) != getattr(b, g.name)]
         else:
             fields.append(f.name)
     return fields

@@ -52,7 +52,8 @@ def test_two_monitors_on_one_broker(tmp_path, tiny_checkpoint, mosquitto_broker,
         return recorder.payloads(f"sound_monitor/{node}/availability")
 
     def events(node: str) -> list[tuple[str, str, str]]:
-        return [(e["source"], e["label"], e["phase"]) for e in map(json.loads, recorder.payloads(f"sound_monitor/{node}/event"))]
+        payloads = recorder.payloads(f"sound_monitor/{node}/event")
+        return [(e["source"], e["label"], e["phase"]) for e in map(json.loads, payloads)]
 
     try:
         assert wait_until(lambda: all(availability(node)[-1:] == ["online"] for node in nodes), 90)
@@ -85,7 +86,8 @@ def test_two_monitors_on_one_broker(tmp_path, tiny_checkpoint, mosquitto_broker,
         garage.wait(10)
         assert wait_until(lambda: availability("garage")[-1:] == ["offline"], 15)  # the broker sent its last will
         status_before = len(recorder.payloads("sound_monitor/upstairs_bedroom/status"))
-        assert wait_until(lambda: len(recorder.payloads("sound_monitor/upstairs_bedroom/status")) >= status_before + 3, 15)
+        assert wait_until(lambda: len(recorder.payloads("sound_monitor/upstairs_bedroom/status")) >= status_before + 3,
+                          15)
         assert all(availability(node)[-1] == "online" for node in nodes[:3]) and upstairs.poll() is None
     finally:
         for process in (upstairs, garage):
