@@ -2,9 +2,9 @@
 
 The test replays a generated WAV in real time as raw PCM on the monitor's stdin (so it
 decides when audio flows and when it stops), through the tiny random-weight model: the
-level gate passes only the noise burst's windows and every scored window is a hit, so
-the burst is one event. While it plays, the page must show live score points, the
-health counters moving, and the event with a clip whose <audio> loads and a spectrogram.
+level gate passes only the noise bursts' windows and every scored window is a hit, so
+each of the two bursts is one event. While it plays, the page must show live score points,
+the health counters moving, and the events with clips whose <audio> loads and spectrograms.
 With the input paused (every counter still), /metrics must agree with /api/status, and
 after the monitor exits at end of input, with the JSON log of the same run.
 """
@@ -43,9 +43,10 @@ def free_port() -> int:
 
 
 def replay_audio(path: Path) -> np.ndarray:
-    """2 s of silence, a 2.5 s noise burst (-16 dBFS), 4 s of silence."""
+    """Silence with two noise bursts: 2.5 s at -16 dBFS from 2 s, 1.5 s at -22 dBFS from 6.5 s; 11 s."""
     rng = np.random.default_rng(7)
-    audio = np.concatenate([np.zeros(2 * RATE), 0.16 * rng.standard_normal(int(2.5 * RATE)), np.zeros(4 * RATE)])
+    audio = np.concatenate([np.zeros(2 * RATE), 0.16 * rng.standard_normal(int(2.5 * RATE)), np.zeros(2 * RATE),
+                            0.08 * rng.standard_normal(int(1.5 * RATE)), np.zeros(3 * RATE)])
     soundfile.write(str(path), audio.astype(np.float32), RATE, subtype="FLOAT")
     return audio.astype(np.float32)
 
@@ -115,11 +116,14 @@ def test_dashboard_follows_a_live_replay(browser, tiny_checkpoint, tmp_path):
         gated = int(page.inner_text("#h-gated"))
         page.wait_for_function(f"Number(document.getElementById('h-gated').textContent) > {gated}", timeout=10_000)
 
-        row = "tr[data-event^=noise-]"
-        page.wait_for_selector(f"{row} audio", timeout=30_000)  # the event ended and its clip was written
-        page.wait_for_function(f"document.querySelector('{row} audio').readyState >= 1", timeout=10_000)
-        assert page.evaluate(f"document.querySelector('{row} audio').duration") > 2.5
-        page.wait_for_function(f"document.querySelector('{row} img').naturalWidth > 0", timeout=10_000)
+        # both events ended and their clips were written; the older one is the longer burst
+        clips = "[...document.querySelectorAll('tr[data-event^=noise-] audio')]"
+        page.wait_for_function(f"{clips}.length == 2", timeout=30_000)
+        page.wait_for_function(f"{clips}.every(a => a.readyState >= 1)", timeout=10_000)
+        assert page.evaluate(f"{clips}.map(a => a.duration > 1.5)") == [True, True]
+        assert page.evaluate(f"{clips}[1].duration > {clips}[0].duration")
+        images = "[...document.querySelectorAll('tr[data-event^=noise-] img')]"
+        page.wait_for_function(f"{images}.length == 2 && {images}.every(i => i.naturalWidth > 0)", timeout=10_000)
         assert int(page.inner_text("#h-scored")) >= 4
 
         feeder.join()
@@ -146,7 +150,7 @@ def test_dashboard_follows_a_live_replay(browser, tiny_checkpoint, tmp_path):
     windows = [line for line in lines if line["type"] == "window"]
     starts = [line for line in lines if line["type"] == "event" and line["phase"] == "start"]
     final = [line for line in lines if line["type"] == "level"][-1]
-    assert [e["label"] for e in starts] == ["noise"]
+    assert [e["label"] for e in starts] == ["noise", "noise"]
     expected = {
         "sound_monitor_windows_scored_total": sum(w["scores"] is not None for w in windows),
         "sound_monitor_windows_gated_total": sum(w["scores"] is None for w in windows),
@@ -157,15 +161,15 @@ def test_dashboard_follows_a_live_replay(browser, tiny_checkpoint, tmp_path):
     assert metrics[("sound_monitor_windows_scored_total", ())] == final["windows_scored"] == status["windows"]["scored"]
     assert (metrics[("sound_monitor_windows_dropped_total", ())] + metrics[("sound_monitor_windows_skipped_total", ())]
             == final["windows_dropped"] == 0)
-    assert metrics[("sound_monitor_events_total", (("label", "noise"),))] == 1
+    assert metrics[("sound_monitor_events_total", (("label", "noise"),))] == 2
     assert metrics[("sound_monitor_events_total", (("label", "doorbell"),))] == 0
-    assert metrics[("sound_monitor_clips_written_total", ())] == 1 == len(list((tmp_path / "clips").glob("*.wav")))
+    assert metrics[("sound_monitor_clips_written_total", ())] == 2 == len(list((tmp_path / "clips").glob("*.wav")))
     assert metrics[("sound_monitor_stream_seconds_total", ())] == len(audio) / RATE
 
     # the console: the start-up summary, then one human line per event phase
     assert f"dashboard: {url}" in stderr and "labels: 2" in stderr
     event_lines = [line for line in stderr.splitlines() if "  replay  noise  " in line]
-    assert [line.split()[4] for line in event_lines] == ["start", "end"], stderr
+    assert [line.split()[4] for line in event_lines] == ["start", "end"] * 2, stderr
     assert all(line.endswith(" dBFS") for line in event_lines)
 
 
