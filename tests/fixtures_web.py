@@ -24,9 +24,11 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A headless Chromium (Playwright's sync API on the system browser)."""
+    """A headless Chromium (Playwright's sync API on the system browser). Per module: while it
+    runs, Playwright's event loop counts as running in this thread, so `asyncio.run` would
+    fail in any later test of the session."""
     path = shutil.which(CHROMIUM)
     if path is None:
         pytest.fail("chromium is not installed (apt-get install chromium)")
