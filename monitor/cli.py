@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -123,5 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUNTIME
 
 
+def entry() -> None:
+    """`sound-monitor` and `python -m monitor`: main(), then leave. After a stall the model's
+    thread is stuck in native code and cannot be joined; the interpreter's teardown would then
+    abort on its MLX state (exit 134 instead of 3), so the process leaves at once."""
+    code = main()
+    if code == EXIT_STALLED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

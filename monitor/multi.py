@@ -107,7 +107,7 @@ class MultiPipeline:
             self.stop()
             for thread in self._threads:
                 thread.join()
-            self.shared.stop()
+            self.shared.stop(abandon=self._stalled is not None)
             self.shared.join(None if self._stalled is None else 1.0)  # a stuck model thread is left behind
             for sink in [*([self.bridge] if self.bridge else []), *self.sinks]:
                 try:

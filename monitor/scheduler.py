@@ -67,6 +67,7 @@ class SharedDetector(threading.Thread):
         self._lanes: list[Lane] = []
         self._lock = threading.Lock()
         self._stop_when_idle = threading.Event()
+        self._abandon = False
         self._wake = threading.Event()  # a window came or a queue closed
         self._next = 0  # the lane the next batch starts with
 
@@ -101,8 +102,10 @@ class SharedDetector(threading.Thread):
             if not self.is_alive() and self.ident is None:
                 self.start()
 
-    def stop(self) -> None:
-        """Ends the thread once every lane is done (lanes added later are not served)."""
+    def stop(self, abandon: bool = False) -> None:
+        """Ends the thread once every lane is done (lanes added later are not served); with
+        `abandon` (after a stall: nobody drains the lanes any more) as soon as its model call returns."""
+        self._abandon = abandon
         self._stop_when_idle.set()
         self._wake.set()
 
@@ -114,7 +117,7 @@ class SharedDetector(threading.Thread):
                 batch = self._take()
                 if batch:
                     self._score(batch)
-                elif self._stop_when_idle.is_set() and all(lane.done.is_set() for lane in self._lanes):
+                elif self._stop_when_idle.is_set() and (self._abandon or all(lane.done.is_set() for lane in self._lanes)):
                     return
                 else:
                     self._wake.wait(IDLE_WAIT_S)

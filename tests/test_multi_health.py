@@ -45,6 +45,10 @@ def test_a_silent_source_does_not_feed_the_watchdog_while_the_shared_detector_st
     finally:
         model.release()
         os.close(writer)
+        # the released model thread must end (and free its MLX streams) before the interpreter
+        # does: a thread that ran MLX and is torn down with the process aborts it (exit 134)
+        multi.shared.join(10)
+    assert not multi.shared.is_alive(), "the released model thread did not end"
     assert len(outcome) == 1 and isinstance(outcome[0], DetectorStalled), outcome
     assert "detector.stall_s: 2" in str(outcome[0])
     status = multi.status()["sources"]
