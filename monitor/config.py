@@ -377,14 +377,15 @@ class MonitorConfig:
 
     def for_source(self, src: SourceConfig) -> MonitorConfig:
         """The one-source config an entry of `sources` runs with: its labels and windows, clips in
-        `<clips.dir>/<name>`; no log file (the process has one log for all sources)."""
+        `<clips.dir>/<name>`; no log file and no dashboard (the process has one of each for all sources)."""
         windows = src.windows or self.windows
         if src.min_dbfs is not None:
             windows = dataclasses.replace(windows, min_dbfs=src.min_dbfs)
         return dataclasses.replace(
             self, source=src, sources=(), windows=windows,
             labels=tuple(label for label in self.labels if not src.labels or label.name in src.labels),
-            log=dataclasses.replace(self.log, path=None, console=False), clips=dataclasses.replace(self.clips, dir=f"{self.clips.dir}/{src.name}"),
+            log=dataclasses.replace(self.log, path=None, console=False),
+            http=dataclasses.replace(self.http, enabled=False), clips=dataclasses.replace(self.clips, dir=f"{self.clips.dir}/{src.name}"),
         )
 
 
@@ -393,8 +394,6 @@ def _sources_problems(cfg: MonitorConfig) -> Problems:
         return
     if cfg.source != SourceConfig():
         yield "source", "give `source` or `sources`, not both"
-    if cfg.http.enabled:
-        yield "http.enabled", "the dashboard shows one source: not available with `sources` yet"
     names = [label.name for label in cfg.labels]
     seen: set[str] = set()
     slugs: dict[str, str] = {}  # with MQTT, each source is a node `<node_id>_<slug>`

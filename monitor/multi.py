@@ -22,13 +22,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 from .config import MonitorConfig, MqttConfig, SourceConfig, slugify
 from .detector import Detector, Embedder, taught_by
 from .events import EventMessage, LevelReport, WindowReport
 from .health import DetectorStalled, Health
-from .pipeline import Pipeline
+from .pipeline import Pipeline, dashboard
 from .scheduler import SharedDetector
 from .sdnotify import Notifier
 from .sinks.base import Sink
@@ -64,12 +66,17 @@ class MultiPipeline:
                  retry_min_s: float = 1.0, retry_max_s: float = 60.0):
         self.cfg, self.opener = cfg, opener
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
+        # the dashboard first (one for all sources): a port taken fails before anything else is made
+        observers = [*dashboard(cfg, self.status, self.clip_path), *sinks]
         detector = Detector.from_config(embedder, cfg)
         self.health = Health(Notifier(), cfg.detector.stall_s)
         self.shared = SharedDetector(detector, cfg.detector.batch_size, self.health)
-        self.sinks: list[Sink] = [*sinks, JsonLogSink(cfg.log)]  # the log closes last; the pipelines share them
+        self.sinks: list[Sink] = [*observers, JsonLogSink(cfg.log)]  # the log closes last; the pipelines share them
         self.bridge = self._bridge(cfg)
         self.pipelines: dict[str, Pipeline] = {}
+        # per source while it has no running pipeline: "retrying" or "failed", failures so far, the last error
+        self._trouble = {src.name: {"state": "starting", "failures": 0, "error": None, "retry_at": None}
+                         for src in cfg.sources}
         self._stop = threading.Event()
         self._lock = threading.Lock()  # pipelines and cfg, against stop() and reload()
         self._stalled: DetectorStalled | None = None  # the shared model got stuck: every source is
@@ -149,18 +156,41 @@ class MultiPipeline:
         self.health.stall_s = cfg.detector.stall_s
 
     def status(self) -> dict:
-        """Each running source's `Pipeline.status()`, by source name."""
+        """Each source's `Pipeline.status()` by name; its "source" part also says how often it failed
+        (`failures`, the last `error`) and, while it has no running pipeline, why (`state` "starting",
+        "retrying" until `retry_at`, or "failed" for good; then the other parts are missing)."""
         with self._lock:
             pipelines = dict(self.pipelines)
-        return {"sources": {name: pipeline.status() for name, pipeline in pipelines.items()}}
+            trouble = {name: dict(t) for name, t in self._trouble.items()}
+        sources = {}
+        for name, t in trouble.items():
+            status = pipelines[name].status() if name in pipelines else {"source": {"name": name}}
+            state = t.pop("state") or status["source"]["state"]
+            status["source"] = {**status["source"], **t, "state": state}
+            sources[name] = status
+        return {"sources": sources}
+
+    def _failed(self, name: str, error: BaseException, retry_s: float | None) -> None:
+        with self._lock:
+            t = self._trouble[name]
+            t.update(state="failed" if retry_s is None else "retrying", failures=t["failures"] + 1, error=str(error),
+                     retry_at=None if retry_s is None else time.time() + retry_s)
+
+    def clip_path(self, event_id: str, source: str | None = None) -> Path | None:
+        """The clip of `event_id` of that source, or of any source."""
+        with self._lock:
+            pipelines = [p for name, p in self.pipelines.items() if source in (None, name)]
+        return next(filter(None, (p.clip_path(event_id) for p in pipelines)), None)
 
     def _run_source(self, src: SourceConfig) -> None:
         delay = self.retry_min_s
         while (source := self._open(src)) is not None:
             with self._lock:  # built and listed at once: a reload reaches it or it is built from the reloaded cfg
                 pipeline = Pipeline(self._config(src.name), source, self.shared,
-                                    sinks=[Borrowed(sink) for sink in self.sinks])
+                                    sinks=[Borrowed(sink) for sink in self.sinks[:-1]],
+                                    log_sink=Borrowed(self.sinks[-1]))  # its status shows the one log
                 self.pipelines[src.name] = pipeline
+                self._trouble[src.name].update(state=None, retry_at=None)
                 if self._stop.is_set():
                     pipeline.stop()  # runs, sees the stop and shuts down at once
             try:
@@ -169,9 +199,10 @@ class MultiPipeline:
                 self._stalled = stall
                 self._stop.set()
                 return
-            except Exception:
+            except Exception as error:
                 log.exception("source %s stopped by an error; the others go on", src.name,
                               extra={"kind": "source_failed", "source": src.name})
+                self._failed(src.name, error, None)
                 return
             finally:
                 self.health.unwatch(pipeline.waiting)
@@ -180,6 +211,7 @@ class MultiPipeline:
                 return
             log.warning("source %s failed (opened again in %.1f s): %s", src.name, delay, error,
                         extra={"kind": "source_failed", "source": src.name, "error": str(error)})
+            self._failed(src.name, error, delay)
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, self.retry_max_s)
@@ -198,6 +230,7 @@ class MultiPipeline:
             except SourceError as error:
                 log.warning("source %s cannot be opened (retry in %.1f s): %s", src.name, delay, error,
                             extra={"kind": "source_failed", "source": src.name, "error": str(error)})
+                self._failed(src.name, error, delay)
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self.retry_max_s)

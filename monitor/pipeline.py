@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -50,12 +50,13 @@ log = logging.getLogger(__name__)
 
 class Pipeline:
     def __init__(self, cfg: MonitorConfig, source: AudioSource, embedder: Embedder | SharedDetector,
-                 sinks: Sequence[Sink] = ()):
+                 sinks: Sequence[Sink] = (), log_sink: Sink | None = None):
         """`embedder`: the model, or the `SharedDetector` several sources' pipelines score through (monitor/multi.py);
-        `sinks`: more sinks next to the configured ones (applications and tests observing the monitor)."""
+        `sinks`: more sinks next to the configured ones (applications and tests observing the monitor);
+        `log_sink`: the JSON log several pipelines share (default: one of its own from `cfg.log`)."""
         self.cfg, self.source = cfg, source
         # the dashboard first: a port taken fails before anything else (the log file) is made
-        self._observers = [*self._dashboard(), *sinks]
+        self._observers = [*dashboard(cfg, self.status, self.clip_path, source.name), *sinks]
         self.ring = RingBuffer(round(cfg.buffer.seconds * SAMPLE_RATE))
         self.clock = StreamClock(time.time(), SAMPLE_RATE)
         self.resampler = Resampler(source.sample_rate)
@@ -73,7 +74,7 @@ class Pipeline:
         skip_if = {label.name: label.threshold for label in cfg.labels if label.name in cfg.clips.skip_if}
         self.guard = ClipGuard(skip_if if cfg.clips.enabled else {}, cfg.clips.pre_roll_s, cfg.clips.post_roll_s,
                                cfg.buffer.seconds)
-        self.jsonlog = JsonLogSink(cfg.log)
+        self.jsonlog = log_sink or JsonLogSink(cfg.log)
         self._configured = self._optional_sinks()
         self.sinks: list[Sink] = [*self._configured, *self._observers, self.jsonlog]  # the log closes last
         self._reload: MonitorConfig | None = None  # handed over by reload(), taken by the detector thread
@@ -116,18 +117,10 @@ class Pipeline:
             sinks.append(ClipSink(self.cfg.clips, self.ring, self.clock))
         return sinks
 
-    def _dashboard(self) -> list[Sink]:
-        """The web dashboard (`http`), bound now and kept through reloads: it reads the
-        status and the clips of whichever sinks are current."""
-        if not self.cfg.http.enabled:
-            return []
-        from .web import DashboardSink  # starlette/uvicorn only when the dashboard is on
-
-        return [DashboardSink(self.cfg.http, self.cfg.labels, self.status, self._clip_path)]
-
-    def _clip_path(self, event_id: str) -> Path | None:
+    def clip_path(self, event_id: str, source: str | None = None) -> Path | None:
+        """The clip of `event_id` (of `source`, if given) the current clip sink wrote."""
         clips = [sink for sink in self._configured if isinstance(sink, ClipSink)]
-        return clips[0].clip_path(event_id) if clips else None
+        return clips[0].clip_path(event_id) if clips and source in (None, self.source.name) else None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -422,6 +415,19 @@ class Pipeline:
                 getattr(sink, method)(message)
             except Exception:
                 log.exception("%s.%s failed", type(sink).__name__, method, extra={"kind": "sink_error"})
+
+
+def dashboard(cfg: MonitorConfig, status: Callable[[], dict], clip_path: Callable[[str, str | None], Path | None],
+              source: str | None = None) -> list[Sink]:
+    """The web dashboard (`http`) of the process, bound now and kept through reloads: it reads
+    `status` (one pipeline's, or a `MultiPipeline`'s) and the clips of whichever sinks are current.
+    `source`: the one source's name (`cfg.sources` names them otherwise)."""
+    if not cfg.http.enabled:
+        return []
+    from .web import DashboardSink  # starlette/uvicorn only when the dashboard is on
+
+    labels = {src.name: [label.name for label in cfg.for_source(src).labels] for src in cfg.sources}
+    return [DashboardSink(cfg.http, labels or {source: [label.name for label in cfg.labels]}, status, clip_path)]
 
 
 def _timezone(name: str | None):

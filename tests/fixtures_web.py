@@ -40,8 +40,22 @@ def browser():
         chromium.close()
 
 
+@pytest.fixture
+def page(browser):
+    """A new page; no script error or console error may happen on it."""
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    yield page
+    page.close()
+    assert not errors, errors
+
+
 RATE = 48000
 LABELS = (LabelConfig(name="beep", threshold=0.5, end_threshold=0.4), LabelConfig(name="alarm", threshold=0.7))
+SOURCE = "file:test.wav"
+WATCHED = {SOURCE: [label.name for label in LABELS]}  # the dashboard's labels per source
 TOKEN = "0123456789abcdef-test-token"
 SECRET = "do-not-serve-this"
 
@@ -53,7 +67,7 @@ class FakeMonitor:
         self.clip_dir = clip_dir
         self.snapshot = {
             "started_at": 1000.0, "stream_s": 12.5,
-            "source": {"name": "file:test.wav", "live": True, "state": "running", "gaps": 1, "gap_s": 0.5,
+            "source": {"name": SOURCE, "live": True, "state": "running", "gaps": 1, "gap_s": 0.5,
                        "overflows": 2},
             "windows": {"scored": 10, "gated": 3, "dropped": 1, "skipped": 0},
             "inference_ms": 4.0, "realtime_factor": 25.0, "level_dbfs": float("-inf"),
@@ -67,9 +81,9 @@ class FakeMonitor:
         sinks = {**self.snapshot["sinks"], "http": self.sink.status()} if self.sink else self.snapshot["sinks"]
         return {**self.snapshot, "sinks": sinks}
 
-    def clip_path(self, event_id: str) -> Path | None:
+    def clip_path(self, event_id: str, source: str | None = None) -> Path | None:
         path = self.clip_dir / f"{event_id}.wav"  # naive on purpose: the dashboard must vet the id
-        return path if path.exists() else None
+        return path if path.exists() and source in (None, SOURCE) else None
 
 
 def http_config(**overrides) -> HttpConfig:
@@ -88,7 +102,7 @@ def monitor(tmp_path) -> FakeMonitor:
 
 
 def start(monitor: FakeMonitor, **cfg) -> DashboardSink:
-    sink = DashboardSink(http_config(**cfg), LABELS, monitor.status, monitor.clip_path)
+    sink = DashboardSink(http_config(**cfg), WATCHED, monitor.status, monitor.clip_path)
     monitor.sink = sink
     sink.start()
     return sink
@@ -118,14 +132,15 @@ def get_json(sink: DashboardSink, path: str):
     return json.loads(body)
 
 
-def event(phase: str, label: str, started: float, ended: float | None = None, score: float = 0.8) -> EventMessage:
+def event(phase: str, label: str, started: float, ended: float | None = None, score: float = 0.8,
+          source: str = SOURCE) -> EventMessage:
     return EventMessage(phase=phase, event_id=f"{label}-{round(started * 1000)}", label=label, score=score,
                         peak_score=score, mean_score=score, started_at=started, ended_at=ended,
-                        duration_s=(ended or started) - started, level_dbfs=-20.0, source="file:test.wav")
+                        duration_s=(ended or started) - started, level_dbfs=-20.0, source=source)
 
 
-def window(t: float, scores: dict | None, inference_ms: float | None = 4.0) -> WindowReport:
-    return WindowReport(source="file:test.wav", start_time=t - 1, end_time=t, level_dbfs=-20.0 if scores else -60.0,
+def window(t: float, scores: dict | None, inference_ms: float | None = 4.0, source: str = SOURCE) -> WindowReport:
+    return WindowReport(source=source, start_time=t - 1, end_time=t, level_dbfs=-20.0 if scores else -60.0,
                         scores=scores, inference_ms=inference_ms if scores else None)
 
 

@@ -23,8 +23,8 @@ from monitor.config_loader import ConfigError, load_config
 from monitor.sinks.base import SinkError
 from monitor.web import DashboardSink
 from monitor.web.state import CLIENT_QUEUE, MAX_CLIENTS
-from tests.fixtures_web import (LABELS, RATE, SECRET, TOKEN, Stream, event, get_json, http_config, request, start,
-                                window)
+from tests.fixtures_web import (RATE, SECRET, SOURCE, TOKEN, WATCHED, Stream, event, get_json, http_config, request,
+                                start, window)
 from tests.helpers import wait_until
 
 # ------------------------------------------------------------------ pages and JSON
@@ -253,23 +253,28 @@ def test_metrics_follow_the_status_and_reports(dashboard, monitor):
     dashboard.handle_event(event("end", "beep", 1.0, 3.0))
     monitor.snapshot["labels"]["beep"].update(state="cooldown", score=0.6)
     m = metrics(dashboard)
-    assert m[("sound_monitor_windows_scored_total", ())] == 10 and m[("sound_monitor_windows_gated_total", ())] == 3
-    assert m[("sound_monitor_windows_dropped_total", ())] == 1 and m[("sound_monitor_windows_skipped_total", ())] == 0
-    assert m[("sound_monitor_events_total", (("label", "beep"),))] == 1  # one event: start, update, end
-    assert m[("sound_monitor_events_total", (("label", "alarm"),))] == 0
+    src = (("source", SOURCE),)  # per-source series carry the source, the model's and the server's do not
+    assert m[("sound_monitor_windows_scored_total", src)] == 10 and m[("sound_monitor_windows_gated_total", src)] == 3
+    assert m[("sound_monitor_windows_dropped_total", src)] == 1 and m[("sound_monitor_windows_skipped_total", src)] == 0
+    assert m[("sound_monitor_events_total", (("label", "beep"), *src))] == 1  # one event: start, update, end
+    assert m[("sound_monitor_events_total", (("label", "alarm"), *src))] == 0
     assert m[("sound_monitor_inference_seconds_count", ())] == 2
     assert m[("sound_monitor_inference_seconds_sum", ())] == pytest.approx(0.033)
     assert m[("sound_monitor_inference_seconds_bucket", (("le", "0.005"),))] == 1
-    assert m[("sound_monitor_label_score", (("label", "beep"),))] == 0.6
-    assert np.isnan(m[("sound_monitor_label_score", (("label", "alarm"),))])  # not scored yet
-    assert m[("sound_monitor_label_state", (("label", "beep"), ("state", "cooldown")))] == 1
-    assert m[("sound_monitor_label_state", (("label", "beep"), ("state", "idle")))] == 0
-    assert m[("sound_monitor_level_dbfs", ())] == float("-inf")
-    assert m[("sound_monitor_source_gaps_total", ())] == 1 and m[("sound_monitor_source_overflows_total", ())] == 2
-    assert m[("sound_monitor_source_gap_seconds_total", ())] == 0.5
-    assert m[("sound_monitor_mqtt_connected", ())] == 1 and m[("sound_monitor_mqtt_queued_messages", ())] == 4
-    assert m[("sound_monitor_mqtt_dropped_messages_total", ())] == 7
-    assert m[("sound_monitor_clips_written_total", ())] == 1 and m[("sound_monitor_http_clients", ())] == 0
+    assert m[("sound_monitor_label_score", (("label", "beep"), *src))] == 0.6
+    assert np.isnan(m[("sound_monitor_label_score", (("label", "alarm"), *src))])  # not scored yet
+    assert m[("sound_monitor_label_state", (("label", "beep"), *src, ("state", "cooldown")))] == 1
+    assert m[("sound_monitor_label_state", (("label", "beep"), *src, ("state", "idle")))] == 0
+    assert m[("sound_monitor_level_dbfs", src)] == float("-inf")
+    assert m[("sound_monitor_source_gaps_total", src)] == 1 and m[("sound_monitor_source_overflows_total", src)] == 2
+    assert m[("sound_monitor_source_gap_seconds_total", src)] == 0.5
+    assert m[("sound_monitor_source_running", src)] == 1
+    assert m[("sound_monitor_source_state", (*src, ("state", "running")))] == 1
+    assert m[("sound_monitor_mqtt_connected", src)] == 1 and m[("sound_monitor_mqtt_queued_messages", src)] == 4
+    assert m[("sound_monitor_mqtt_dropped_messages_total", src)] == 7
+    assert m[("sound_monitor_clips_written_total", src)] == 1 and m[("sound_monitor_http_clients", ())] == 0
+    assert m[("sound_monitor_start_time_seconds", ())] == 1000.0
+    assert not [name for name, _ in m if "failures" in name]  # one source: never retried
     monitor.snapshot["sinks"] = {}  # no MQTT configured: no MQTT series
     assert not [name for name, _ in metrics(dashboard) if "mqtt" in name]
 
@@ -317,23 +322,23 @@ def test_the_token_as_header_query_or_cookie(guarded):
 def test_missing_or_weak_token_variable_names_the_setting(monitor, monkeypatch):
     monkeypatch.delenv("DASHBOARD_TOKEN", raising=False)
     with pytest.raises(SinkError, match="http.token_env: environment variable DASHBOARD_TOKEN is not set"):
-        DashboardSink(http_config(token_env="DASHBOARD_TOKEN"), LABELS, monitor.status, monitor.clip_path)
+        DashboardSink(http_config(token_env="DASHBOARD_TOKEN"), WATCHED, monitor.status, monitor.clip_path)
     monkeypatch.setenv("DASHBOARD_TOKEN", "short")
     with pytest.raises(SinkError, match="http.token_env: the token in DASHBOARD_TOKEN must be at least 16"):
-        DashboardSink(http_config(token_env="DASHBOARD_TOKEN"), LABELS, monitor.status, monitor.clip_path)
+        DashboardSink(http_config(token_env="DASHBOARD_TOKEN"), WATCHED, monitor.status, monitor.clip_path)
 
 
 def test_port_in_use_names_the_setting_and_starts_nothing(dashboard, monitor):
     threads = set(threading.enumerate())
     with pytest.raises(SinkError, match=rf"http.port: 127.0.0.1:{dashboard.server.port} is already in use"):
-        DashboardSink(http_config(port=dashboard.server.port), LABELS, monitor.status, monitor.clip_path)
+        DashboardSink(http_config(port=dashboard.server.port), WATCHED, monitor.status, monitor.clip_path)
     assert set(threading.enumerate()) == threads
     assert request(dashboard, "/api/status")[0] == 200  # the first server is untouched
 
 
 def test_unbindable_host_names_the_setting(monitor):
     with pytest.raises(SinkError, match="http.host: cannot listen on 192.0.2.1"):
-        DashboardSink(http_config(host="192.0.2.1"), LABELS, monitor.status, monitor.clip_path)
+        DashboardSink(http_config(host="192.0.2.1"), WATCHED, monitor.status, monitor.clip_path)
 
 
 @pytest.mark.parametrize("text, field, words", [

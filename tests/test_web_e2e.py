@@ -89,21 +89,27 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(fetch(url + "metrics").decode()) for s in family.samples}
 
 
+def start_monitor(config: Path, checkpoint: Path, url: str) -> subprocess.Popen:
+    """`python -m monitor run` (stdin a pipe, stderr kept), once its dashboard at `url` answers."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "--config", str(config), "--model", str(checkpoint)],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[1],
+    )
+    if not wait_until(lambda: process.poll() is not None or _up(url), 120) or process.poll() is not None:
+        process.kill()
+        pytest.fail(f"the dashboard never came up: {process.communicate()[1].decode()}")
+    return process
+
+
 def test_dashboard_follows_a_live_replay(browser, tiny_checkpoint, tmp_path):
     audio = replay_audio(tmp_path / "replay.wav")
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run", "--config", str(write_config(tmp_path, port)),
-         "--model", str(tiny_checkpoint)],
-        stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[1],
-    )
+    process = start_monitor(write_config(tmp_path, port), tiny_checkpoint, url)
     page = browser.new_page(viewport={"width": 1280, "height": 820})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
-        assert wait_until(lambda: process.poll() is not None or _up(url), 120), "the dashboard never came up"
-        assert process.poll() is None, process.stderr.read().decode()
         page.goto(url)
         page.wait_for_selector(".label[data-label=noise] canvas")
         feeder = threading.Thread(target=feed, args=(process, audio))
@@ -151,20 +157,21 @@ def test_dashboard_follows_a_live_replay(browser, tiny_checkpoint, tmp_path):
     starts = [line for line in lines if line["type"] == "event" and line["phase"] == "start"]
     final = [line for line in lines if line["type"] == "level"][-1]
     assert [e["label"] for e in starts] == ["noise", "noise"]
+    src = (("source", "replay"),)  # per-source series carry the source; the model's do not
     expected = {
-        "sound_monitor_windows_scored_total": sum(w["scores"] is not None for w in windows),
-        "sound_monitor_windows_gated_total": sum(w["scores"] is None for w in windows),
-        "sound_monitor_inference_seconds_count": sum(w["scores"] is not None for w in windows),
+        ("sound_monitor_windows_scored_total", src): sum(w["scores"] is not None for w in windows),
+        ("sound_monitor_windows_gated_total", src): sum(w["scores"] is None for w in windows),
+        ("sound_monitor_inference_seconds_count", ()): sum(w["scores"] is not None for w in windows),
     }
-    for name, value in expected.items():
-        assert metrics[(name, ())] == value, name
-    assert metrics[("sound_monitor_windows_scored_total", ())] == final["windows_scored"] == status["windows"]["scored"]
-    assert (metrics[("sound_monitor_windows_dropped_total", ())] + metrics[("sound_monitor_windows_skipped_total", ())]
+    for key, value in expected.items():
+        assert metrics[key] == value, key
+    assert metrics[("sound_monitor_windows_scored_total", src)] == final["windows_scored"] == status["windows"]["scored"]
+    assert (metrics[("sound_monitor_windows_dropped_total", src)] + metrics[("sound_monitor_windows_skipped_total", src)]
             == final["windows_dropped"] == 0)
-    assert metrics[("sound_monitor_events_total", (("label", "noise"),))] == 2
-    assert metrics[("sound_monitor_events_total", (("label", "doorbell"),))] == 0
-    assert metrics[("sound_monitor_clips_written_total", ())] == 2 == len(list((tmp_path / "clips").glob("*.wav")))
-    assert metrics[("sound_monitor_stream_seconds_total", ())] == len(audio) / RATE
+    assert metrics[("sound_monitor_events_total", (("label", "noise"), *src))] == 2
+    assert metrics[("sound_monitor_events_total", (("label", "doorbell"), *src))] == 0
+    assert metrics[("sound_monitor_clips_written_total", src)] == 2 == len(list((tmp_path / "clips").glob("*.wav")))
+    assert metrics[("sound_monitor_stream_seconds_total", src)] == len(audio) / RATE
 
     # the console: the start-up summary, then one human line per event phase
     assert f"dashboard: {url}" in stderr and "labels: 2" in stderr

@@ -13,17 +13,6 @@ from tests.fixtures_web import TOKEN, assert_nonblank_png, event, start, window
 BEEP_CANVAS = '.label[data-label="beep"] canvas'
 
 
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(viewport={"width": 1280, "height": 860})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    yield page
-    page.close()
-    assert not errors, errors
-
-
 def points(page) -> int:
     return int(page.get_attribute(BEEP_CANVAS, "data-points"))
 

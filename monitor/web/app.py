@@ -1,11 +1,12 @@
 """The dashboard's HTTP routes (all read-only: GET and HEAD only).
 
     GET /                     the page (page.html)
-    GET /api/status           the pipeline's status snapshot
-    GET /api/events           recent events; ?since=<unix time>&label=<name>
+    GET /api/status           the status snapshot: one pipeline's, or with several sources
+                              {"sources": {name: that source's}} (multi.py)
+    GET /api/events           recent events; ?since=<unix time>&label=<name>&source=<name>
     GET /api/stream           Server-Sent Events: "snapshot" first, then "window", "event",
                               "level" and (every second) "status"
-    GET /clips/<id>.wav       an event's clip
+    GET /clips/<id>.wav       an event's clip (?source=<name>: of that source)
     GET /clips/<id>.png       its spectrogram
     GET /metrics              Prometheus text format
 """
@@ -30,7 +31,7 @@ from starlette.routing import Route
 from .clips import ClipFiles
 from .metrics import Metrics
 from .security import LoopbackHosts, TokenGate
-from .state import MAX_CLIENTS, Broadcaster, EventBook, Timeline, jsonable
+from .state import MAX_CLIENTS, Broadcaster, EventBook, Timeline, jsonable, per_source
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class Dashboard:
 
     def push_status(self) -> None:
         """Status to the live clients, and clips that appeared since the last push."""
-        for event_id in self.events.without_clip():
-            if self.clips.wav(event_id) is not None and (record := self.events.mark_clip(event_id)):
+        for source, event_id in self.events.without_clip():
+            if self.clips.wav(event_id, source) is not None and (record := self.events.mark_clip((source, event_id))):
                 self.broadcaster.publish("event", record)
         if self.broadcaster.clients:
             self.broadcaster.publish("status", self.status())
@@ -72,17 +73,22 @@ def build_app(dash: Dashboard, token: str | None) -> Starlette:
         return JSONResponse(jsonable(dash.status()), headers=NO_STORE)
 
     async def events(request: Request) -> Response:
-        since, label = request.query_params.get("since"), request.query_params.get("label")
+        since, label, source = (request.query_params.get(key) for key in ("since", "label", "source"))
         try:
             since = None if since is None else float(since)
         except ValueError:
             since = math.nan
         if since is not None and not math.isfinite(since):
             return JSONResponse({"error": "since must be a UNIX time in seconds"}, status_code=400)
-        labels = dash.status()["labels"]
+        sources = per_source(dash.status())
+        if source is not None and source not in sources:
+            return JSONResponse({"error": f"unknown source {source!r}; sources: {', '.join(sources)}"}, status_code=400)
+        # a source not running yet has no labels in its status
+        labels = dict.fromkeys(name for src, status in sources.items() if source in (None, src)
+                               for name in status.get("labels", ()))
         if label is not None and label not in labels:
             return JSONResponse({"error": f"unknown label {label!r}; labels: {', '.join(labels)}"}, status_code=400)
-        return JSONResponse(jsonable(dash.events.query(since, label)), headers=NO_STORE)
+        return JSONResponse(jsonable(dash.events.query(since, label, source)), headers=NO_STORE)
 
     async def stream(request: Request) -> Response:
         if dash.broadcaster.clients >= MAX_CLIENTS:
@@ -101,13 +107,13 @@ def build_app(dash: Dashboard, token: str | None) -> Starlette:
         return StreamingResponse(body(), media_type="text/event-stream", headers=NO_STORE)
 
     async def wav(request: Request) -> Response:
-        path = dash.clips.wav(request.path_params["event_id"])
+        path = dash.clips.wav(request.path_params["event_id"], request.query_params.get("source"))
         if path is None:
             return JSONResponse({"error": "no such clip"}, status_code=404)
         return FileResponse(path, media_type="audio/wav")
 
     async def png(request: Request) -> Response:
-        image = await dash.clips.png(request.path_params["event_id"])
+        image = await dash.clips.png(request.path_params["event_id"], request.query_params.get("source"))
         if image is None:
             return JSONResponse({"error": "no such clip"}, status_code=404)
         return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

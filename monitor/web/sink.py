@@ -9,9 +9,9 @@ when the sink is built, so a bad port or token fails before anything starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Mapping
 
-from ..config import HttpConfig, LabelConfig
+from ..config import HttpConfig
 from ..events import EventMessage, LevelReport, WindowReport
 from ..sinks.base import Sink
 from .app import Dashboard, build_app
@@ -25,11 +25,13 @@ from .state import Broadcaster, EventBook, Timeline
 class DashboardSink(Sink):
     name = "http"
 
-    def __init__(self, cfg: HttpConfig, labels: Sequence[LabelConfig], status: Callable[[], dict],
-                 clip_path: Callable[[str], Path | None]):
+    def __init__(self, cfg: HttpConfig, labels: Mapping[str, Iterable[str]], status: Callable[[], dict],
+                 clip_path: Callable[[str, str | None], Path | None]):
+        """`labels`: each source's label names; `status`: a `Pipeline`'s or a `MultiPipeline`'s;
+        `clip_path(event_id, source or None)`: the clip the source's clip sink wrote."""
         broadcaster = Broadcaster()
         self.dash = Dashboard(status=status, timeline=Timeline(), events=EventBook(), broadcaster=broadcaster,
-                              metrics=Metrics([label.name for label in labels], status), clips=ClipFiles(clip_path))
+                              metrics=Metrics(labels, status, self.status), clips=ClipFiles(clip_path))
         app = build_app(self.dash, resolve_token(cfg.token_env))
         self.server = HttpServer(app, cfg.host, cfg.port, on_loop=lambda loop: setattr(broadcaster, "loop", loop))
 

@@ -36,6 +36,11 @@ def jsonable(value):
     return value
 
 
+def per_source(status: dict) -> dict[str, dict]:
+    """Each source's status by name: a `MultiPipeline.status()` lists them, a `Pipeline.status()` is one."""
+    return status["sources"] if "sources" in status else {status["source"]["name"]: status}
+
+
 def dumps(value) -> str:
     return json.dumps(jsonable(value), separators=(",", ":"), allow_nan=False, default=str)
 
@@ -59,42 +64,47 @@ class Timeline:
 
 
 class EventBook:
+    """Keyed by (source, event id): two sources may name an event alike (label and start time)."""
+
     def __init__(self, limit: int = MAX_EVENTS):
-        self._events: OrderedDict[str, dict] = OrderedDict()
+        self._events: OrderedDict[tuple[str, str], dict] = OrderedDict()
         self.limit = limit
         self._lock = threading.Lock()
 
     def add(self, event: EventMessage) -> dict:
         """Records the event's latest phase; returns the record (a copy). Its `clip` is True once
         the clip can be fetched, "withheld" when the pipeline keeps it unwritten, else False."""
+        key = (event.source, event.event_id)
         with self._lock:
-            previous = self._events.get(event.event_id, {})
+            previous = self._events.get(key, {})
             record = {**event.to_dict(), "clip": event.clip or previous.get("clip", False)}
-            self._events[event.event_id] = record
-            self._events.move_to_end(event.event_id)
+            self._events[key] = record
+            self._events.move_to_end(key)
             while len(self._events) > self.limit:
                 self._events.popitem(last=False)
             return dict(record)
 
-    def mark_clip(self, event_id: str) -> dict | None:
+    def mark_clip(self, key: tuple[str, str]) -> dict | None:
         with self._lock:
-            record = self._events.get(event_id)
+            record = self._events.get(key)
             if record is None or record["clip"] is not False:
                 return None
             record["clip"] = True
             return dict(record)
 
-    def without_clip(self) -> list[str]:
-        """Ended events whose clip has not been seen yet."""
+    def without_clip(self) -> list[tuple[str, str]]:
+        """(source, event id) of ended events whose clip has not been seen yet."""
         with self._lock:
             return [k for k, e in self._events.items() if e["phase"] == "end" and e["clip"] is False]
 
-    def query(self, since: float | None = None, label: str | None = None) -> list[dict]:
+    def query(self, since: float | None = None, label: str | None = None, source: str | None = None) -> list[dict]:
         """Oldest first. `since`: only events still in progress at or after that time."""
         with self._lock:
             events = [dict(e) for e in self._events.values()]
         if label is not None:
             events = [e for e in events if e["label"] == label]
+        if source is not None:
+            events = [e for e in events if e["source"] == source]
         if since is not None:
             events = [e for e in events if e["ended_at"] is None or e["ended_at"] >= since]
         return events
