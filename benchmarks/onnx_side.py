@@ -115,6 +115,9 @@ def session_runner(path: Path, inputs: dict[str, np.ndarray]) -> Callable[[], np
 
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
+            # Its pool threads otherwise spin on after a run and take the cores from the side
+            # timed next in the round (clap_mlx's 1-label text forward measured ~136 ms after it, ~75 alone).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {i.name: inputs[i.name] for i in session.get_inputs()}  # a traced-out input is absent
         return session.run(None, feed)[0]

@@ -55,24 +55,29 @@ def load_note(result: dict) -> str:
     return f"load average {start:.1f} at start, {end:.1f} at end"
 
 
+def ratio_cell(workload: dict, side: str) -> str:
+    fastest = workload.get(f"{side}_over_mlx_min")
+    return f"**{workload[f'{side}_over_mlx']:.2f}x**" + (f" ({fastest:.2f}x)" if fastest else "")
+
+
 def model_table(model: dict) -> list[str]:
     onnx = any("onnxruntime" in w["times"] for w in model["workloads"])
     peak = model.get("sgemm_peak_gflops")
-    header = ["workload", "clap_mlx", "transformers + torch", "torch / clap_mlx"]
+    header = ["workload", "clap_mlx", "transformers + torch", "torch / clap_mlx (fastest runs)"]
     if onnx:
         header[3:3] = ["onnxruntime"]
-        header.append("onnxruntime / clap_mlx")
+        header.append("onnxruntime / clap_mlx (fastest runs)")
     if peak:
         header.append(f"clap_mlx GFLOPS (of {peak:.0f} peak)")
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for w in model["workloads"]:
         times = w["times"]
         cells = [w["workload"], f"{times['mlx']['median_ms']:.0f} ms", f"{times['torch']['median_ms']:.0f} ms",
-                 f"**{w['torch_over_mlx']:.2f}x**"]
+                 ratio_cell(w, "torch")]
         if onnx:
             ort = times.get("onnxruntime")
             cells[3:3] = [f"{ort['median_ms']:.0f} ms" if ort else "-"]
-            cells.append(f"**{w['onnxruntime_over_mlx']:.2f}x**" if ort else "-")
+            cells.append(ratio_cell(w, "onnxruntime") if ort else "-")
         if peak:
             gflops = w.get("gflops", {}).get("mlx")
             cells.append(f"{gflops:.0f} ({100 * gflops / peak:.0f} %)" if gflops and w["workload"].startswith("audio") else "")
@@ -90,14 +95,22 @@ def model_table(model: dict) -> list[str]:
 
 
 def stream_line(stream: dict) -> str:
-    full, lat = stream["full_speed"], stream["alert_latency"]
-    return (
+    full, lat, sustained = stream["full_speed"], stream["alert_latency"], stream["streams_sustained"]
+    backlog = [t["streams"] for t in stream.get("live_trials", [])
+               if not t["keeps_up"] and not any(t["windows_lost"]) and t["streams"] > sustained]
+    line = (
         f"- Monitor ({stream['date_utc'][:10]}, {load_note(stream)}), full-size model, {stream['labels']} labels, "
         f"{stream['windows']['length_s']:g}-s windows every {stream['windows']['hop_s']:g} s: file replay at "
-        f"**{full['realtime_factor']:.1f}x real time**; **{stream['streams_sustained']}** live streams in one process "
-        f"with no window lost; sound onset -> MQTT alert p50 **{lat['p50_s']:.2f} s**, p95 {lat['p95_s']:.2f} s "
+        f"**{full['realtime_factor']:.1f}x real time**; **{sustained}** live streams in one process keep up"
+        + (f" ({min(backlog)} lose no window but build a backlog)" if backlog else "")
+        + f"; sound onset -> MQTT alert p50 **{lat['p50_s']:.2f} s**, p95 {lat['p95_s']:.2f} s "
         f"(of which {lat['windowing_delay_s']:g} s is waiting for the window); RSS {stream['peak_rss_mb']:.0f} MB."
     )
+    if "dashboard" in stream:
+        board = stream["dashboard"]
+        line += (f" Web dashboard on with {board['clients']} live clients: {board['windows_per_s_on']:.2f} windows/s "
+                 f"vs {board['windows_per_s_off']:.2f} off ({100 * board['overhead']:.0f} % fewer).")
+    return line
 
 
 def _verdict(ok: bool) -> str:
@@ -105,13 +118,17 @@ def _verdict(ok: bool) -> str:
 
 
 def targets_line(model: dict, stream: dict | None) -> str:
-    """Issue 13's targets on this class, each with the figure it is judged by."""
-    ratio = {w["workload"]: w["torch_over_mlx"] for w in model["workloads"]}
+    """Issue 13's targets on this class, each with the figures it is judged by. A ratio target
+    counts as met only when both the medians' and the fastest runs' ratio reach it: a load spike
+    on one side moves one of them."""
+    # the lower of the two ratios per workload (the older results have medians only)
+    ratio = {w["workload"]: min(w["torch_over_mlx"], w.get("torch_over_mlx_min", w["torch_over_mlx"]))
+             for w in model["workloads"]}
     audio = {name: r for name, r in ratio.items() if name.startswith("audio")}
-    worst = min(audio, key=audio.get)
-    parts = [f"audio tower >= {AUDIO_TARGET}x torch: {_verdict(audio[worst] >= AUDIO_TARGET)} "
+    text = ratio["text 1 label"]
+    parts = [f"audio tower >= {AUDIO_TARGET}x torch: {_verdict(min(audio.values()) >= AUDIO_TARGET)} "
              f"({min(audio.values()):.2f}-{max(audio.values()):.2f}x)",
-             f"text 1 label >= {TEXT_TARGET}x: {_verdict(ratio['text 1 label'] >= TEXT_TARGET)} ({ratio['text 1 label']:.2f}x)"]
+             f"text 1 label >= {TEXT_TARGET}x: {_verdict(text >= TEXT_TARGET)} ({text:.2f}x)"]
     if stream:
         sustained = stream["streams_sustained"]
         parts.append(f">= {STREAMS_TARGET} live streams: {_verdict(sustained >= STREAMS_TARGET)} ({sustained})")
@@ -120,7 +137,7 @@ def targets_line(model: dict, stream: dict | None) -> str:
     if shares:
         parts.append(f"audio forward >= {PEAK_SHARE_TARGET:.0%} of the sgemm peak (stretch): "
                      f"{_verdict(min(shares) >= PEAK_SHARE_TARGET)} ({min(shares):.0%}-{max(shares):.0%})")
-    return "Issue 13's targets here: " + "; ".join(parts) + "."
+    return ("Issue 13's targets here (ratios: the lower of medians and fastest runs): " + "; ".join(parts) + ".")
 
 
 def render_class(cpu_class: str) -> list[str]:

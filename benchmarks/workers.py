@@ -79,6 +79,11 @@ class Worker:
         self.process.wait()
 
 
+# BLAS/OpenMP pool threads spin on after a call (OpenBLAS for ~2^28 cycles, onnxruntime's until
+# told not to): each timed run starts after this pause, on cores the previous side has left.
+SETTLE_S = 0.3
+
+
 def interleaved_rounds(workers: dict[str, Worker], index: int, runs: int) -> dict[str, list[float]]:
     """Seconds per run of workload `index` on each worker after one warm-up each, the workers
     taking turns every round so load on a shared machine hits them alike."""
@@ -87,5 +92,6 @@ def interleaved_rounds(workers: dict[str, Worker], index: int, runs: int) -> dic
     times: dict[str, list[float]] = {side: [] for side in workers}
     for _ in range(runs):
         for side, worker in workers.items():
+            time.sleep(SETTLE_S)
             times[side].append(worker.ask("run", str(index))["seconds"])
     return times
