@@ -121,6 +121,18 @@ def test_clips_of_two_sources_with_the_same_event_id(dashboard):
         assert request(dashboard, path)[0] == 404, path
 
 
+def test_each_source_keeps_its_last_five_minutes(dashboard):
+    """A source whose times run ahead (a file replayed fast) does not push the others out."""
+    for t in range(0, 1000, 2):
+        dashboard.handle_window(window(float(t), {"beep": 0.5}, source="garage"))
+    dashboard.handle_window(window(100.0, {"beep": 0.5}, source="kitchen"))
+    dashboard.handle_window(window(101.0, {"beep": 0.5}, source="kitchen"))
+    times = {}
+    for w in dashboard.dash.timeline.snapshot():
+        times.setdefault(w["source"], []).append(w["end_time"])
+    assert times["kitchen"] == [100.0, 101.0] and times["garage"] == list(range(998 - 300, 1000, 2))
+
+
 def test_a_clip_is_offered_once_its_sources_file_exists(dashboard, sources):
     dashboard.handle_event(event("start", "engine", 300.0, source="garage"))
     dashboard.handle_event(event("end", "engine", 300.0, 302.0, source="garage"))

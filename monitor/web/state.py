@@ -1,6 +1,6 @@
 """What the dashboard remembers and fans out, in bounded memory.
 
-`Timeline` keeps the last minutes of window reports, `EventBook` the recent events
+`Timeline` keeps the last minutes of each source's window reports, `EventBook` the recent events
 (one record per event id, the latest phase wins), `Broadcaster` one bounded queue per
 live client. Writers are the detector thread; readers the web server's event loop.
 Nothing here waits on a client: a full queue drops its oldest message and counts it.
@@ -46,21 +46,26 @@ def dumps(value) -> str:
 
 
 class Timeline:
+    """The last `seconds` of each source's window reports: sources are trimmed apart, since one
+    source's times may run ahead of another's (a file replayed faster than real time)."""
+
     def __init__(self, seconds: float = HISTORY_S, limit: int = MAX_WINDOWS):
-        self.seconds = seconds
-        self._windows: deque[dict] = deque(maxlen=limit)
+        self.seconds, self.limit = seconds, limit
+        self._windows: dict[str, deque[dict]] = {}
         self._lock = threading.Lock()
 
     def add(self, window: dict) -> None:
         with self._lock:
-            self._windows.append(window)
+            windows = self._windows.setdefault(window["source"], deque(maxlen=self.limit))
+            windows.append(window)
             horizon = window["end_time"] - self.seconds
-            while self._windows[0]["end_time"] < horizon:
-                self._windows.popleft()
+            while windows[0]["end_time"] < horizon:
+                windows.popleft()
 
     def snapshot(self) -> list[dict]:
+        """Each source's windows in order, one source after the other."""
         with self._lock:
-            return list(self._windows)
+            return [window for windows in self._windows.values() for window in windows]
 
 
 class EventBook:
