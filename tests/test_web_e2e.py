@@ -187,11 +187,16 @@ def run_monitor(config: Path, checkpoint: Path, env: dict | None = None) -> subp
 
 
 def test_a_taken_port_stops_the_run_before_it_starts(tiny_checkpoint, tmp_path):
+    assert_a_taken_port_stops_the_run(write_config, tiny_checkpoint, tmp_path)
+
+
+def assert_a_taken_port_stops_the_run(write_config, checkpoint: Path, tmp_path: Path) -> None:
+    """`write_config(tmp_path, port)` with a taken port: exit 2 naming http.port, no log file, no clips."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        run = run_monitor(write_config(tmp_path, port), tiny_checkpoint)
+        run = run_monitor(write_config(tmp_path, port), checkpoint)
     assert run.returncode == 2
     assert f"error: http.port: 127.0.0.1:{port} is already in use" in run.stderr.decode()
     assert not (tmp_path / "monitor.jsonl").exists() and not (tmp_path / "clips").exists()  # nothing started

@@ -20,7 +20,8 @@ import soundfile
 import yaml
 
 from tests.helpers import wait_until
-from tests.test_web_e2e import RATE, feed, fetch, free_port, replay_audio, scrape, start_monitor
+from tests.test_web_e2e import (RATE, assert_a_taken_port_stops_the_run, feed, fetch, free_port, replay_audio, scrape,
+                                start_monitor)
 
 TAPE_S = 6.0
 
@@ -133,3 +134,7 @@ def test_one_dashboard_for_every_source(page, tiny_checkpoint, tmp_path):
     assert metrics[("sound_monitor_source_failures_total", attic)] >= status["attic"]["source"]["failures"]
     scored = [line for line in lines if line["type"] == "window" and line["scores"] is not None]
     assert metrics[("sound_monitor_inference_seconds_count", ())] == len(scored)  # one histogram: one model
+
+
+def test_a_taken_port_stops_a_sources_run_before_it_starts(tiny_checkpoint, tmp_path):
+    assert_a_taken_port_stops_the_run(write_config, tiny_checkpoint, tmp_path)
