@@ -28,7 +28,7 @@ from ..config import MonitorConfig
 from ..events import WindowReport
 from ..pipeline import Pipeline
 from ..sinks.base import Sink
-from ..sources import FileSource, SourceError
+from ..sources import FileSource
 
 FLUSH_ROWS = 256
 

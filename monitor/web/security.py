@@ -19,7 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import is_loopback
+from ..config_outputs import is_loopback
 from ..sinks.base import SinkError
 
 COOKIE = "sound_monitor_token"
