@@ -126,6 +126,16 @@ def print_table(header: list[str], rows: list[list]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def update_results(name: str, key: str, row: dict) -> Path:
+    """Replaces one row of an existing results file (a row measured on its own carries its own machine)."""
+    path = results_dir() / f"{name}.json"
+    payload = json.loads(path.read_text())
+    payload[key] = row
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nupdated {key} in {path.relative_to(ROOT)}")
+    return path
+
+
 def write_results(name: str, results: dict) -> Path:
     folder = results_dir()
     folder.mkdir(parents=True, exist_ok=True)

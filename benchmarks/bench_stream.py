@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import full_checkpoint, peak_rss_mb, print_table, write_results
+from _common import full_checkpoint, machine_info, peak_rss_mb, print_table, update_results, write_results
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -33,6 +33,7 @@ from clap_mlx.audio_io import SAMPLE_RATE
 from monitor.config import (BufferConfig, DetectorConfig, HttpConfig, LabelConfig, LogConfig, MonitorConfig,
                             MqttConfig, SourceConfig, WindowsConfig)
 from monitor.pipeline import Pipeline
+from monitor.sinks.base import Sink
 from monitor.sources import FileSource
 from tests.fixtures_broker import Broker
 
@@ -159,6 +160,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class WindowClock(Sink):
+    """Times the windows as the sinks get them: the rate between the first and the last window
+    leaves out the pipeline's start and shutdown (the web server's included), which a replay
+    of a few seconds would otherwise count as per-window overhead."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def handle_window(self, report) -> None:
+        self.times.append(time.perf_counter())
+
+    def rate(self) -> float:
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
 def dashboard_overhead(clap, folder: Path, workdir: Path, seconds: float, rounds: int, clients: int = 3) -> dict:
     """Windows per second of a full-speed replay with the dashboard off, and on with `clients`
     live clients reading its stream; off/on interleaved `rounds` times, medians compared."""
@@ -172,12 +188,12 @@ def dashboard_overhead(clap, folder: Path, workdir: Path, seconds: float, rounds
             if mode == "on":
                 port = free_port()
                 cfg = dataclasses.replace(cfg, http=HttpConfig(enabled=True, port=port))
-            pipeline = Pipeline(cfg, FileSource(path, realtime=False), clap)
+            clock = WindowClock()
+            pipeline = Pipeline(cfg, FileSource(path, realtime=False), clap, sinks=[clock])
             if mode == "on":
                 readers = [StreamReader(port) for _ in range(clients)]
-            start = time.perf_counter()
             pipeline.run()
-            rates[mode].append(pipeline.detector.windows_scored / (time.perf_counter() - start))
+            rates[mode].append(clock.rate())
             for reader in readers:
                 reader.thread.join(10)
             received += [reader.bytes for reader in readers]
@@ -245,9 +261,18 @@ def main() -> None:
     parser.add_argument("--max-trials", type=int, default=4, help="live-stream counts tried at most")
     parser.add_argument("--dashboard-rounds", type=int, default=3, help="off/on pairs of the dashboard overhead row")
     parser.add_argument("--checkpoint", type=Path, help="another hub-layout folder (default: the full-size random one)")
+    parser.add_argument("--only-dashboard", action="store_true",
+                        help="measure only the dashboard row and update it in the existing results")
     args = parser.parse_args()
     folder = args.checkpoint or full_checkpoint()
     clap = CLAP(str(folder), batch_size=DetectorConfig().batch_size)
+    if args.only_dashboard:
+        with tempfile.TemporaryDirectory() as tmp:
+            dashboard = dashboard_overhead(clap, folder, Path(tmp), args.rtf_seconds, args.dashboard_rounds)
+        print(f"windows/s off {dashboard['windows_per_s_off']:.2f}, on {dashboard['windows_per_s_on']:.2f}: "
+              f"overhead {100 * dashboard['overhead']:.1f} %")
+        update_results("bench_stream", "dashboard", {**dashboard, "machine": machine_info()})
+        return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         rtf = full_speed(clap, folder, workdir, args.rtf_seconds)
