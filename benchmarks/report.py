@@ -109,7 +109,10 @@ def stream_line(stream: dict) -> str:
     if "dashboard" in stream:
         board = stream["dashboard"]
         line += (f" Web dashboard on with {board['clients']} live clients: {board['windows_per_s_on']:.2f} windows/s "
-                 f"vs {board['windows_per_s_off']:.2f} off ({100 * board['overhead']:.0f} % fewer).")
+                 f"vs {board['windows_per_s_off']:.2f} off ({100 * board['overhead']:.1f} % fewer; medians of "
+                 f"{board['rounds']} interleaved off/on rounds, first to last window"
+                 + (f", measured on its own at load average {board['machine']['load_average_at_start'][0]:.1f}"
+                    if "machine" in board else "") + ").")
     return line
 
 
