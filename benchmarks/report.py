@@ -158,8 +158,8 @@ def render_class(cpu_class: str) -> list[str]:
         "",
     ]
     if model.get("sgemm_peak_gflops"):
-        lines += [f"GFLOPS: the forward's FLOPs (its matmul, convolution and attention shapes) per median second; "
-                  f"peak: the best OpenBLAS sgemm through mlx on 2048² and 4096² float32 in the same run.", ""]
+        lines += ["GFLOPS: the forward's FLOPs (its matmul, convolution and attention shapes) per median second; "
+                  "peak: the best OpenBLAS sgemm through mlx on 2048² and 4096² float32 in the same run.", ""]
     if stream:
         lines += [stream_line(stream), ""]
     lines.append(targets_line(model, stream))

@@ -10,7 +10,6 @@ import os
 import threading
 import time
 
-import pytest
 
 from monitor.config import SourceConfig
 from monitor.health import DetectorStalled
