@@ -209,12 +209,9 @@ class MultiPipeline:
             error = getattr(source, "error", None)  # a reader that failed (an end of file is None)
             if error is None or self._stop.is_set():
                 return
-            log.warning("source %s failed (opened again in %.1f s): %s", src.name, delay, error,
-                        extra={"kind": "source_failed", "source": src.name, "error": str(error)})
-            self._failed(src.name, error, delay)
-            if self._stop.wait(delay):
+            delay = self._back_off(src, error, delay, "failed (opened again in")
+            if delay is None:
                 return
-            delay = min(delay * 2, self.retry_max_s)
 
     def _config(self, name: str) -> MonitorConfig:
         """Source `name`'s part of the running config (its labels may have changed in a reload)."""
@@ -228,13 +225,17 @@ class MultiPipeline:
             try:
                 return self.opener(src)
             except SourceError as error:
-                log.warning("source %s cannot be opened (retry in %.1f s): %s", src.name, delay, error,
-                            extra={"kind": "source_failed", "source": src.name, "error": str(error)})
-                self._failed(src.name, error, delay)
-            if self._stop.wait(delay):
-                break
-            delay = min(delay * 2, self.retry_max_s)
+                delay = self._back_off(src, error, delay, "cannot be opened (retry in")
+                if delay is None:
+                    break
         return None
+
+    def _back_off(self, src: SourceConfig, error: BaseException, delay: float, what: str) -> float | None:
+        """Logs and records a failure of `src`, waits `delay`: the next delay (doubled, capped), None once stopped."""
+        log.warning("source %s %s %.1f s): %s", src.name, what, delay, error,
+                    extra={"kind": "source_failed", "source": src.name, "error": str(error)})
+        self._failed(src.name, error, delay)
+        return None if self._stop.wait(delay) else min(delay * 2, self.retry_max_s)
 
 
 def source_mqtt(mqtt: MqttConfig, source: str, bridge: str) -> MqttConfig:
