@@ -20,7 +20,7 @@ setup(
         Extension(
             "clap_mlx._kernels",
             KERNEL_SOURCES,
-            depends=["clap_mlx/_kernels_impl.h", "clap_mlx/_kernels_simd.h"],
+            depends=[f"clap_mlx/_kernels_{part}.h" for part in ("impl", "simd", "vec", "rows", "attention")],
             extra_compile_args=FLAGS,
             optional=True,
         ),

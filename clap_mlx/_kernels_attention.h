@@ -1,0 +1,126 @@
+/* 64-token multi-head window attention from one packed q/k/v projection. */
+
+/* Head rows use at most 8 lanes: every head width (8, 16, 24, 32) is a multiple of 8, not
+ * of 16. */
+#define HEAD_LANES (SIMD_LANES < 8 ? SIMD_LANES : 8)
+typedef float vh __attribute__((vector_size(4 * HEAD_LANES)));
+
+INLINE vh load_vh(const float *p) {
+    vh v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+INLINE void store_vh(float *p, vh v) { memcpy(p, &v, sizeof v); }
+
+#define TOKENS 64
+/* Score columns per pass over q: at most 8 vector accumulators, so they stay in registers
+ * (64 columns at 8 or 16 lanes, 32 at 4). */
+#define SCORE_COLUMNS (8 * SIMD_LANES < TOKENS ? 8 * SIMD_LANES : TOKENS)
+#define MAX_ROW_BLOCK 4
+
+/* Query rows per block in p.v: a block of rows shares each loaded value vector, and its
+ * rows x chunks independent accumulators (at most 12: x86 has 16 vector registers) hide
+ * the FMA latency that one row's chunks alone would expose. */
+INLINE int row_block(int chunks) { return chunks <= 3 ? 4 : chunks <= 6 ? 2 : 1; }
+
+/* y = exp(y - max(y)) in place for a 64-float row, in target-width vectors; returns the
+ * sum of the new values. */
+INLINE float exp_shifted_sum_64(float *y) {
+    vf m = load_vf(y);
+    for (int v = 1; v < TOKENS / SIMD_LANES; v++) {
+        const vf x = load_vf(y + v * SIMD_LANES);
+        m = select_vf(x > m, x, m);
+    }
+    float shift = m[0];
+    for (int l = 1; l < SIMD_LANES; l++) shift = m[l] > shift ? m[l] : shift;
+    vf sum = {0};
+    for (int v = 0; v < TOKENS / SIMD_LANES; v++) {
+        const vf e = exp_vf(load_vf(y + v * SIMD_LANES) - shift);
+        store_vf(y + v * SIMD_LANES, e);
+        sum += e;
+    }
+    float total = 0.0f;
+    for (int l = 0; l < SIMD_LANES; l++) total += sum[l];
+    return total;
+}
+
+/* scores[r] = softmax(scale * q_r k^T + bias_r) for `block` query rows from `q`; returns
+ * each row's softmax normaliser in inverse[r] (scores[r] holds the unnormalised exps). */
+INLINE void score_rows(const float *q, ptrdiff_t stride, const float *keys_t, int head_dims, const float *bias,
+                       float scale, int block, float scores[][TOKENS], float *inverse) {
+    for (int r = 0; r < block; r++) {
+        const float *qr = q + r * stride;
+        for (int c0 = 0; c0 < TOKENS; c0 += SCORE_COLUMNS) {
+            vf s[SCORE_COLUMNS / SIMD_LANES] = {{0}};
+            for (int d = 0; d < head_dims; d++) {
+                const float *k = keys_t + d * TOKENS + c0;
+                for (int v = 0; v < SCORE_COLUMNS / SIMD_LANES; v++) s[v] += qr[d] * load_vf(k + v * SIMD_LANES);
+            }
+            for (int v = 0; v < SCORE_COLUMNS / SIMD_LANES; v++) {
+                vf x = s[v] * scale;
+                if (bias) x += load_vf(bias + r * TOKENS + c0 + v * SIMD_LANES);
+                store_vf(scores[r] + c0 + v * SIMD_LANES, x);
+            }
+        }
+        inverse[r] = 1.0f / exp_shifted_sum_64(scores[r]);
+    }
+}
+
+/* One (item, head) pair with a head width of HEAD_LANES * chunks: scores for a block of
+ * query rows, then their p.v with the block's accumulators in registers. Called with a
+ * constant `chunks`, so it is specialised and its loops unrolled. */
+INLINE void attention_pair(const float *base, ptrdiff_t stride, ptrdiff_t dims, const float *bias, float scale,
+                           float *out, const float *keys_t, const int chunks) {
+    const int head_dims = HEAD_LANES * chunks, block = row_block(chunks);
+    float scores[MAX_ROW_BLOCK][TOKENS];
+    float inverse[MAX_ROW_BLOCK];
+    for (int i = 0; i < TOKENS; i += block) {
+        score_rows(base + i * stride, stride, keys_t, head_dims, bias ? bias + i * TOKENS : NULL, scale, block,
+                   scores, inverse);
+        vh o[MAX_ROW_BLOCK][32 / HEAD_LANES] = {{{0}}};
+        for (int j = 0; j < TOKENS; j++) {
+            const float *v = base + j * stride + 2 * dims;
+            vh value[32 / HEAD_LANES];
+            for (int c = 0; c < chunks; c++) value[c] = load_vh(v + c * HEAD_LANES);
+            for (int r = 0; r < block; r++)
+                for (int c = 0; c < chunks; c++) o[r][c] += scores[r][j] * value[c];
+        }
+        for (int r = 0; r < block; r++)
+            for (int c = 0; c < chunks; c++) store_vh(out + (i + r) * dims + c * HEAD_LANES, o[r][c] * inverse[r]);
+    }
+}
+
+/* Multi-head self-attention from a packed q/k/v projection for 64-token windows and head
+ * widths of 8, 16, 24 or 32, one (item, head) pair at a time: scores = scale * q k^T + bias,
+ * softmax, times v, all inside L1. qkv is [items, 64, 3, heads, head_dims] (the output of
+ * one fused projection GEMM), out is [items, 64, heads, head_dims]; bias is [bias_count,
+ * 64, 64], pair n using bias n % bias_count. For Swin's windows this replaces thousands of
+ * tiny batched BLAS calls; ops.py takes MLX's path for other shapes. */
+static void attention_pairs(const float *qkv, float *out, const float *bias, ptrdiff_t bias_count, float scale,
+                            ptrdiff_t heads, ptrdiff_t head_dims, ptrdiff_t pair_start, ptrdiff_t pair_stop) {
+    const ptrdiff_t dims = heads * head_dims, stride = 3 * dims;
+    float keys_t[32 * TOKENS]; /* [head_dims, tokens]: k transposed so score rows are contiguous */
+    for (ptrdiff_t n = pair_start; n < pair_stop; n++) {
+        const ptrdiff_t item = n / heads, head = n % heads;
+        const float *base = qkv + item * TOKENS * stride + head * head_dims;
+        for (ptrdiff_t j = 0; j < TOKENS; j++) {
+            const float *k = base + j * stride + dims;
+            for (ptrdiff_t d = 0; d < head_dims; d++) keys_t[d * TOKENS + j] = k[d];
+        }
+        const float *pair_bias = bias ? bias + (n % bias_count) * TOKENS * TOKENS : NULL;
+        float *pair_out = out + item * TOKENS * dims + head * head_dims;
+        /* constant chunk counts: one specialised copy per head width */
+        switch (head_dims / HEAD_LANES) {
+        case 1: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 1); break;
+        case 2: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 2); break;
+        case 3: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 3); break;
+        case 4: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 4); break;
+#if HEAD_LANES < 8
+        case 6: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 6); break;
+        case 8: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 8); break;
+#endif
+        default: break; /* the bindings accept only 8, 16, 24 and 32 */
+        }
+    }
+}
+

@@ -1,0 +1,129 @@
+/* Row kernels: GELU (+ bias), softmax (+ scale, + additive bias), layer norm (+ residual). */
+
+/* x * Phi(x) = relu(x) - |x| Phi(-|x|), with Phi(-|x|) = erfc(|x| / sqrt 2) / 2 from
+ * Abramowitz & Stegun 7.1.26 (max abs error of the GELU 2.5e-7): the same formula as the
+ * NumPy fallback in ops.py, so both paths agree to float32 rounding. */
+INLINE float gelu_value(float x) {
+    const float k = 4.31700850f; /* sqrt(2) / 0.3275911 */
+    float a = x < 0.0f ? -x : x;
+    a = a > 15.0f ? 15.0f : a; /* the tail term underflows there; keeps inf finite, NaN NaN */
+    float t = k / (k + a);
+    float p = 0.5307027145f;
+    p = p * t - 0.7265760135f;
+    p = p * t + 0.7107068705f;
+    p = p * t - 0.1422483680f;
+    p = p * t + 0.1274147960f;
+    float tail = a * t * p * exp_approx(-0.5f * a * a);
+    float relu = x < 0.0f ? 0.0f : x;
+    return relu - tail;
+}
+
+static void gelu_rows(const float *src, float *dst, const float *bias, ptrdiff_t cols, ptrdiff_t row_start,
+                      ptrdiff_t row_stop) {
+    for (ptrdiff_t i = row_start; i < row_stop; i++) {
+        const float *x = src + i * cols;
+        float *y = dst + i * cols;
+        if (bias) {
+            for (ptrdiff_t j = 0; j < cols; j++) y[j] = gelu_value(x[j] + bias[j]);
+        } else {
+            for (ptrdiff_t j = 0; j < cols; j++) y[j] = gelu_value(x[j]);
+        }
+    }
+}
+
+INLINE float lanes_sum(const float *acc) {
+    float total = 0.0f;
+    for (int l = 0; l < ACC_LANES; l++) total += acc[l];
+    return total;
+}
+
+INLINE float row_max(const float *x, ptrdiff_t cols) {
+    float acc[ACC_LANES];
+    for (int l = 0; l < ACC_LANES; l++) acc[l] = -__builtin_inff();
+    ptrdiff_t j = 0;
+    for (; j + ACC_LANES <= cols; j += ACC_LANES)
+        for (int l = 0; l < ACC_LANES; l++) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+    float m = -__builtin_inff();
+    for (; j < cols; j++) m = x[j] > m ? x[j] : m;
+    for (int l = 0; l < ACC_LANES; l++) m = acc[l] > m ? acc[l] : m;
+    return m;
+}
+
+/* y = exp(y - shift) in place; returns the sum of the new values. */
+INLINE float exp_shifted_sum(float *y, float shift, ptrdiff_t cols) {
+    float acc[ACC_LANES] = {0};
+    float tail = 0.0f;
+    ptrdiff_t j = 0;
+    for (; j + ACC_LANES <= cols; j += ACC_LANES) {
+        for (int l = 0; l < ACC_LANES; l++) {
+            float e = exp_approx(y[j + l] - shift);
+            y[j + l] = e;
+            acc[l] += e;
+        }
+    }
+    for (; j < cols; j++) {
+        y[j] = exp_approx(y[j] - shift);
+        tail += y[j];
+    }
+    return lanes_sum(acc) + tail;
+}
+
+/* Row i gets softmax(scale * src[i] + add[i % add_rows]); -inf scores get exactly 0 and
+ * a row of -inf gives NaN, as torch and mx.softmax. */
+static void softmax_rows(const float *src, float *dst, float scale, const float *add, ptrdiff_t add_rows,
+                         ptrdiff_t cols, ptrdiff_t row_start, ptrdiff_t row_stop) {
+    for (ptrdiff_t i = row_start; i < row_stop; i++) {
+        const float *x = src + i * cols;
+        float *y = dst + i * cols;
+        if (add) {
+            const float *b = add + (i % add_rows) * cols;
+            for (ptrdiff_t j = 0; j < cols; j++) y[j] = scale * x[j] + b[j];
+        } else {
+            for (ptrdiff_t j = 0; j < cols; j++) y[j] = scale * x[j];
+        }
+        float inverse = 1.0f / exp_shifted_sum(y, row_max(y, cols), cols);
+        for (ptrdiff_t j = 0; j < cols; j++) y[j] *= inverse;
+    }
+}
+
+/* dst[i] = LayerNorm(src[i] (+ residual[i])) with biased variance, as torch; the sum is
+ * also written to sum_dst when given (the residual stream of a pre-norm block). */
+static void layer_norm_rows(const float *src, const float *residual, float *sum_dst, float *dst,
+                            const float *weight, const float *bias, float eps, ptrdiff_t cols, ptrdiff_t row_start,
+                            ptrdiff_t row_stop) {
+    for (ptrdiff_t i = row_start; i < row_stop; i++) {
+        const float *x = src + i * cols;
+        float *y = dst + i * cols;
+        if (residual) {
+            const float *r = residual + i * cols;
+            float *s = sum_dst ? sum_dst + i * cols : y;
+            for (ptrdiff_t j = 0; j < cols; j++) s[j] = x[j] + r[j];
+            x = s;
+        }
+        float acc[ACC_LANES] = {0};
+        float tail = 0.0f;
+        ptrdiff_t j = 0;
+        for (; j + ACC_LANES <= cols; j += ACC_LANES)
+            for (int l = 0; l < ACC_LANES; l++) acc[l] += x[j + l];
+        for (; j < cols; j++) tail += x[j];
+        float mean = (lanes_sum(acc) + tail) / (float)cols;
+        for (int l = 0; l < ACC_LANES; l++) acc[l] = 0.0f;
+        tail = 0.0f;
+        for (j = 0; j + ACC_LANES <= cols; j += ACC_LANES) {
+            for (int l = 0; l < ACC_LANES; l++) {
+                float d = x[j + l] - mean;
+                acc[l] += d * d;
+            }
+        }
+        for (; j < cols; j++) tail += (x[j] - mean) * (x[j] - mean);
+        float variance = (lanes_sum(acc) + tail) / (float)cols;
+        float inverse_std = 1.0f / __builtin_sqrtf(variance + eps);
+        for (j = 0; j < cols; j++) {
+            float v = (x[j] - mean) * inverse_std;
+            if (weight) v *= weight[j];
+            if (bias) v += bias[j];
+            y[j] = v;
+        }
+    }
+}
+
