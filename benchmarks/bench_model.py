@@ -1,5 +1,6 @@
 """clap_mlx vs transformers + torch (2 threads) vs onnxruntime (2 threads) on the same full-size
-random weights, plus the audio forward's achieved GFLOPS against the machine's sgemm peak.
+random weights, plus the audio forward's achieved GFLOPS against the machine's sgemm peak and its
+GEMM floor (its linear layers timed alone on each side).
 
     python benchmarks/bench_model.py [--runs 7] [--no-onnx] [--checkpoint FOLDER]
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -133,9 +135,53 @@ def flop_count(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
+def linear_shapes(fn: Callable[[], object]) -> list[list[int]]:
+    """[[M, K, N, count], ...] of every linear layer in the torch forward `fn` (inference mode
+    keeps aten.linear whole, so the dispatch mode sees each layer with its real shapes)."""
+    from collections import Counter
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.linear.default:
+                x, weight = args[0], args[1]
+                self.shapes[(x.numel() // x.shape[-1], x.shape[-1], weight.shape[0])] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Record() as record:
+        fn()
+    return [[*shape, count] for shape, count in record.shapes.items()]
+
+
+def gemm_time(shapes: list[list[int]], side: str, repeats: int = 3) -> dict[str, float]:
+    """Seconds the GEMMs of `shapes` take alone on `side` (mlx: OpenBLAS through mx.matmul;
+    torch: its own sgemm), each shape's best of `repeats` times its count."""
+    total = 0.0
+    for m, k, n, count in shapes:
+        if side == "mlx":
+            x, w = mx.random.normal((m, k)), mx.random.normal((n, k))
+            mx.eval(x, w)
+            run = lambda: mx.eval(x @ w.T)  # noqa: E731
+        else:
+            import torch
+
+            x, w = torch.randn(m, k), torch.randn(n, k)
+            run = lambda: torch.nn.functional.linear(x, w)  # noqa: E731
+        run()
+        total += count * min(time_once(run) for _ in range(repeats))
+    return {"seconds": total}
+
+
 def serve(side: str, folder: Path) -> None:
-    """Worker process of one side; besides serve_workloads' commands, `peak` (mlx: sgemm GFLOPS)
-    and `flops I` (torch: the FLOPs of workload I)."""
+    """Worker process of one side; besides serve_workloads' commands, `peak` (mlx: sgemm GFLOPS),
+    `flops I` and `linears I` (torch: the FLOPs and linear-layer shapes of workload I), and
+    `gemms I SHAPES` (the time of those GEMMs alone on this side)."""
     ready: dict = {}
     with contextlib.redirect_stdout(sys.stderr):  # stdout is the protocol: torch.onnx prints progress
         if side == "mlx":
@@ -146,8 +192,12 @@ def serve(side: str, folder: Path) -> None:
             from onnx_side import onnx_side
 
             fns, ready["exports"] = onnx_side(folder, ClapTokenizer.from_folder(folder), WORKLOAD_NAMES, LABELS)
-    serve_workloads(fns, WORKLOAD_NAMES, ready, {"peak": lambda _: {"sgemm_gflops": sgemm_gflops()},
-                                                 "flops": lambda fn: {"flops": flop_count(fn)}})
+    serve_workloads(fns, WORKLOAD_NAMES, ready, {
+        "peak": lambda fn, words: {"sgemm_gflops": sgemm_gflops()},
+        "flops": lambda fn, words: {"flops": flop_count(fn)},
+        "linears": lambda fn, words: {"shapes": linear_shapes(fn)},
+        "gemms": lambda fn, words: gemm_time(json.loads(words[0]), side),
+    })
 
 
 def start_worker(side: str, folder: Path) -> Worker:
@@ -182,7 +232,21 @@ def measure(workers: dict[str, Worker], index: int, name: str, runs: int, scratc
             record["max_abs_diff_onnxruntime_vs_torch"] = float(np.max(np.abs(outputs["onnxruntime"] - outputs["torch"])))
         record["flops"] = workers["torch"].ask("flops", str(index))["flops"]
         record["gflops"] = {side: record["flops"] / t["median_ms"] / 1e6 for side, t in times.items()}
+    if name.startswith("audio"):
+        record["gemm_floor"] = gemm_floor(workers, index, times)
     return record
+
+
+def gemm_floor(workers: dict[str, Worker], index: int, times: dict) -> dict:
+    """The forward's linear layers timed alone (same shapes, no other op) on the mlx and torch
+    sides: no forward of that side can be faster, so torch's forward time over mlx's GEMM time
+    bounds the torch/mlx ratio any non-GEMM work could reach with this BLAS."""
+    shapes = workers["torch"].ask("linears", str(index))["shapes"]
+    words = json.dumps(shapes, separators=(",", ":"))
+    ms = {side: 1e3 * workers[side].ask("gemms", str(index), words)["seconds"] for side in ("mlx", "torch")}
+    return {"linear_shapes": shapes, "mlx_ms": ms["mlx"], "torch_ms": ms["torch"],
+            "torch_forward_over_mlx_gemms": times["torch"]["median_ms"] / ms["mlx"],
+            "mlx_share_of_forward": ms["mlx"] / times["mlx"]["median_ms"]}
 
 
 def main() -> None:
@@ -227,6 +291,11 @@ def main() -> None:
     print()
     print_table(["workload", *(f"{s} ms" for s in sides), *(f"{s}/mlx" for s in sides[1:]),
                  "mlx GFLOPS (% of peak)", "min cos"], rows)
+    print("\nGEMM floor (audio): the forward's linear layers timed alone on each side; torch's forward over")
+    print("mlx's GEMMs is the highest torch/mlx ratio reachable with every other op free:")
+    print_table(["workload", "mlx GEMMs ms", "torch GEMMs ms", "mlx GEMMs / mlx forward", "ceiling torch/mlx"],
+                [[r["workload"], f"{f['mlx_ms']:.1f}", f"{f['torch_ms']:.1f}", f"{100 * f['mlx_share_of_forward']:.0f} %",
+                  f"{f['torch_forward_over_mlx_gemms']:.2f}"] for r in records if (f := r.get("gemm_floor"))])
     print(f"\nsgemm peak (OpenBLAS through mlx): {peak:.0f} GFLOPS (best of {len(peaks)} measurements, "
           f"lowest {min(max(p.values()) for p in peaks):.0f})")
     print("peak RSS (own worker process, load + every workload):")

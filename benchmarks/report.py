@@ -143,6 +143,15 @@ def targets_line(model: dict, stream: dict | None) -> str:
     return ("Issue 13's targets here (ratios: the lower of medians and fastest runs): " + "; ".join(parts) + ".")
 
 
+def gemm_floor_line(workloads: list[dict]) -> str:
+    cells = [f"{w['workload']}: {w['gemm_floor']['mlx_ms']:.0f} ms ({100 * w['gemm_floor']['mlx_share_of_forward']:.0f} % "
+             f"of the forward; torch's own GEMMs {w['gemm_floor']['torch_ms']:.0f} ms), ceiling "
+             f"**{w['gemm_floor']['torch_forward_over_mlx_gemms']:.2f}x**" for w in workloads]
+    return ("GEMM floor: the audio forward's linear layers timed alone (same shapes, OpenBLAS through mlx); "
+            "torch's forward time over it is the highest torch/clap_mlx ratio reachable with every other op free. "
+            + "; ".join(cells) + ".")
+
+
 def render_class(cpu_class: str) -> list[str]:
     model, stream = load(cpu_class, "bench_model"), load(cpu_class, "bench_stream")
     onnx = any("onnxruntime" in w["times"] for w in model["workloads"])
@@ -160,6 +169,9 @@ def render_class(cpu_class: str) -> list[str]:
     if model.get("sgemm_peak_gflops"):
         lines += ["GFLOPS: the forward's FLOPs (its matmul, convolution and attention shapes) per median second; "
                   "peak: the best OpenBLAS sgemm through mlx on 2048² and 4096² float32 in the same run.", ""]
+    floors = [w for w in model["workloads"] if "gemm_floor" in w]
+    if floors:
+        lines += [gemm_floor_line(floors), ""]
     if stream:
         lines += [stream_line(stream), ""]
     lines.append(targets_line(model, stream))

@@ -36,9 +36,9 @@ def peak_rss_mb() -> float:
 
 
 def serve_workloads(fns: dict[str, Callable[[], np.ndarray]], names: tuple[str, ...], ready: dict | None = None,
-          commands: dict[str, Callable[[Callable | None], dict]] | None = None) -> None:
+          commands: dict[str, Callable[[Callable | None, list[str]], dict]] | None = None) -> None:
     """Answer `run I` (seconds), `save I PATH`, `rss` and any of `commands` (given workload I's
-    function, or None) on stdin, one JSON line each, I indexing `names`."""
+    function, or None, and the words after I) on stdin, one JSON line each, I indexing `names`."""
     print(json.dumps({"ready": True, "workloads": list(fns), "peak_rss_after_load_mb": peak_rss_mb(), **(ready or {})}),
           flush=True)
     for line in sys.stdin:
@@ -50,7 +50,7 @@ def serve_workloads(fns: dict[str, Callable[[], np.ndarray]], names: tuple[str, 
             np.save(args[1], fn())
             reply = {}
         elif commands and command in commands:
-            reply = commands[command](fn)
+            reply = commands[command](fn, args[1:])
         else:
             reply = {"peak_rss_mb": peak_rss_mb()}
         print(json.dumps(reply), flush=True)
