@@ -119,8 +119,9 @@ class Pipeline:
 
     def clip_path(self, event_id: str, source: str | None = None) -> Path | None:
         """The clip of `event_id` (of `source`, if given) the current clip sink wrote."""
-        clips = [sink for sink in self._configured if isinstance(sink, ClipSink)]
-        return clips[0].clip_path(event_id) if clips and source in (None, self.source.name) else None
+        if source not in (None, self.source.name):
+            return None
+        return next((path for sink in self._configured if (path := sink.clip_path(event_id))), None)
 
     # ------------------------------------------------------------ lifecycle
 

@@ -10,6 +10,8 @@ nothing of the pipeline: audio it needs later it holds in the ring buffer
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..events import EventMessage, LevelReport, WindowReport
 
 
@@ -32,6 +34,10 @@ class Sink:
 
     def handle_window(self, report: WindowReport) -> None:
         """Every window, scored or gated, once and in order."""
+
+    def clip_path(self, event_id: str) -> Path | None:
+        """The audio file this sink wrote for `event_id`, if it writes any (the dashboard serves it)."""
+        return None
 
     def status(self) -> dict:
         """A cheap, thread-safe snapshot of this sink's state (JSON-serialisable)."""
