@@ -20,7 +20,7 @@ setup(
         Extension(
             "clap_mlx._kernels",
             KERNEL_SOURCES,
-            depends=[f"clap_mlx/_kernels_{part}.h" for part in ("impl", "simd", "vec", "rows", "attention")],
+            depends=[f"clap_mlx/_kernels_{part}.h" for part in ("impl", "simd", "vec", "rows", "attention", "gemm")],
             extra_compile_args=FLAGS,
             optional=True,
         ),

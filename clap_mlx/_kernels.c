@@ -148,6 +148,28 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_linear(PyObject *self, PyObject *args) {
+    PyObject *x, *w, *bias, *y;
+    Py_ssize_t rows, in_dims, out_dims, col_start, col_stop;
+    if (!PyArg_ParseTuple(args, "OOOOnnnnn", &x, &w, &bias, &y, &rows, &in_dims, &out_dims, &col_start, &col_stop))
+        return NULL;
+    if (rows < 0 || in_dims <= 0 || out_dims <= 0 || col_start < 0 || col_stop < col_start || col_stop > out_dims) {
+        PyErr_SetString(PyExc_ValueError, "bad linear shape or column range");
+        return NULL;
+    }
+    Buffer b[4] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
+    int ok = get_buffer(x, &b[0], 0, rows * in_dims, "x") && get_buffer(w, &b[1], 0, out_dims * in_dims, "w") &&
+             get_buffer(bias, &b[2], 0, out_dims, "bias") && get_buffer(y, &b[3], 1, rows * out_dims, "y");
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS active->linear_cols(data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]), rows, in_dims,
+                                           out_dims, col_start, col_stop);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, 4);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_simd_variants(PyObject *self, PyObject *args) {
     const struct kernel_table *runnable[3];
     int n = kernels_runnable(runnable, 3);
@@ -186,6 +208,8 @@ static PyMethodDef methods[] = {
      "layer_norm(src, residual|None, sum_dst|None, dst, weight|None, bias|None, eps, cols, row_start, row_stop)"},
     {"attention", py_attention, METH_VARARGS,
      "attention(qkv, out, bias|None, bias_count, scale, items, tokens, heads, head_dims, pair_start, pair_stop)"},
+    {"linear", py_linear, METH_VARARGS,
+     "linear(x, w, bias|None, y, rows, in_dims, out_dims, col_start, col_stop): y = x w^T + bias, columns of a range"},
     {"simd_variants", py_simd_variants, METH_NOARGS, "simd_variants() -> the variants this CPU runs, fastest first"},
     {"simd", py_simd, METH_NOARGS, "simd() -> the active variant's name"},
     {"set_simd", py_set_simd, METH_VARARGS, "set_simd(name): make a variant from simd_variants() the active one"},

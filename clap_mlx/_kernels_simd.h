@@ -23,6 +23,10 @@ struct kernel_table {
     /* 64-token multi-head attention from packed q/k/v, (item, head) pairs [pair_start, pair_stop) */
     void (*attention_pairs)(const float *qkv, float *out, const float *bias, ptrdiff_t bias_count, float scale,
                             ptrdiff_t heads, ptrdiff_t head_dims, ptrdiff_t pair_start, ptrdiff_t pair_stop);
+    /* y[m, n] = dot(x[m], w[n]) (+ bias[n]) for all rows m and the columns [col_start, col_stop):
+     * nn.Linear with x [rows, in_dims], w [out_dims, in_dims] (its own layout), y [rows, out_dims] */
+    void (*linear_cols)(const float *x, const float *w, const float *bias, float *y, ptrdiff_t rows, ptrdiff_t in_dims,
+                        ptrdiff_t out_dims, ptrdiff_t col_start, ptrdiff_t col_stop);
 };
 
 /* Fills `out` with the variants this CPU can run, fastest first; returns how many (>= 1). */
