@@ -13,56 +13,59 @@ INLINE vh load_vh(const float *p) {
 INLINE void store_vh(float *p, vh v) { memcpy(p, &v, sizeof v); }
 
 #define TOKENS 64
-/* Score columns per pass over q: at most 8 vector accumulators, so they stay in registers
- * (64 columns at 8 or 16 lanes, 32 at 4). */
-#define SCORE_COLUMNS (8 * SIMD_LANES < TOKENS ? 8 * SIMD_LANES : TOKENS)
+#define ROW_VECTORS (TOKENS / SIMD_LANES)
 #define MAX_ROW_BLOCK 4
 
-/* Query rows per block in p.v: a block of rows shares each loaded value vector, and its
- * rows x chunks independent accumulators (at most 12: x86 has 16 vector registers) hide
- * the FMA latency that one row's chunks alone would expose. */
+/* Query rows per block: the block's rows share each loaded key and value vector, and its
+ * independent accumulators (p.v: rows x chunks <= 12, x86 has 16 vector registers) hide
+ * the FMA latency that one row's alone would expose. */
 INLINE int row_block(int chunks) { return chunks <= 3 ? 4 : chunks <= 6 ? 2 : 1; }
 
-/* y = exp(y - max(y)) in place for a 64-float row, in target-width vectors; returns the
- * sum of the new values. */
-INLINE float exp_shifted_sum_64(float *y) {
-    vf m = load_vf(y);
-    for (int v = 1; v < TOKENS / SIMD_LANES; v++) {
-        const vf x = load_vf(y + v * SIMD_LANES);
-        m = select_vf(x > m, x, m);
-    }
-    float shift = m[0];
-    for (int l = 1; l < SIMD_LANES; l++) shift = m[l] > shift ? m[l] : shift;
-    vf sum = {0};
-    for (int v = 0; v < TOKENS / SIMD_LANES; v++) {
-        const vf e = exp_vf(load_vf(y + v * SIMD_LANES) - shift);
-        store_vf(y + v * SIMD_LANES, e);
-        sum += e;
-    }
-    float total = 0.0f;
-    for (int l = 0; l < SIMD_LANES; l++) total += sum[l];
-    return total;
-}
+/* Score vectors per pass over the keys: 8 accumulators for the block, so they, the key
+ * vectors and a broadcast query value stay in registers. */
+INLINE int score_vectors(int block) { return 8 / block < ROW_VECTORS ? 8 / block : ROW_VECTORS; }
 
-/* scores[r] = softmax(scale * q_r k^T + bias_r) for `block` query rows from `q`; returns
- * each row's softmax normaliser in inverse[r] (scores[r] holds the unnormalised exps). */
+/* scores[r] = exp(scale * q_r k^T + bias_r - its max) for `block` query rows from `q`
+ * (unnormalised); returns each row's normaliser in inverse[r]. */
 INLINE void score_rows(const float *q, ptrdiff_t stride, const float *keys_t, int head_dims, const float *bias,
-                       float scale, int block, float scores[][TOKENS], float *inverse) {
-    for (int r = 0; r < block; r++) {
-        const float *qr = q + r * stride;
-        for (int c0 = 0; c0 < TOKENS; c0 += SCORE_COLUMNS) {
-            vf s[SCORE_COLUMNS / SIMD_LANES] = {{0}};
-            for (int d = 0; d < head_dims; d++) {
-                const float *k = keys_t + d * TOKENS + c0;
-                for (int v = 0; v < SCORE_COLUMNS / SIMD_LANES; v++) s[v] += qr[d] * load_vf(k + v * SIMD_LANES);
-            }
-            for (int v = 0; v < SCORE_COLUMNS / SIMD_LANES; v++) {
-                vf x = s[v] * scale;
-                if (bias) x += load_vf(bias + r * TOKENS + c0 + v * SIMD_LANES);
-                store_vf(scores[r] + c0 + v * SIMD_LANES, x);
+                       float scale, const int block, float scores[][TOKENS], float *inverse) {
+    const int vectors = score_vectors(block);
+    for (int c0 = 0; c0 < TOKENS; c0 += vectors * SIMD_LANES) {
+        vf s[MAX_ROW_BLOCK][8] = {{{0}}};
+        for (int d = 0; d < head_dims; d++) {
+            vf k[8];
+            for (int v = 0; v < vectors; v++) k[v] = load_vf(keys_t + d * TOKENS + c0 + v * SIMD_LANES);
+            for (int r = 0; r < block; r++) {
+                const float qd = q[r * stride + d];
+                for (int v = 0; v < vectors; v++) s[r][v] += qd * k[v];
             }
         }
-        inverse[r] = 1.0f / exp_shifted_sum_64(scores[r]);
+        for (int r = 0; r < block; r++) {
+            for (int v = 0; v < vectors; v++) {
+                const int col = c0 + v * SIMD_LANES;
+                vf x = s[r][v] * scale;
+                if (bias) x += load_vf(bias + r * TOKENS + col);
+                store_vf(scores[r] + col, x);
+            }
+        }
+    }
+    for (int r = 0; r < block; r++) {
+        vf m = load_vf(scores[r]);
+        for (int v = 1; v < ROW_VECTORS; v++) {
+            const vf x = load_vf(scores[r] + v * SIMD_LANES);
+            m = select_vf(x > m, x, m);
+        }
+        float shift = m[0];
+        for (int l = 1; l < SIMD_LANES; l++) shift = m[l] > shift ? m[l] : shift;
+        vf sum = {0};
+        for (int v = 0; v < ROW_VECTORS; v++) {
+            const vf e = exp_vf(load_vf(scores[r] + v * SIMD_LANES) - shift);
+            store_vf(scores[r] + v * SIMD_LANES, e);
+            sum += e;
+        }
+        float total = 0.0f;
+        for (int l = 0; l < SIMD_LANES; l++) total += sum[l];
+        inverse[r] = 1.0f / total;
     }
 }
 

@@ -2,20 +2,19 @@
 
 /* x * Phi(x) = relu(x) - |x| Phi(-|x|), with Phi(-|x|) = erfc(|x| / sqrt 2) / 2 from
  * Abramowitz & Stegun 7.1.26 (max abs error of the GELU 2.5e-7): the same formula as the
- * NumPy fallback in ops.py, so both paths agree to float32 rounding. */
-INLINE float gelu_value(float x) {
+ * NumPy fallback in ops.py, so both paths agree to float32 rounding. In target-width
+ * vectors: the compiler's own vectorisation of the scalar form ran at a third of this. */
+INLINE vf gelu_vf(vf x) {
     const float k = 4.31700850f; /* sqrt(2) / 0.3275911 */
-    float a = x < 0.0f ? -x : x;
-    a = a > 15.0f ? 15.0f : a; /* the tail term underflows there; keeps inf finite, NaN NaN */
-    float t = k / (k + a);
-    float p = 0.5307027145f;
-    p = p * t - 0.7265760135f;
+    vf a = (vf)((vi)x & 0x7fffffff);
+    a = select_vf(a > 15.0f, VECTOR_SPLAT(15.0f), a); /* the tail underflows there; keeps inf finite, NaN NaN */
+    vf t = k / (k + a);
+    vf p = t * 0.5307027145f - 0.7265760135f;
     p = p * t + 0.7107068705f;
     p = p * t - 0.1422483680f;
     p = p * t + 0.1274147960f;
-    float tail = a * t * p * exp_approx(-0.5f * a * a);
-    float relu = x < 0.0f ? 0.0f : x;
-    return relu - tail;
+    vf tail = a * t * p * exp_vf(-0.5f * a * a);
+    return (vf)(~(vi)(x < 0.0f) & (vi)x) - tail; /* relu(x) - tail */
 }
 
 static void gelu_rows(const float *src, float *dst, const float *bias, ptrdiff_t cols, ptrdiff_t row_start,
@@ -23,10 +22,17 @@ static void gelu_rows(const float *src, float *dst, const float *bias, ptrdiff_t
     for (ptrdiff_t i = row_start; i < row_stop; i++) {
         const float *x = src + i * cols;
         float *y = dst + i * cols;
-        if (bias) {
-            for (ptrdiff_t j = 0; j < cols; j++) y[j] = gelu_value(x[j] + bias[j]);
-        } else {
-            for (ptrdiff_t j = 0; j < cols; j++) y[j] = gelu_value(x[j]);
+        ptrdiff_t j = 0;
+        for (; j + SIMD_LANES <= cols; j += SIMD_LANES) {
+            vf v = load_vf(x + j);
+            if (bias) v += load_vf(bias + j);
+            store_vf(y + j, gelu_vf(v));
+        }
+        if (j < cols) { /* the row's tail through one zero-padded vector */
+            float part[SIMD_LANES] = {0};
+            for (ptrdiff_t l = j; l < cols; l++) part[l - j] = x[l] + (bias ? bias[l] : 0.0f);
+            vf v = gelu_vf(load_vf(part));
+            memcpy(y + j, &v, (size_t)(cols - j) * sizeof(float));
         }
     }
 }
