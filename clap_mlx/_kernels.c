@@ -6,6 +6,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "_kernels_simd.h"
@@ -18,23 +19,31 @@ typedef struct {
     int held;
 } Buffer;
 
-static int get_buffer(PyObject *obj, Buffer *buffer, int writable, Py_ssize_t floats, const char *name) {
+/* A C-contiguous buffer of `count` 4-byte values of `kind` ('f': float32, 'i': int32), or
+ * none for None. */
+static int get_typed_buffer(PyObject *obj, Buffer *buffer, int writable, Py_ssize_t count, char kind,
+                            const char *name) {
     buffer->held = 0;
     if (obj == Py_None) return 1;
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, &buffer->view, flags) < 0) return 0;
     buffer->held = 1;
     const char *format = buffer->view.format ? buffer->view.format : "B";
-    if (buffer->view.itemsize != 4 || format[strlen(format) - 1] != 'f') {
-        PyErr_Format(PyExc_TypeError, "%s: expected float32 values, got buffer format '%s'", name, format);
+    const char last = format[strlen(format) - 1], *type = kind == 'f' ? "float32" : "int32";
+    if (buffer->view.itemsize != 4 || (last != kind && !(kind == 'i' && last == 'l'))) { /* 'l': Windows' int32 */
+        PyErr_Format(PyExc_TypeError, "%s: expected %s values, got buffer format '%s'", name, type, format);
         return 0;
     }
-    if (buffer->view.len < floats * (Py_ssize_t)sizeof(float)) {
-        PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes, need %zd float32 values", name, buffer->view.len,
-                     floats);
+    if (buffer->view.len < count * 4) {
+        PyErr_Format(PyExc_ValueError, "%s: buffer of %zd bytes, need %zd %s values", name, buffer->view.len, count,
+                     type);
         return 0;
     }
     return 1;
+}
+
+static int get_buffer(PyObject *obj, Buffer *buffer, int writable, Py_ssize_t floats, const char *name) {
+    return get_typed_buffer(obj, buffer, writable, floats, 'f', name);
 }
 
 static void release(Buffer *buffers, int count) {
@@ -117,33 +126,45 @@ static PyObject *py_layer_norm(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_attention(PyObject *self, PyObject *args) {
-    PyObject *qkv, *out, *bias;
-    Py_ssize_t bias_count, tokens, heads, head_dims, items, pair_start, pair_stop;
+    PyObject *qkv, *out, *windows, *pad, *bias;
+    Py_ssize_t window_count, tokens, bias_count, items, heads, head_dims, pair_start, pair_stop;
     float scale;
-    if (!PyArg_ParseTuple(args, "OOOnfnnnnnn", &qkv, &out, &bias, &bias_count, &scale, &items, &tokens, &heads,
-                          &head_dims, &pair_start, &pair_stop))
+    if (!PyArg_ParseTuple(args, "OOOnnOOnfnnnnn", &qkv, &out, &windows, &window_count, &tokens, &pad, &bias,
+                          &bias_count, &scale, &items, &heads, &head_dims, &pair_start, &pair_stop))
         return NULL;
-    if (tokens != 64 || head_dims <= 0 || head_dims > 32 || head_dims % 8) {
-        PyErr_Format(PyExc_ValueError, "attention kernel: needs 64 tokens and a head width of 8, 16, 24 or 32, got %zd and %zd",
-                     tokens, head_dims);
+    if (head_dims <= 0 || head_dims > 32 || head_dims % 8) {
+        PyErr_Format(PyExc_ValueError, "attention kernel: needs a head width of 8, 16, 24 or 32, got %zd", head_dims);
         return NULL;
     }
-    if (items < 0 || heads <= 0 || pair_start < 0 || pair_stop < pair_start || pair_stop > items * heads ||
-        (bias != Py_None && bias_count <= 0)) {
+    if (window_count <= 0 || tokens <= 0 || items < 0 || items % window_count || heads <= 0 || pair_start < 0 ||
+        pair_stop < pair_start || pair_stop > items * heads || (bias != Py_None && bias_count <= 0)) {
         PyErr_SetString(PyExc_ValueError, "bad attention shape or pair range");
         return NULL;
     }
-    const Py_ssize_t per_item = tokens * heads * head_dims;
-    Buffer b[3] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
-    int ok = get_buffer(qkv, &b[0], 0, 3 * items * per_item, "qkv") &&
-             get_buffer(out, &b[1], 1, items * per_item, "out") &&
-             get_buffer(bias, &b[2], 0, bias_count * tokens * tokens, "bias");
+    const Py_ssize_t dims = heads * head_dims, batch_tokens = items / window_count * tokens;
+    Buffer b[5] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
+    int ok = get_buffer(qkv, &b[0], 0, 3 * batch_tokens * dims, "qkv") &&
+             get_buffer(out, &b[1], 1, batch_tokens * dims, "out") &&
+             get_typed_buffer(windows, &b[2], 0, window_count * 64, 'i', "windows") &&
+             get_buffer(pad, &b[3], 0, 3 * dims, "pad") && get_buffer(bias, &b[4], 0, bias_count * 64 * 64, "bias");
+    if (ok && !b[2].held) {
+        PyErr_SetString(PyExc_TypeError, "windows: expected int32 token indices, got None");
+        ok = 0;
+    }
+    const int32_t *rows = ok ? (const int32_t *)b[2].view.buf : NULL;
+    for (Py_ssize_t k = 0; ok && k < window_count * 64; k++) { /* the kernel indexes memory with them */
+        if (rows[k] < -1 || rows[k] >= tokens || (rows[k] < 0 && !b[3].held)) {
+            PyErr_Format(PyExc_ValueError, "windows: token %d is not in [0, %zd) (or -1 with a pad row)", rows[k],
+                         tokens);
+            ok = 0;
+        }
+    }
     if (ok) {
-        Py_BEGIN_ALLOW_THREADS active->attention_pairs(data(&b[0]), data(&b[1]), data(&b[2]), bias_count, scale, heads,
-                                               head_dims, pair_start, pair_stop);
+        Py_BEGIN_ALLOW_THREADS active->attention_pairs(data(&b[0]), data(&b[1]), rows, window_count, tokens, data(&b[3]),
+                                               data(&b[4]), bias_count, scale, heads, head_dims, pair_start, pair_stop);
         Py_END_ALLOW_THREADS
     }
-    release(b, 3);
+    release(b, 5);
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
@@ -207,7 +228,8 @@ static PyMethodDef methods[] = {
     {"layer_norm", py_layer_norm, METH_VARARGS,
      "layer_norm(src, residual|None, sum_dst|None, dst, weight|None, bias|None, eps, cols, row_start, row_stop)"},
     {"attention", py_attention, METH_VARARGS,
-     "attention(qkv, out, bias|None, bias_count, scale, items, tokens, heads, head_dims, pair_start, pair_stop)"},
+     "attention(qkv, out, windows, window_count, tokens, pad|None, bias|None, bias_count, scale, items, heads, "
+     "head_dims, pair_start, pair_stop)"},
     {"linear", py_linear, METH_VARARGS,
      "linear(x, w, bias|None, y, rows, in_dims, out_dims, col_start, col_stop): y = x w^T + bias, columns of a range"},
     {"simd_variants", py_simd_variants, METH_NOARGS, "simd_variants() -> the variants this CPU runs, fastest first"},

@@ -25,10 +25,10 @@ INLINE int row_block(int chunks) { return chunks <= 3 ? 4 : chunks <= 6 ? 2 : 1;
  * vectors and a broadcast query value stay in registers. */
 INLINE int score_vectors(int block) { return 8 / block < ROW_VECTORS ? 8 / block : ROW_VECTORS; }
 
-/* scores[r] = exp(scale * q_r k^T + bias_r - its max) for `block` query rows from `q`
+/* scores[r] = exp(scale * q_r k^T + bias_r - its max) for `block` query rows q[r]
  * (unnormalised); returns each row's normaliser in inverse[r]. */
-INLINE void score_rows(const float *q, ptrdiff_t stride, const float *keys_t, int head_dims, const float *bias,
-                       float scale, const int block, float scores[][TOKENS], float *inverse) {
+INLINE void score_rows(const float *const *q, const float *keys_t, int head_dims, const float *bias, float scale,
+                       const int block, float scores[][TOKENS], float *inverse) {
     const int vectors = score_vectors(block);
     for (int c0 = 0; c0 < TOKENS; c0 += vectors * SIMD_LANES) {
         vf s[MAX_ROW_BLOCK][8] = {{{0}}};
@@ -36,7 +36,7 @@ INLINE void score_rows(const float *q, ptrdiff_t stride, const float *keys_t, in
             vf k[8];
             for (int v = 0; v < vectors; v++) k[v] = load_vf(keys_t + d * TOKENS + c0 + v * SIMD_LANES);
             for (int r = 0; r < block; r++) {
-                const float qd = q[r * stride + d];
+                const float qd = q[r][d];
                 for (int v = 0; v < vectors; v++) s[r][v] += qd * k[v];
             }
         }
@@ -69,61 +69,71 @@ INLINE void score_rows(const float *q, ptrdiff_t stride, const float *keys_t, in
     }
 }
 
-/* One (item, head) pair with a head width of HEAD_LANES * chunks: scores for a block of
- * query rows, then their p.v with the block's accumulators in registers. Called with a
- * constant `chunks`, so it is specialised and its loops unrolled. */
-INLINE void attention_pair(const float *base, ptrdiff_t stride, ptrdiff_t dims, const float *bias, float scale,
-                           float *out, const float *keys_t, const int chunks) {
+/* One (window, head) pair with a head width of HEAD_LANES * chunks: scores for a block of
+ * query rows, then their p.v with the block's accumulators in registers. rows[t] is token
+ * t's packed q/k/v at this head, out_rows[t] its output row (NULL: a padding token, not
+ * written). Called with a constant `chunks`, so it is specialised and its loops unrolled. */
+INLINE void attention_pair(const float *const *rows, ptrdiff_t dims, const float *bias, float scale,
+                           float *const *out_rows, const float *keys_t, const int chunks) {
     const int head_dims = HEAD_LANES * chunks, block = row_block(chunks);
     float scores[MAX_ROW_BLOCK][TOKENS];
     float inverse[MAX_ROW_BLOCK];
     for (int i = 0; i < TOKENS; i += block) {
-        score_rows(base + i * stride, stride, keys_t, head_dims, bias ? bias + i * TOKENS : NULL, scale, block,
-                   scores, inverse);
+        score_rows(rows + i, keys_t, head_dims, bias ? bias + i * TOKENS : NULL, scale, block, scores, inverse);
         vh o[MAX_ROW_BLOCK][32 / HEAD_LANES] = {{{0}}};
         for (int j = 0; j < TOKENS; j++) {
-            const float *v = base + j * stride + 2 * dims;
+            const float *v = rows[j] + 2 * dims;
             vh value[32 / HEAD_LANES];
             for (int c = 0; c < chunks; c++) value[c] = load_vh(v + c * HEAD_LANES);
             for (int r = 0; r < block; r++)
                 for (int c = 0; c < chunks; c++) o[r][c] += scores[r][j] * value[c];
         }
         for (int r = 0; r < block; r++)
-            for (int c = 0; c < chunks; c++) store_vh(out + (i + r) * dims + c * HEAD_LANES, o[r][c] * inverse[r]);
+            if (out_rows[i + r])
+                for (int c = 0; c < chunks; c++) store_vh(out_rows[i + r] + c * HEAD_LANES, o[r][c] * inverse[r]);
     }
 }
 
-/* Multi-head self-attention from a packed q/k/v projection for 64-token windows and head
- * widths of 8, 16, 24 or 32, one (item, head) pair at a time: scores = scale * q k^T + bias,
- * softmax, times v, all inside L1. qkv is [items, 64, 3, heads, head_dims] (the output of
- * one fused projection GEMM), out is [items, 64, heads, head_dims]; bias is [bias_count,
- * 64, 64], pair n using bias n % bias_count. For Swin's windows this replaces thousands of
- * tiny batched BLAS calls; ops.py takes MLX's path for other shapes. */
-static void attention_pairs(const float *qkv, float *out, const float *bias, ptrdiff_t bias_count, float scale,
+/* Multi-head self-attention inside 64-token windows from a packed q/k/v projection, for
+ * head widths of 8, 16, 24 or 32, one (window, head) pair at a time: scores = scale * q k^T
+ * + bias, softmax, times v, all inside L1. qkv is [batch, tokens, 3, heads, head_dims] (the
+ * output of one fused projection GEMM over the tokens in any order), out is [batch, tokens,
+ * heads, head_dims]. Window item n / heads is window (n / heads) % window_count of batch
+ * element (n / heads) / window_count; windows[w] lists its 64 tokens, -1 standing for a
+ * padding token whose projection is `pad` [3 * dims] and whose output is dropped, so the
+ * windows are read and written in place, without gathering them. bias is [bias_count, 64,
+ * 64], pair n using bias n % bias_count. For Swin's windows this replaces thousands of tiny
+ * batched BLAS calls; ops.py takes MLX's path for other shapes. */
+static void attention_pairs(const float *qkv, float *out, const int32_t *windows, ptrdiff_t window_count,
+                            ptrdiff_t tokens, const float *pad, const float *bias, ptrdiff_t bias_count, float scale,
                             ptrdiff_t heads, ptrdiff_t head_dims, ptrdiff_t pair_start, ptrdiff_t pair_stop) {
-    const ptrdiff_t dims = heads * head_dims, stride = 3 * dims;
+    const ptrdiff_t dims = heads * head_dims;
     float keys_t[32 * TOKENS]; /* [head_dims, tokens]: k transposed so score rows are contiguous */
+    const float *rows[TOKENS];
+    float *out_rows[TOKENS];
     for (ptrdiff_t n = pair_start; n < pair_stop; n++) {
         const ptrdiff_t item = n / heads, head = n % heads;
-        const float *base = qkv + item * TOKENS * stride + head * head_dims;
-        for (ptrdiff_t j = 0; j < TOKENS; j++) {
-            const float *k = base + j * stride + dims;
-            for (ptrdiff_t d = 0; d < head_dims; d++) keys_t[d * TOKENS + j] = k[d];
+        const int32_t *window = windows + (item % window_count) * TOKENS;
+        const ptrdiff_t first = (item / window_count) * tokens; /* the batch element's first token */
+        for (int t = 0; t < TOKENS; t++) {
+            const int32_t token = window[t];
+            rows[t] = (token < 0 ? pad : qkv + (first + token) * 3 * dims) + head * head_dims;
+            out_rows[t] = token < 0 ? NULL : out + (first + token) * dims + head * head_dims;
+            const float *k = rows[t] + dims;
+            for (ptrdiff_t d = 0; d < head_dims; d++) keys_t[d * TOKENS + t] = k[d];
         }
         const float *pair_bias = bias ? bias + (n % bias_count) * TOKENS * TOKENS : NULL;
-        float *pair_out = out + item * TOKENS * dims + head * head_dims;
         /* constant chunk counts: one specialised copy per head width */
         switch (head_dims / HEAD_LANES) {
-        case 1: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 1); break;
-        case 2: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 2); break;
-        case 3: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 3); break;
-        case 4: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 4); break;
+        case 1: attention_pair(rows, dims, pair_bias, scale, out_rows, keys_t, 1); break;
+        case 2: attention_pair(rows, dims, pair_bias, scale, out_rows, keys_t, 2); break;
+        case 3: attention_pair(rows, dims, pair_bias, scale, out_rows, keys_t, 3); break;
+        case 4: attention_pair(rows, dims, pair_bias, scale, out_rows, keys_t, 4); break;
 #if HEAD_LANES < 8
-        case 6: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 6); break;
-        case 8: attention_pair(base, stride, dims, pair_bias, scale, pair_out, keys_t, 8); break;
+        case 6: attention_pair(rows, dims, pair_bias, scale, out_rows, keys_t, 6); break;
+        case 8: attention_pair(rows, dims, pair_bias, scale, out_rows, keys_t, 8); break;
 #endif
         default: break; /* the bindings accept only 8, 16, 24 and 32 */
         }
     }
 }
-

@@ -6,6 +6,7 @@
 #define CLAP_KERNELS_SIMD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct kernel_table {
     const char *name;
@@ -20,8 +21,11 @@ struct kernel_table {
     void (*layer_norm_rows)(const float *src, const float *residual, float *sum_dst, float *dst,
                             const float *weight, const float *bias, float eps, ptrdiff_t cols, ptrdiff_t row_start,
                             ptrdiff_t row_stop);
-    /* 64-token multi-head attention from packed q/k/v, (item, head) pairs [pair_start, pair_stop) */
-    void (*attention_pairs)(const float *qkv, float *out, const float *bias, ptrdiff_t bias_count, float scale,
+    /* multi-head attention inside 64-token windows of packed q/k/v rows: windows[w] lists window
+     * w's tokens of each batch element (-1: a padding token projected as `pad`), pairs of (window
+     * item, head) [pair_start, pair_stop) */
+    void (*attention_pairs)(const float *qkv, float *out, const int32_t *windows, ptrdiff_t window_count,
+                            ptrdiff_t tokens, const float *pad, const float *bias, ptrdiff_t bias_count, float scale,
                             ptrdiff_t heads, ptrdiff_t head_dims, ptrdiff_t pair_start, ptrdiff_t pair_stop);
     /* y[m, n] = dot(x[m], w[n]) (+ bias[n]) for all rows m and the columns [col_start, col_stop):
      * nn.Linear with x [rows, in_dims], w [out_dims, in_dims] (its own layout), y [rows, out_dims] */

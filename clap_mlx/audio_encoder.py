@@ -71,12 +71,12 @@ def round_up(size: int, window: int) -> int:
     return -(-size // window) * window
 
 
-def window_order(height: int, width: int, window: int, shift: int) -> np.ndarray:
-    """Token index at each position of the zero-padded, cyclically shifted map read window by
-    window; `height * width` stands for a padding token."""
-    padded = np.full((round_up(height, window), round_up(width, window)), height * width)
+def window_table(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """[windows, window²] int32 token indices of the zero-padded, cyclically shifted map read
+    window by window; -1 stands for a padding token."""
+    padded = np.full((round_up(height, window), round_up(width, window)), -1, np.int32)
     padded[:height, :width] = np.arange(height * width).reshape(height, width)
-    return partition(np.roll(padded, (-shift, -shift), axis=(0, 1)), window).reshape(-1)
+    return partition(np.roll(padded, (-shift, -shift), axis=(0, 1)), window)
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
@@ -253,11 +253,15 @@ class WindowSelfAttention(nn.Module):
         bias = self._derived.get("qkv_bias", tuple(l.bias for l in layers), lambda *b: mx.concatenate(b))
         return weight, bias
 
-    def __call__(self, windows: mx.array, mask: mx.array | None) -> mx.array:
-        """windows: [B * windows, window², C]; mask: [windows, window², window²] or None."""
+    def __call__(self, x: mx.array, windows: np.ndarray, mask: mx.array | None) -> mx.array:
+        """x: [B, tokens, C]; windows: [windows, window²] token indices (-1: padding);
+        mask: [windows, window², window²] or None. The q/k/v GEMM runs over the tokens in
+        place and ops.attention reads each window through `windows`: no gather, no scatter."""
         weight, bias = self.fused_qkv()
-        qkv = mx.addmm(bias, windows, weight.T) if bias is not None else windows @ weight.T
-        return ops.attention(qkv, self.num_heads, self.scale, self.attention_bias(mask))
+        qkv = mx.addmm(bias, x, weight.T) if bias is not None else x @ weight.T
+        # a padding token is zero after the layer norm, so its projection is the bias
+        pad = bias if bias is not None else mx.zeros((weight.shape[0],))
+        return ops.attention(qkv, self.num_heads, self.scale, self.attention_bias(mask), windows, pad)
 
 
 class WindowAttention(nn.Module):
@@ -266,8 +270,8 @@ class WindowAttention(nn.Module):
         self.self = WindowSelfAttention(dims, num_heads, window, qkv_bias)
         self.output = Dense(dims, dims)
 
-    def __call__(self, windows: mx.array, mask: mx.array | None) -> mx.array:
-        return self.output(self.self(windows, mask))
+    def __call__(self, x: mx.array, windows: np.ndarray, mask: mx.array | None) -> mx.array:
+        return self.output(self.self(x, windows, mask))
 
 
 class SwinLayer(nn.Module):
@@ -293,12 +297,8 @@ class SwinLayer(nn.Module):
         hidden = int(cfg.mlp_ratio * dims)
         self.intermediate = Dense(dims, hidden)
         self.output = Dense(hidden, dims)
-        # Padding, cyclic shift and window partition (and their inverses) as one gather each.
-        order = window_order(*resolution, window, shift)
-        tokens = resolution[0] * resolution[1]
-        self.pads = order.size > tokens
-        self._gather = mx.array(order)
-        self._scatter = mx.array(np.argsort(order, kind="stable")[:tokens])
+        # Padding, cyclic shift and window partition as one token index table.
+        self._windows = window_table(*resolution, window, shift)
         if shift:
             padded = (round_up(resolution[0], window), round_up(resolution[1], window))
             self._mask = mx.array(shifted_window_mask(*padded, window, shift))
@@ -307,11 +307,7 @@ class SwinLayer(nn.Module):
 
     def attend(self, x: mx.array) -> mx.array:
         """[B, H*W, C] -> [B, H*W, C] through the (shifted) windows."""
-        batch, _, dims = x.shape
-        if self.pads:
-            x = mx.concatenate([x, mx.zeros((batch, 1, dims), x.dtype)], axis=1)
-        windows = x[:, self._gather].reshape(-1, self.window**2, dims)
-        return self.attention(windows, self._mask).reshape(batch, -1, dims)[:, self._scatter]
+        return self.attention(x, self._windows, self._mask)
 
     def __call__(self, x: mx.array) -> mx.array:
         """x: [B, H*W, C]."""

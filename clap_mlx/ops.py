@@ -162,34 +162,70 @@ def _attention_matmuls(
     return (probs @ values).transpose(0, 2, 1, 3).reshape(items, tokens, dims)
 
 
-def _attention_kernel(qkv: mx.array, heads: int, scale: float, bias: mx.array | None) -> mx.array:
-    items, tokens, packed = qkv.shape
+def _gather_windows(qkv: mx.array, windows: np.ndarray, pad: mx.array | None) -> mx.array:
+    """[batch, tokens, 3 * dims] -> [batch * groups, window, 3 * dims], padding tokens as `pad`."""
+    batch, tokens, packed = qkv.shape
+    if pad is not None:
+        qkv = mx.concatenate([qkv, mx.broadcast_to(pad, (batch, 1, packed))], axis=1)
+    rows = mx.array(np.where(windows < 0, tokens, windows).reshape(-1))
+    return qkv[:, rows].reshape(-1, windows.shape[1], packed)
+
+
+def _scatter_windows(out: mx.array, windows: np.ndarray, batch: int) -> mx.array:
+    """_gather_windows' inverse for the result [batch * groups, window, dims], padding dropped."""
+    order = windows.reshape(-1)
+    inverse = np.argsort(order, kind="stable")[np.count_nonzero(order < 0) :]
+    return out.reshape(batch, -1, out.shape[-1])[:, mx.array(inverse)]
+
+
+def _attention_kernel(
+    qkv: mx.array, heads: int, scale: float, bias: mx.array | None, windows: np.ndarray | None, pad: mx.array | None
+) -> mx.array:
+    batch, tokens, packed = qkv.shape
     dims = packed // 3
     head_dims = dims // heads
-    packed_rows = host_ops.rows_view(qkv)
+    # without windows each item is one window of its own tokens in order
+    window_rows = np.ascontiguousarray(np.arange(tokens)[None] if windows is None else windows, np.int32)
+    items = batch * window_rows.shape[0]
+    packed_rows, pad_row = host_ops.rows_view(qkv), host_ops.float32_vector(pad)
     bias_rows = None if bias is None else host_ops.rows_view(bias.astype(mx.float32))
     bias_count = 0 if bias is None else bias.shape[0] * heads
-    out = np.empty((items, tokens, dims), np.float32)
+    out = np.empty((batch, tokens, dims), np.float32)
     pairs = items * heads
     host_ops.split_rows(
         lambda start, stop: _kernels.attention(
-            packed_rows, out, bias_rows, bias_count, scale, items, tokens, heads, head_dims, start, stop
+            packed_rows, out, window_rows, len(window_rows), tokens, pad_row, bias_rows, bias_count, scale, items,
+            heads, head_dims, start, stop,
         ),
         pairs,
-        pairs * tokens * tokens * head_dims,
+        pairs * window_rows.shape[1] ** 2 * head_dims,
     )
     return mx.array(out)
 
 
-def attention(qkv: mx.array, heads: int, scale: float, bias: mx.array | None = None) -> mx.array:
+def attention(
+    qkv: mx.array,
+    heads: int,
+    scale: float,
+    bias: mx.array | None = None,
+    windows: np.ndarray | None = None,
+    pad: mx.array | None = None,
+) -> mx.array:
     """Multi-head self-attention from one packed projection.
 
     qkv: [items, tokens, 3 * dims], the query, key and value projections side by side (as one
     GEMM with concatenated weights gives them); bias: [groups, heads, tokens, tokens] added to
     the scaled scores, item i using group i % groups (e.g. a per-window bias broadcast over the
     batch), or None. Returns [items, tokens, dims], heads concatenated.
+
+    windows: [groups, tokens] token indices partitioning qkv's axis 1 into windows (-1: a
+    padding token projected as `pad` [3 * dims]), or None. Then qkv is [batch, any tokens,
+    3 * dims] in any order, item i is window i % groups of batch element i // groups, and the
+    result is [batch, tokens, dims] in qkv's order: the kernel reads and writes the windows in
+    place, without gathering them.
     """
-    items, tokens, packed = qkv.shape
+    batch, _, packed = qkv.shape
+    items, tokens = (batch * len(windows), windows.shape[1]) if windows is not None else qkv.shape[:2]
     dims = packed // 3
     if packed % 3 or dims % heads:
         raise ValueError(f"attention: last axis {packed} is not 3 x a multiple of {heads} heads")
@@ -198,20 +234,26 @@ def attention(qkv: mx.array, heads: int, scale: float, bias: mx.array | None = N
         raise ValueError(
             f"attention: bias {list(bias.shape)} is not [groups dividing {items}, {heads}, {tokens}, {tokens}]"
         )
+    if windows is not None and pad is None and (windows < 0).any():
+        raise ValueError("attention: windows has padding tokens (-1) but no pad row")
+
+    def matmuls(softmax_path: Softmax) -> mx.array:
+        if windows is None:
+            return _attention_matmuls(qkv, heads, scale, bias, softmax_path)
+        gathered = _attention_matmuls(_gather_windows(qkv, windows, pad), heads, scale, bias, softmax_path)
+        return _scatter_windows(gathered, windows, batch)
+
     if not _host_path(qkv):
-        return _attention_matmuls(qkv, heads, scale, bias, _softmax_mlx)
+        return matmuls(_softmax_mlx)
     if (tokens, head_dims) in ATTENTION_KERNEL_SHAPES:
-        kernels = lambda d: _attention_kernel(qkv, heads, scale, bias)  # noqa: E731
+        kernels = lambda d: _attention_kernel(qkv, heads, scale, bias, windows, pad)  # noqa: E731
     else:
-        kernels = lambda d: _attention_matmuls(qkv, heads, scale, bias, _softmax_kernels)  # noqa: E731
-    runners = _paths(
-        kernels,
-        lambda d: _attention_matmuls(qkv, heads, scale, bias, _softmax_numpy),
-        lambda d: _attention_matmuls(qkv, heads, scale, bias, _softmax_mlx),
-    )
+        kernels = lambda d: matmuls(_softmax_kernels)  # noqa: E731
+    runners = _paths(kernels, lambda d: matmuls(_softmax_numpy), lambda d: matmuls(_softmax_mlx))
     groups = 0 if bias is None else bias.shape[0]
     op_class = f"attention {tokens} tokens {heads} x {head_dims} x ~{1 << (items.bit_length() - 1)} bias {groups > 0}"
-    return op_paths.choose(op_class, [qkv, bias], runners)
+    op_class += " windows" if windows is not None else ""
+    return op_paths.choose(op_class, [qkv, bias, pad], runners)
 
 
 def _layer_norm_kernels(

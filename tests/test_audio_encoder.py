@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import ClapAudioConfig, ClapAudioModel
 
-from clap_mlx.audio_encoder import HTSATAudioEncoder, bicubic_matrix, sanitize_audio_encoder
+from clap_mlx import ops
+from clap_mlx.audio_encoder import HTSATAudioEncoder, bicubic_matrix, sanitize_audio_encoder, window_table
 from clap_mlx.config import AudioConfig
 
 torch.set_num_threads(2)
@@ -131,6 +132,34 @@ def test_window_not_dividing_the_map_pads_like_transformers():
     # 64x64 and 32x32 maps in windows of 6: zero padding, and the shifted mask on the padded map.
     reference, encoder = build_pair({**TINY, **FUSED, "window_size": 6}, seed=4)
     compare(reference, encoder, [True, False], seed=12)
+
+
+@pytest.mark.parametrize("path", ["kernels", "numpy", "mlx"])
+@pytest.mark.parametrize("size, shift", [((16, 16), 4), ((12, 10), 4), ((8, 8), 0)])
+def test_window_attention_in_place_matches_gathered_windows(monkeypatch, path, size, shift):
+    """ops.attention reads the windows through their token table (-1: a padding token
+    projected as `pad`) and writes each token's row in place: the same as gathering the
+    windows, attending inside each and scattering the tokens back."""
+    monkeypatch.setenv("CLAP_MLX_OPS", path)
+    batch, heads, head_dims, scale = 2, 2, 24, 0.2
+    windows, tokens, dims = window_table(*size, 8, shift), size[0] * size[1], heads * head_dims
+    rng = np.random.default_rng(7)
+    qkv = rng.standard_normal((batch, tokens, 3 * dims)).astype(np.float32)
+    pad = rng.standard_normal(3 * dims).astype(np.float32)
+    bias = rng.standard_normal((len(windows), heads, 64, 64)).astype(np.float32)
+    got = ops.attention(mx.array(qkv), heads, scale, mx.array(bias), windows, mx.array(pad))
+
+    padded = np.concatenate([qkv, np.broadcast_to(pad, (batch, 1, 3 * dims))], axis=1).astype(np.float64)
+    gathered = padded[:, np.where(windows < 0, tokens, windows)]  # [batch, windows, 64, 3 * dims]
+    q, k, v = gathered.reshape(batch, len(windows), 64, 3, heads, head_dims).transpose(3, 0, 1, 4, 2, 5)
+    scores = scale * q @ k.swapaxes(-1, -2) + bias
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    attended = (probs / probs.sum(-1, keepdims=True) @ v).transpose(0, 1, 3, 2, 4).reshape(batch, -1, dims)
+    expected = np.full((batch, tokens, dims), np.nan)
+    order = windows.reshape(-1)
+    expected[:, order[order >= 0]] = attended[:, order >= 0]
+    assert got.shape == (batch, tokens, dims)
+    assert np.abs(np.asarray(got) - expected).max() < 2e-6
 
 
 def test_last_stage_as_large_as_the_window_is_not_shifted():

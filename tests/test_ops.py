@@ -281,11 +281,17 @@ def test_attention_rejects_bad_shapes():
 def test_attention_kernel_refuses_shapes_it_is_not_specialised_for():
     from clap_mlx import _kernels  # the extension itself, whichever backend ops uses here
 
-    qkv, out = np.zeros((1, 9, 24), np.float32), np.zeros((1, 9, 8), np.float32)
-    with pytest.raises(ValueError, match="needs 64 tokens and a head width of 8, 16, 24 or 32, got 9 and 8"):
-        _kernels.attention(qkv, out, None, 0, 1.0, 1, 9, 1, 8, 0, 1)
+    qkv, out = np.zeros((1, 64, 3 * 12), np.float32), np.zeros((1, 64, 12), np.float32)
+    window = np.arange(64, dtype=np.int32)
+    with pytest.raises(ValueError, match="needs a head width of 8, 16, 24 or 32, got 12"):
+        _kernels.attention(qkv, out, window, 1, 64, None, None, 0, 1.0, 1, 1, 12, 0, 1)
     with pytest.raises(ValueError, match="qkv: buffer of 96 bytes, need 4608 float32 values"):
-        _kernels.attention(np.zeros(24, np.float32), out, None, 0, 1.0, 1, 64, 3, 8, 0, 1)
+        _kernels.attention(np.zeros(24, np.float32), out, window, 1, 64, None, None, 0, 1.0, 1, 3, 8, 0, 1)
+    with pytest.raises(TypeError, match="windows: expected int32 values, got buffer format 'l'"):
+        _kernels.attention(qkv, out, window.astype(np.int64), 1, 64, None, None, 0, 1.0, 1, 1, 8, 0, 1)
+    window[5] = 64  # the kernel would read past the tokens
+    with pytest.raises(ValueError, match=r"windows: token 64 is not in \[0, 64\) \(or -1 with a pad row\)"):
+        _kernels.attention(qkv, out, window, 1, 64, None, None, 0, 1.0, 1, 1, 8, 0, 1)
 
 
 def test_kernels_check_every_buffer_size():

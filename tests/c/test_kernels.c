@@ -107,32 +107,47 @@ static void test_layer_norm(const struct kernel_table *k) {
 }
 
 static void test_attention(const struct kernel_table *k, int head_dims) {
-    enum { ITEMS = 3, TOKENS = 64, HEADS = 2, GROUPS = 3 };
-    const int dims = HEADS * head_dims, stride = 3 * dims;
-    float *qkv = random_floats((size_t)ITEMS * TOKENS * stride, 1.7, 0.0);
+    /* 2 batch elements of 187 tokens in 3 windows each: the tokens shuffled, 5 padding slots */
+    enum { BATCH = 2, WINDOWS = 3, TOKENS = 64, HEADS = 2, GROUPS = 3, SEQ = WINDOWS * TOKENS - 5 };
+    const int dims = HEADS * head_dims, stride = 3 * dims, items = BATCH * WINDOWS;
+    float *qkv = random_floats((size_t)BATCH * SEQ * stride, 1.7, 0.0), *pad = random_floats(stride, 1.7, 0.0);
     float *bias = random_floats((size_t)GROUPS * HEADS * TOKENS * TOKENS, 1.7, 0.0);
     for (int i = 0; i < TOKENS * TOKENS; i++)
         if (i % TOKENS >= TOKENS / 2) bias[i] = -1e9f; /* a shifted-window mask on group 0, head 0 */
-    float *out = malloc(sizeof(float) * ITEMS * TOKENS * dims);
+    int32_t windows[WINDOWS * TOKENS];
+    for (int t = 0; t < WINDOWS * TOKENS; t++) windows[t] = t < SEQ ? t : -1;
+    for (int t = WINDOWS * TOKENS - 1; t > 0; t--) { /* Fisher-Yates */
+        int other = (int)((uniform() + 1.0) / 2.0 * (t + 1)), kept = windows[t];
+        windows[t] = windows[other], windows[other] = kept;
+    }
+    float *out = malloc(sizeof(float) * BATCH * SEQ * dims);
+    for (int i = 0; i < BATCH * SEQ * dims; i++) out[i] = 1e30f; /* a row left unwritten fails */
     const float scale = 1.0f / sqrtf((float)head_dims);
-    k->attention_pairs(qkv, out, bias, GROUPS * HEADS, scale, HEADS, head_dims, 0, ITEMS * HEADS);
+    k->attention_pairs(qkv, out, windows, WINDOWS, SEQ, pad, bias, GROUPS * HEADS, scale, HEADS, head_dims, 0,
+                       items * HEADS);
     double error = 0.0;
-    for (int item = 0; item < ITEMS; item++) {
+    for (int item = 0; item < items; item++) {
+        const int32_t *window = windows + (item % WINDOWS) * TOKENS;
+        const float *rows[TOKENS];
+        for (int t = 0; t < TOKENS; t++)
+            rows[t] = window[t] < 0 ? pad : qkv + ((size_t)(item / WINDOWS) * SEQ + window[t]) * stride;
         for (int head = 0; head < HEADS; head++) {
-            const float *base = qkv + (size_t)item * TOKENS * stride + head * head_dims;
             const float *b = bias + (size_t)((item * HEADS + head) % (GROUPS * HEADS)) * TOKENS * TOKENS;
             for (int i = 0; i < TOKENS; i++) {
+                if (window[i] < 0) continue; /* a padding token's output is dropped */
                 double p[TOKENS], m = -INFINITY, sum = 0.0;
                 for (int j = 0; j < TOKENS; j++) {
                     double dot = 0.0;
-                    for (int d = 0; d < head_dims; d++) dot += (double)base[i * stride + d] * base[j * stride + dims + d];
+                    for (int d = 0; d < head_dims; d++)
+                        dot += (double)rows[i][head * head_dims + d] * rows[j][dims + head * head_dims + d];
                     m = fmax(m, p[j] = scale * dot + b[i * TOKENS + j]);
                 }
                 for (int j = 0; j < TOKENS; j++) sum += (p[j] = exp(p[j] - m));
                 for (int d = 0; d < head_dims; d++) {
                     double o = 0.0;
-                    for (int j = 0; j < TOKENS; j++) o += p[j] / sum * base[j * stride + 2 * dims + d];
-                    error = fmax(error, fabs(out[((size_t)item * TOKENS + i) * dims + head * head_dims + d] - o));
+                    for (int j = 0; j < TOKENS; j++) o += p[j] / sum * rows[j][2 * dims + head * head_dims + d];
+                    const size_t row = (size_t)(item / WINDOWS) * SEQ + window[i];
+                    error = fmax(error, fabs(out[row * dims + head * head_dims + d] - o));
                 }
             }
         }
@@ -140,7 +155,7 @@ static void test_attention(const struct kernel_table *k, int head_dims) {
     char what[64];
     snprintf(what, sizeof what, "attention, 64 tokens, heads of %d, bias", head_dims);
     check(k->name, what, error, 2e-6);
-    free(qkv), free(bias), free(out);
+    free(qkv), free(pad), free(bias), free(out);
 }
 
 int main(void) {
