@@ -9,6 +9,7 @@ kernels, 5-17x faster than MLX's own elementwise ops on the CPU).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable
@@ -24,20 +25,39 @@ BLOCK_ELEMENTS = 1 << 16
 # other processes compete for the cores (measured: a 0.4 M-element layer_norm took 5x
 # longer split than on one thread under load; at 1 M+ elements the split never lost).
 PARALLEL_MIN_ELEMENTS = 1 << 19
+# Chunks per core of a split op: few enough that their hand-offs (~10 us each) stay small
+# next to the op, enough that a late or slowed core costs at most about one chunk.
+CHUNKS_PER_CORE = 4
 
 _WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _pool = ThreadPoolExecutor(_WORKERS - 1, thread_name_prefix="clap-ops") if _WORKERS > 1 else None
 
 
 def split_rows(work: Callable[[int, int], None], rows: int, size: int) -> None:
-    """work(start, stop) over [0, rows), split across the cores when `size` elements is large."""
+    """work(start, stop) over [0, rows), split across the cores when `size` elements is large.
+
+    The cores take chunks from a shared counter rather than fixed halves: a core that starts
+    late (its thread's wake-up) or runs slower (another process, or BLAS's spinning threads,
+    on it) takes fewer chunks instead of the caller waiting for its whole half.
+    """
     parts = _WORKERS if _pool is not None and size >= PARALLEL_MIN_ELEMENTS else 1
     parts = max(1, min(parts, rows))
-    bounds = [rows * k // parts for k in range(parts + 1)]
-    futures = [_pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, parts)]
-    work(bounds[0], bounds[1])
+    if parts == 1:
+        work(0, rows)
+        return
+    chunks = min(rows, parts * CHUNKS_PER_CORE)
+    bounds = [rows * k // chunks for k in range(chunks + 1)]
+    taken = itertools.count()  # next() on it is atomic under the GIL
+
+    def drain() -> None:
+        while (k := next(taken)) < chunks:
+            work(bounds[k], bounds[k + 1])
+
+    futures = [_pool.submit(drain) for _ in range(parts - 1)]
+    drain()
     for future in futures:
-        future.result()
+        if not future.cancel():  # a helper that never started has nothing left to do
+            future.result()
 
 
 def rows_view(x: mx.array) -> np.ndarray:
