@@ -8,7 +8,7 @@ import torch
 from transformers import ClapAudioConfig, ClapAudioModel
 
 from clap_mlx import ops
-from clap_mlx.audio_encoder import HTSATAudioEncoder, bicubic_matrix, sanitize_audio_encoder, window_table
+from clap_mlx.audio_encoder import HTSATAudioEncoder, bicubic_resize, sanitize_audio_encoder, window_table
 from clap_mlx.config import AudioConfig
 
 torch.set_num_threads(2)
@@ -181,12 +181,13 @@ def test_full_unfused_matches_transformers():
     compare(*build_pair({**FULL, **UNFUSED}, seed=6), LONGER_PATTERNS["b4-mixed"], seed=21)
 
 
-def test_bicubic_matrix_matches_torch_interpolate():
+def test_bicubic_resize_matches_torch_interpolate():
     # torch's response to each unit impulse along time is its interpolation matrix; the
     # remaining differences are float32 rounding of the cubic weights (torch contracts to FMA).
     impulses = torch.eye(1001)[None, None]
     expected = torch.nn.functional.interpolate(impulses, (1024, 1001), mode="bicubic", align_corners=True)
-    np.testing.assert_allclose(bicubic_matrix(1001, 1024), expected[0, 0].numpy(), rtol=0, atol=1e-6)
+    got = np.asarray(bicubic_resize(mx.eye(1001), 1024))
+    np.testing.assert_allclose(got, expected[0, 0].numpy(), rtol=0, atol=1e-6)
 
 
 def test_sanitize_drops_buffers_and_transposes_convolutions():
