@@ -316,12 +316,19 @@ class SwinLayer(nn.Module):
         """[B, H*W, C] -> [B, H*W, C] through the (shifted) windows."""
         return self.attention(x, self._windows, self._mask)
 
-    def __call__(self, x: mx.array) -> mx.array:
-        """x: [B, H*W, C]."""
-        attended = self.attend(self.layernorm_before(x))
+    def __call__(self, x: mx.array, pending: mx.array | None = None) -> tuple[mx.array, mx.array]:
+        """x: [B, H*W, C], plus `pending` to add to it (the previous block's MLP output; its
+        buffer is donated) -> (the residual stream, this block's MLP output to add to it).
+        Leaving the add to the next block folds it into that block's first layer norm."""
+        norm = self.layernorm_before
+        if pending is None:
+            normed = norm(x)
+        else:
+            x, normed = ops.add_layer_norm(pending, x, norm.weight, norm.bias, norm.eps)
+        attended = self.attend(normed)
         norm = self.layernorm_after
         x, normed = ops.add_layer_norm(attended, x, norm.weight, norm.bias, norm.eps)
-        return x + self.output(ops.linear_gelu(self.intermediate.dense, normed))
+        return x, self.output(ops.linear_gelu(self.intermediate.dense, normed))
 
 
 class PatchMerging(nn.Module):
@@ -363,8 +370,10 @@ class SwinStage(nn.Module):
         self.downsample = PatchMerging(dims, resolution) if downsample else None
 
     def __call__(self, x: mx.array) -> mx.array:
+        pending = None
         for block in self.blocks:
-            x = block(x)
+            x, pending = block(x, pending)
+        x = x + pending
         return self.downsample(x) if self.downsample is not None else x
 
 
