@@ -45,7 +45,6 @@ INSTRUMENTED = [
     (audio_encoder.WindowSelfAttention, "__call__", "linear (matmul)"),
     (ops, "attention", "attention core (q@k, bias, p@v, heads)"),
     (text_encoder.SelfAttention, "__call__", "attention core (q@k, bias, p@v, heads)"),
-    (audio_encoder.SwinLayer, "attend", "window gather/scatter"),
     (audio_encoder.PatchMerging, "__call__", "patch merging (reshape/transpose)"),
     *((ops, name, "layer_norm" if name == "add_layer_norm" else name) for name in OPS),
 ]
