@@ -158,6 +158,43 @@ static void test_attention(const struct kernel_table *k, int head_dims) {
     free(qkv), free(pad), free(bias), free(out);
 }
 
+/* y = x w^T + bias over a column range, against double dot products; the columns outside
+ * the range stay untouched. Row counts cover every block of input rows, column counts every
+ * block of weight rows, widths the vector body, the scalar tail and the next-block prefetch. */
+static void test_linear(const struct kernel_table *k) {
+    const int shapes[][3] = {{1, 1, 1}, {2, 7, 5}, {3, 8, 4}, {4, 33, 7}, {5, 64, 3}, {8, 768, 13}, {13, 1030, 11}};
+    double error = 0.0;
+    int untouched = 1;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int rows = shapes[s][0], in_dims = shapes[s][1], out_dims = shapes[s][2];
+        float *x = random_floats((size_t)rows * in_dims, 2.0, 0.5), *w = random_floats((size_t)out_dims * in_dims, 1.0, 0.0);
+        float *bias = random_floats(out_dims, 3.0, 0.0), *y = malloc(sizeof(float) * rows * out_dims);
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            const int col_start = out_dims / 3, col_stop = out_dims - out_dims / 4;
+            for (int i = 0; i < rows * out_dims; i++) y[i] = 12345.0f;
+            k->linear_cols(x, w, with_bias ? bias : NULL, y, rows, in_dims, out_dims, col_start, col_stop);
+            for (int m = 0; m < rows; m++) {
+                for (int n = 0; n < out_dims; n++) {
+                    const float got = y[m * out_dims + n];
+                    if (n < col_start || n >= col_stop) {
+                        untouched &= got == 12345.0f;
+                        continue;
+                    }
+                    double dot = with_bias ? bias[n] : 0.0, scale = fabs(dot);
+                    for (int i = 0; i < in_dims; i++) {
+                        dot += (double)x[m * in_dims + i] * w[n * in_dims + i];
+                        scale += fabs((double)x[m * in_dims + i] * w[n * in_dims + i]);
+                    }
+                    error = fmax(error, fabs(got - dot) / (scale + 1e-30));
+                }
+            }
+        }
+        free(x), free(w), free(bias), free(y);
+    }
+    check(k->name, "linear x w^T + bias, error / sum |x w|", error, 1e-6);
+    check(k->name, "linear leaves other columns untouched", untouched ? 0.0 : 1.0, 0.0);
+}
+
 int main(void) {
     const struct kernel_table *variants[4];
     int n = kernels_runnable(variants, 3);
@@ -170,6 +207,7 @@ int main(void) {
         test_softmax(variants[v]);
         test_layer_norm(variants[v]);
         for (int head_dims = 8; head_dims <= 32; head_dims += 8) test_attention(variants[v], head_dims);
+        test_linear(variants[v]);
     }
     printf("%s\n", failures ? "FAILED" : "all kernel checks passed");
     return failures ? 1 : 0;
