@@ -48,8 +48,9 @@ _MIN_ROUNDS = 3
 _MAX_ROUNDS = 7
 _BUDGET_S = 0.05
 
-# A path's run of the op: Runner(donate) with donate=False never modifies the inputs.
-Runner = Callable[[bool], mx.array]
+# A path's run of the op: Runner(donate) with donate=False never modifies the inputs. It
+# returns the op's array, or a list of them for an op with several outputs.
+Runner = Callable[[bool], mx.array | list[mx.array]]
 
 
 def mode() -> str:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -104,6 +105,17 @@ def test_auto_never_donates_an_input_while_it_measures(auto):
     source = mx.array(x)
     ops.softmax(source, scale=0.5, donate=True)
     np.testing.assert_array_equal(np.asarray(source), x)
+
+
+def test_auto_times_and_returns_every_output_of_an_op_with_several(auto):
+    # the q/k/v projections as one op: a path's time and result are all its outputs
+    layers = [nn.Linear(32, 16), nn.Linear(32, 16), nn.Linear(32, 8, bias=False)]
+    x = np.random.default_rng(3).standard_normal((8, 32)).astype(np.float32)
+    outputs = ops.linears(mx.array(x), layers)
+    for layer, got in zip(layers, outputs, strict=True):
+        expected = x @ np.asarray(layer.weight).T + (np.asarray(layer.bias) if "bias" in layer else 0.0)
+        np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
+    assert json.loads(auto.read_text())[op_paths.machine_key()]["linear 32 -> 16+16+8 x ~8 bias"] in op_paths.PATHS
 
 
 def test_a_gpu_device_always_takes_the_mlx_path_in_auto(auto, monkeypatch):

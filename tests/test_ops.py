@@ -203,6 +203,56 @@ def test_linear_gelu_equals_gelu_of_linear():
     assert np.abs(as_numpy(ops.linear_gelu(linear, x)) - expected).max() < 1e-6
 
 
+@pytest.mark.parametrize(
+    "shape, out_dims, bias",
+    [
+        ((1, 33), 7, True),  # one row, a scalar tail in K, a partial block of weight rows
+        ((5, 64), 96, False),
+        ((2, 4, 40), 10, True),  # leading axes: 8 rows
+        ((13, 768), 768, True),  # weight past host_ops.PARALLEL_MIN_ELEMENTS: columns split across threads
+        ((ops.LINEAR_KERNEL_MAX_ROWS + 1, 16), 8, True),  # too many rows for the kernel: MLX's matmul
+    ],
+)
+def test_linear_matches_float64_reference(shape, out_dims, bias, backend, monkeypatch):
+    layer = nn.Linear(shape[-1], out_dims, bias=bias)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    calls = []
+    if ops.use_kernels():  # count the kernel's calls: the host path must take it where it fits
+        kernel = ops._kernels.linear
+        monkeypatch.setattr(ops._kernels, "linear", lambda *args: calls.append(args) or kernel(*args))
+    got = ops.linear(mx.array(x), layer)
+    assert got.shape == (*shape[:-1], out_dims) and got.dtype == mx.float32
+    expected = x.astype(np.float64) @ as_numpy(layer.weight).T + (as_numpy(layer.bias) if bias else 0.0)
+    assert np.abs(as_numpy(got) - expected).max() < 1e-6 * max(1.0, np.abs(expected).max()) * np.sqrt(shape[-1])
+    rows = x.size // shape[-1]
+    assert bool(calls) == (backend == "kernels" and rows <= ops.LINEAR_KERNEL_MAX_ROWS)
+    if backend == "kernels" and layer.weight.size >= host_ops.PARALLEL_MIN_ELEMENTS and host_ops._pool is not None:
+        assert len(calls) > 1  # split into column ranges
+
+
+def test_linears_equal_each_layer_alone(backend):
+    # unequal widths and a layer without bias: each output is its own layer's, also where the
+    # column ranges split across the threads straddle two layers
+    layers = [nn.Linear(512, 700), nn.Linear(512, 333, bias=False), nn.Linear(512, 5)]
+    assert sum(layer.weight.size for layer in layers) >= host_ops.PARALLEL_MIN_ELEMENTS
+    x = RNG.standard_normal((3, 7, 512)).astype(np.float32)
+    outputs = ops.linears(mx.array(x), layers)
+    assert [o.shape for o in outputs] == [(3, 7, 700), (3, 7, 333), (3, 7, 5)]
+    for layer, got in zip(layers, outputs):
+        expected = x.astype(np.float64) @ as_numpy(layer.weight).T + (as_numpy(layer.bias) if "bias" in layer else 0.0)
+        assert np.abs(as_numpy(got) - expected).max() < 1e-5
+
+
+def test_linear_of_a_strided_input_and_other_dtypes():
+    layer = nn.Linear(24, 6)
+    x = RNG.standard_normal((24, 5)).astype(np.float32)
+    expected = x.T.astype(np.float64) @ as_numpy(layer.weight).T + as_numpy(layer.bias)
+    assert np.abs(as_numpy(ops.linear(mx.array(x).T, layer)) - expected).max() < 1e-5
+    half = ops.linear(mx.array(x).T.astype(mx.bfloat16), layer)
+    assert half.dtype == mx.float32  # as nn.Linear: bfloat16 input, float32 weight
+    assert np.abs(as_numpy(half) - expected).max() < 0.1
+
+
 def test_softmax_with_scale_and_broadcast_bias(backend):
     scores = RNG.standard_normal((2, 4, 3, 64, 64)).astype(np.float32) * 10
     bias = RNG.standard_normal((4, 3, 64, 64)).astype(np.float32)
@@ -306,6 +356,10 @@ def test_kernels_check_every_buffer_size():
         _kernels.softmax(rows, rows.copy(), 1.0, np.zeros(2, np.float32), 2, 8, 0, 2)
     with pytest.raises(TypeError, match="src: expected float32 values, got buffer format 'd'"):
         _kernels.gelu(np.zeros((2, 8)), rows.copy(), None, 8, 0, 2)
+    with pytest.raises(ValueError, match="w: buffer of 32 bytes, need 24 float32 values"):
+        _kernels.linear(rows, np.zeros(8, np.float32), None, np.zeros((2, 3), np.float32), 2, 8, 3, 0, 3)
+    with pytest.raises(ValueError, match="bad linear shape or column range"):
+        _kernels.linear(rows, rows, None, rows.copy(), 2, 8, 2, 0, 3)
     # an evaluated MLX array is accepted directly (its buffer is float32)
     _kernels.gelu(mx.zeros((2, 8)), rows, None, 8, 0, 2)
     np.testing.assert_array_equal(rows, 0.0)
