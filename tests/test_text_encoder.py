@@ -53,6 +53,23 @@ def test_tiny_text_features_match_transformers(tiny_bundle, tiny_reference):
     np.testing.assert_allclose(np.linalg.norm(actual, axis=-1), 1.0, atol=1e-5)
 
 
+def assert_single_labels_match(bundle, reference, monkeypatch):
+    # one label at a time: the linear layers' few rows run the compiled few-rows kernel
+    monkeypatch.setenv("CLAP_MLX_OPS", "kernels")
+    for label in LABELS[:4]:
+        expected = reference_text_features(reference, bundle.tokenizer, [label])
+        assert_embeddings_close(mlx_text_features(bundle, [label]), expected)
+
+
+def test_tiny_single_label_features_match_transformers(tiny_bundle, tiny_reference, monkeypatch):
+    assert_single_labels_match(tiny_bundle, tiny_reference, monkeypatch)
+
+
+@pytest.mark.full
+def test_full_single_label_features_match_transformers(full_bundle, full_reference, monkeypatch):
+    assert_single_labels_match(full_bundle, full_reference, monkeypatch)
+
+
 def test_padding_does_not_change_an_embedding(tiny_bundle):
     alone = mlx_text_features(tiny_bundle, [LABELS[0]])
     batched = mlx_text_features(tiny_bundle, LABELS)
