@@ -39,6 +39,7 @@ OPS = ("gelu", "softmax", "layer_norm", "add_layer_norm", "tanh", "sigmoid")
 INSTRUMENTED = [
     (nn.Linear, "__call__", "linear (matmul)"),
     (ops, "linear_gelu", "linear (matmul)"),  # its GELU pass is charged to "gelu"
+    (ops, "linears", "linear (matmul)"),  # ops.Linear and ops.linear call it
     (nn.Conv2d, "__call__", "conv2d"),
     (audio_encoder.FrozenBatchNorm, "__call__", "batch norm"),
     # The audio block's own work is its fused q/k/v GEMM; ops.attention does the rest.
