@@ -130,7 +130,7 @@ def update_results(name: str, key: str, row: dict) -> Path:
     """Replaces one row of an existing results file (a row measured on its own carries its own machine)."""
     path = results_dir() / f"{name}.json"
     payload = json.loads(path.read_text())
-    payload[key] = row
+    payload[key] = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **row}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nupdated {key} in {path.relative_to(ROOT)}")
     return path
