@@ -8,7 +8,8 @@ import torch
 from transformers import ClapAudioConfig, ClapAudioModel
 
 from clap_mlx import ops
-from clap_mlx.audio_encoder import HTSATAudioEncoder, bicubic_resize, sanitize_audio_encoder, window_table
+from clap_mlx.audio_encoder import HTSATAudioEncoder, sanitize_audio_encoder
+from clap_mlx.audio_layout import bicubic_resize, window_table
 from clap_mlx.config import AudioConfig
 
 torch.set_num_threads(2)
