@@ -37,7 +37,7 @@ class Dense(nn.Module):
         self.dense = nn.Linear(in_dims, out_dims)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.dense(x)
+        return ops.affine(x, self.dense.weight, self.dense.get("bias"))
 
 
 class GlobalAveragePool(nn.Module):
@@ -181,7 +181,7 @@ class WindowSelfAttention(nn.Module):
         mask: [windows, window², window²] or None. The q/k/v GEMM runs over the tokens in
         place and ops.attention reads each window through `windows`: no gather, no scatter."""
         weight, bias = self.fused_qkv()
-        qkv = mx.addmm(bias, x, weight.T) if bias is not None else x @ weight.T
+        qkv = ops.affine(x, weight, bias)
         # a padding token is zero after the layer norm, so its projection is the bias
         pad = bias if bias is not None else mx.zeros((weight.shape[0],))
         return ops.attention(qkv, self.num_heads, self.scale, self.attention_bias(mask), windows, pad)

@@ -83,8 +83,15 @@ def _linears_kernels(x: mx.array, params: list[Params]) -> list[mx.array]:
     return [mx.array(out.reshape(*x.shape[:-1], out.shape[1])) for out in outs]
 
 
+def affine(x: mx.array, weight: mx.array, bias: mx.array | None) -> mx.array:
+    """x @ weight.T + bias. Not mx.addmm: MLX's CPU addmm first copies the broadcast bias into
+    the output element by element, which made a bias GEMM up to 1.5x slower than the GEMM and
+    a separate add together (measured on AVX2 at 4096 x 96 -> 288)."""
+    return x @ weight.T if bias is None else x @ weight.T + bias
+
+
 def _linears_mlx(x: mx.array, params: list[Params]) -> list[mx.array]:
-    return [x @ w.T if b is None else mx.addmm(b, x, w.T) for w, b in params]
+    return [affine(x, w, b) for w, b in params]
 
 
 def _linears(x: mx.array, params: list[Params]) -> list[mx.array]:
