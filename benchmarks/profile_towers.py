@@ -40,6 +40,7 @@ INSTRUMENTED = [
     (nn.Linear, "__call__", "linear (matmul)"),
     (ops, "linear_gelu", "linear (matmul)"),  # its GELU pass is charged to "gelu"
     (ops, "linears", "linear (matmul)"),  # ops.Linear and ops.linear call it
+    (ops, "affine", "linear (matmul)"),  # the audio tower's bias GEMMs (Dense, q/k/v)
     (nn.Conv2d, "__call__", "conv2d"),
     (audio_encoder.FrozenBatchNorm, "__call__", "batch norm"),
     # The audio block's own work is its fused q/k/v GEMM; ops.attention does the rest.
