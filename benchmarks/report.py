@@ -108,9 +108,11 @@ def stream_line(stream: dict) -> str:
     )
     if "dashboard" in stream:
         board = stream["dashboard"]
+        ratios = [on / off for on, off in zip(board["windows_per_s"]["on"], board["windows_per_s"]["off"])]
         line += (f" Web dashboard on with {board['clients']} live clients: {board['windows_per_s_on']:.2f} windows/s "
                  f"vs {board['windows_per_s_off']:.2f} off ({100 * board['overhead']:.1f} % fewer; medians of "
-                 f"{board['rounds']} interleaved off/on rounds, first to last window"
+                 f"{board['rounds']} interleaved off/on rounds, first to last window, on/off per round "
+                 f"{min(ratios):.2f}-{max(ratios):.2f}"
                  + (f", measured on its own{' on ' + board['date_utc'][:16].replace('T', ' ') + ' UTC' if 'date_utc' in board else ''}"
                     f" at load average {board['machine']['load_average_at_start'][0]:.1f}" if "machine" in board else "")
                  + ").")
