@@ -34,7 +34,7 @@ WARM_UP_S = 360  # stream seconds before the RSS baseline is taken
 # floor between forwards: the lowest RSS of the run's last third against that of its first
 # third. A leak raises the floor; the transient working set only has its own, looser bound.
 MAX_GROWTH_MB = 30
-MAX_TRANSIENT_MB = 100
+MAX_TRANSIENT_MB = 64
 
 
 def segment(kind: str, seed: int) -> np.ndarray:
