@@ -20,6 +20,7 @@ output. Other dtypes than float32 always take MLX's path.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import mlx.core as mx
@@ -232,20 +233,29 @@ def _attention_matmuls(
     return (probs @ values).transpose(0, 2, 1, 3).reshape(items, tokens, dims)
 
 
+@functools.lru_cache(maxsize=64)
+def _window_indices(table: bytes, tokens: int) -> tuple[mx.array, mx.array]:
+    """(the qkv row of each window position, a padding token's being the appended pad row
+    `tokens`; each token's position in window order): derived once per window table, as a
+    forward calls every block's table again."""
+    order = np.frombuffer(table, np.int32)
+    inverse = np.argsort(order, kind="stable")[np.count_nonzero(order < 0) :]
+    return mx.array(np.where(order < 0, tokens, order)), mx.array(inverse)
+
+
 def _gather_windows(qkv: mx.array, windows: np.ndarray, pad: mx.array | None) -> mx.array:
     """[batch, tokens, 3 * dims] -> [batch * groups, window, 3 * dims], padding tokens as `pad`."""
     batch, tokens, packed = qkv.shape
     if pad is not None:
         qkv = mx.concatenate([qkv, mx.broadcast_to(pad, (batch, 1, packed))], axis=1)
-    rows = mx.array(np.where(windows < 0, tokens, windows).reshape(-1))
+    rows, _ = _window_indices(windows.tobytes(), tokens)
     return qkv[:, rows].reshape(-1, windows.shape[1], packed)
 
 
-def _scatter_windows(out: mx.array, windows: np.ndarray, batch: int) -> mx.array:
+def _scatter_windows(out: mx.array, windows: np.ndarray, batch: int, tokens: int) -> mx.array:
     """_gather_windows' inverse for the result [batch * groups, window, dims], padding dropped."""
-    order = windows.reshape(-1)
-    inverse = np.argsort(order, kind="stable")[np.count_nonzero(order < 0) :]
-    return out.reshape(batch, -1, out.shape[-1])[:, mx.array(inverse)]
+    _, inverse = _window_indices(windows.tobytes(), tokens)
+    return out.reshape(batch, -1, out.shape[-1])[:, inverse]
 
 
 def _attention_kernel(
@@ -255,7 +265,7 @@ def _attention_kernel(
     dims = packed // 3
     head_dims = dims // heads
     # without windows each item is one window of its own tokens in order
-    window_rows = np.ascontiguousarray(np.arange(tokens)[None] if windows is None else windows, np.int32)
+    window_rows = np.arange(tokens, dtype=np.int32)[None] if windows is None else windows
     items = batch * window_rows.shape[0]
     packed_rows, pad_row = host_ops.rows_view(qkv), host_ops.float32_vector(pad)
     bias_rows = None if bias is None else host_ops.rows_view(bias.astype(mx.float32))
@@ -294,8 +304,10 @@ def attention(
     result is [batch, tokens, dims] in qkv's order: the kernel reads and writes the windows in
     place, without gathering them.
     """
-    batch, _, packed = qkv.shape
-    items, tokens = (batch * len(windows), windows.shape[1]) if windows is not None else qkv.shape[:2]
+    batch, qkv_tokens, packed = qkv.shape
+    if windows is not None:
+        windows = np.ascontiguousarray(windows, np.int32)
+    items, tokens = (batch * len(windows), windows.shape[1]) if windows is not None else (batch, qkv_tokens)
     dims = packed // 3
     if packed % 3 or dims % heads:
         raise ValueError(f"attention: last axis {packed} is not 3 x a multiple of {heads} heads")
@@ -311,7 +323,7 @@ def attention(
         if windows is None:
             return _attention_matmuls(qkv, heads, scale, bias, softmax_path)
         gathered = _attention_matmuls(_gather_windows(qkv, windows, pad), heads, scale, bias, softmax_path)
-        return _scatter_windows(gathered, windows, batch)
+        return _scatter_windows(gathered, windows, batch, qkv_tokens)
 
     if not _host_path(qkv):
         return matmuls(_softmax_mlx)
