@@ -20,7 +20,9 @@ setup(
         Extension(
             "clap_mlx._kernels",
             KERNEL_SOURCES,
-            depends=[f"clap_mlx/_kernels_{part}.h" for part in ("impl", "simd", "vec", "rows", "attention", "gemm")],
+            depends=[
+                f"clap_mlx/_kernels_{part}.h" for part in ("impl", "simd", "vec", "rows", "attention", "gemm", "dense")
+            ],
             extra_compile_args=FLAGS,
             optional=True,
         ),

@@ -7,8 +7,11 @@ compiled kernels, NumPy and MLX on this machine) and on its "mlx" path (MLX's ow
 MLX is lazy, so each instrumented call first evaluates its inputs (that work is charged to
 the caller) and then evaluates its own output. Times are exclusive: an attention block's
 time excludes the Linear and softmax calls inside it. In the audio tower, "attention core"
-is ops.attention (scores, bias, softmax and p@v in one kernel), its q/k/v GEMM is "linear". "other" is what no group claims:
-residual adds, embeddings, the mel image, pooling.
+is ops.attention (scores, bias, softmax and p@v in one kernel), its q/k/v GEMM is "linear". When a
+stage runs fused (swin_fused.py, auto's usual choice on the CPU), its GEMM passes, with the layer norms,
+GELU and residual adds inside them, are "fused Swin GEMMs"; MLX's path has no such group (its ops
+are in the others; its column there shows their linear, layer_norm and gelu groups' sum, the
+same work). "other" is what no group claims: residual adds, embeddings, the mel image, pooling.
 """
 
 from __future__ import annotations
@@ -28,13 +31,16 @@ import mlx.nn as nn
 import numpy as np
 
 import clap_mlx.loading
-from clap_mlx import audio_encoder, ops, text_encoder
+from clap_mlx import audio_encoder, ops, swin_fused, text_encoder
 from clap_mlx.audio_io import SAMPLE_RATE
 
 
 
 # The op groups clap_mlx.ops instruments (same names as its functions).
 OPS = ("gelu", "softmax", "layer_norm", "add_layer_norm", "tanh", "sigmoid")
+FUSED = "fused Swin GEMMs (+ layer norm, GELU, residual)"
+# MLX's path has no fused group: its column shows these groups' sum there.
+FUSED_ON_MLX = ("linear (matmul)", "layer_norm", "gelu")
 # (owner, attribute, group)
 INSTRUMENTED = [
     (nn.Linear, "__call__", "linear (matmul)"),
@@ -48,6 +54,11 @@ INSTRUMENTED = [
     (ops, "attention", "attention core (q@k, bias, p@v, heads)"),
     (text_encoder.SelfAttention, "__call__", "attention core (q@k, bias, p@v, heads)"),
     (audio_encoder.PatchMerging, "__call__", "patch merging (reshape/transpose)"),
+    # A fused Swin stage (swin_fused.py): its GEMM passes carry the layer norms, GELU and
+    # residual adds; its attention is the same kernel as ops.attention's.
+    (swin_fused, "_split_passes", FUSED),
+    (ops, "attention_host", "attention core (q@k, bias, p@v, heads)"),
+    (swin_fused, "_run_merge", "patch merging (reshape/transpose)"),
     *((ops, name, "layer_norm" if name == "add_layer_norm" else name) for name in OPS),
 ]
 
@@ -168,6 +179,9 @@ def main() -> None:
             "unprofiled_total_ms": unprofiled_ms(run, args.runs),
         }
         columns = results[name]
+        if FUSED in columns["ops.py"] and FUSED not in columns["mlx native"]:
+            # the same work on MLX's path: its linear layers, layer norms and GELUs
+            columns["mlx native"][FUSED] = sum(columns["mlx native"].get(g, 0.0) for g in FUSED_ON_MLX)
         groups = sorted((g for g in columns["ops.py"] if g != "total"), key=lambda g: -columns["ops.py"][g])
         rows = [
             [g, columns["ops.py"][g], 100 * columns["ops.py"][g] / columns["ops.py"]["total"],

@@ -191,6 +191,144 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static Py_ssize_t panel_floats(Py_ssize_t out_dims, Py_ssize_t in_dims) {
+    return (out_dims + DENSE_PANEL_COLS - 1) / DENSE_PANEL_COLS * DENSE_PANEL_COLS * in_dims;
+}
+
+static int check_row_range(Py_ssize_t rows, Py_ssize_t row_start, Py_ssize_t row_stop) {
+    if (row_start < 0 || row_stop < row_start || row_stop > rows) {
+        PyErr_Format(PyExc_ValueError, "bad row range [%zd, %zd) of %zd rows", row_start, row_stop, rows);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *py_dense(PyObject *self, PyObject *args) {
+    PyObject *x, *panels, *bias, *y;
+    Py_ssize_t rows, in_dims, out_dims, row_start, row_stop;
+    int flags;
+    if (!PyArg_ParseTuple(args, "OOOOnnninn", &x, &panels, &bias, &y, &rows, &in_dims, &out_dims, &flags, &row_start,
+                          &row_stop))
+        return NULL;
+    if (in_dims <= 0 || out_dims <= 0 || flags < 0 || flags > 3) {
+        PyErr_SetString(PyExc_ValueError, "bad dense shape or flags");
+        return NULL;
+    }
+    if (!check_row_range(rows, row_start, row_stop)) return NULL;
+    Buffer b[4] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
+    int ok = get_buffer(x, &b[0], 0, rows * in_dims, "x") &&
+             get_buffer(panels, &b[1], 0, panel_floats(out_dims, in_dims), "panels") &&
+             get_buffer(bias, &b[2], 0, out_dims, "bias") && get_buffer(y, &b[3], 1, rows * out_dims, "y");
+    if (ok && !b[1].held) {
+        PyErr_SetString(PyExc_TypeError, "panels: expected float32 packed weights, got None");
+        ok = 0;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS active->dense_rows(data(&b[0]), in_dims, data(&b[1]), data(&b[2]), data(&b[3]), out_dims,
+                                          in_dims, out_dims, flags, row_start, row_stop);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, 4);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* A Swin block's 12 parameters (see struct swin_weights; the 4 packed weights required). */
+#define SWIN_PARAMS 12
+static const char *const swin_names[SWIN_PARAMS] = {
+    "norm_before_w", "norm_before_b", "qkv_w", "qkv_b", "proj_w", "proj_b",
+    "norm_after_w",  "norm_after_b",  "fc1_w", "fc1_b", "fc2_w",  "fc2_b",
+};
+
+static int get_swin_weights(PyObject *params, float eps, Py_ssize_t dims, Py_ssize_t hidden, Buffer *b,
+                            struct swin_weights *w) {
+    if (!PyTuple_Check(params) || PyTuple_GET_SIZE(params) != SWIN_PARAMS) {
+        PyErr_SetString(PyExc_TypeError, "swin weights: expected a tuple of 12 buffers");
+        return 0;
+    }
+    if (dims <= 0 || hidden <= 0) {
+        PyErr_SetString(PyExc_ValueError, "swin weights: bad dims or hidden width");
+        return 0;
+    }
+    const Py_ssize_t sizes[SWIN_PARAMS] = {
+        dims, dims, panel_floats(3 * dims, dims), 3 * dims, panel_floats(dims, dims), dims,
+        dims, dims, panel_floats(hidden, dims),   hidden,   panel_floats(dims, hidden), dims,
+    };
+    const float *p[SWIN_PARAMS];
+    for (int i = 0; i < SWIN_PARAMS; i++) {
+        if (!get_buffer(PyTuple_GET_ITEM(params, i), &b[i], 0, sizes[i], swin_names[i])) return 0;
+        if (!b[i].held && (i == 2 || i == 4 || i == 8 || i == 10)) {
+            PyErr_Format(PyExc_TypeError, "%s: expected float32 packed weights, got None", swin_names[i]);
+            return 0;
+        }
+        p[i] = data(&b[i]);
+    }
+    *w = (struct swin_weights){p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11],
+                               eps, dims, hidden};
+    return 1;
+}
+
+static PyObject *py_norm_dense(PyObject *self, PyObject *args) {
+    PyObject *x, *norm_w, *norm_b, *panels, *bias, *y;
+    float eps;
+    Py_ssize_t rows, in_dims, out_dims, row_start, row_stop;
+    if (!PyArg_ParseTuple(args, "OOOfOOOnnnnn", &x, &norm_w, &norm_b, &eps, &panels, &bias, &y, &rows, &in_dims,
+                          &out_dims, &row_start, &row_stop))
+        return NULL;
+    if (in_dims <= 0 || out_dims <= 0) {
+        PyErr_SetString(PyExc_ValueError, "bad norm_dense shape");
+        return NULL;
+    }
+    if (!check_row_range(rows, row_start, row_stop)) return NULL;
+    Buffer b[6] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
+    int ok = get_buffer(x, &b[0], 0, rows * in_dims, "x") && get_buffer(norm_w, &b[1], 0, in_dims, "norm_w") &&
+             get_buffer(norm_b, &b[2], 0, in_dims, "norm_b") &&
+             get_buffer(panels, &b[3], 0, panel_floats(out_dims, in_dims), "panels") &&
+             get_buffer(bias, &b[4], 0, out_dims, "bias") && get_buffer(y, &b[5], 1, rows * out_dims, "y");
+    if (ok && (!b[0].held || !b[3].held || !b[5].held)) {
+        PyErr_SetString(PyExc_TypeError, "norm_dense: x, panels and y must be float32 buffers, not None");
+        ok = 0;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS ok = active->norm_dense_rows(data(&b[0]), in_dims, data(&b[1]), data(&b[2]), eps,
+                                                            data(&b[3]), data(&b[4]), data(&b[5]), out_dims,
+                                                            row_start, row_stop);
+        Py_END_ALLOW_THREADS
+        if (!ok) PyErr_NoMemory();
+    }
+    release(b, 6);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_swin_mlp(PyObject *self, PyObject *args) {
+    PyObject *params, *x, *attn;
+    float eps;
+    Py_ssize_t dims, hidden, rows, row_start, row_stop;
+    if (!PyArg_ParseTuple(args, "OfnnOOnnn", &params, &eps, &dims, &hidden, &x, &attn, &rows, &row_start, &row_stop))
+        return NULL;
+    if (!check_row_range(rows, row_start, row_stop)) return NULL;
+    Buffer b[SWIN_PARAMS + 2] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
+    struct swin_weights w;
+    int ok = get_swin_weights(params, eps, dims, hidden, b, &w) &&
+             get_buffer(x, &b[SWIN_PARAMS], 1, rows * dims, "x") &&
+             get_buffer(attn, &b[SWIN_PARAMS + 1], 0, rows * dims, "attn");
+    if (ok && (!b[SWIN_PARAMS].held || !b[SWIN_PARAMS + 1].held)) {
+        PyErr_SetString(PyExc_TypeError, "swin_mlp: x and attn must be float32 buffers, not None");
+        ok = 0;
+    }
+    if (ok) {
+        float *xs = data(&b[SWIN_PARAMS]);
+        const float *as = data(&b[SWIN_PARAMS + 1]);
+        Py_BEGIN_ALLOW_THREADS ok = active->swin_mlp_rows(&w, xs, as, row_start, row_stop);
+        Py_END_ALLOW_THREADS
+        if (!ok) PyErr_NoMemory();
+    }
+    release(b, SWIN_PARAMS + 2);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_simd_variants(PyObject *self, PyObject *args) {
     const struct kernel_table *runnable[3];
     int n = kernels_runnable(runnable, 3);
@@ -232,6 +370,15 @@ static PyMethodDef methods[] = {
      "head_dims, pair_start, pair_stop)"},
     {"linear", py_linear, METH_VARARGS,
      "linear(x, w, bias|None, y, rows, in_dims, out_dims, col_start, col_stop): y = x w^T + bias, columns of a range"},
+    {"dense", py_dense, METH_VARARGS,
+     "dense(x, panels, bias|None, y, rows, in_dims, out_dims, flags, row_start, row_stop): y (+)= x W^T + bias "
+     "(flags: 1 GELU, 2 accumulate), W packed in panels of 16 columns"},
+    {"norm_dense", py_norm_dense, METH_VARARGS,
+     "norm_dense(x, norm_w|None, norm_b|None, eps, panels, bias|None, y, rows, in_dims, out_dims, row_start, "
+     "row_stop): y = LayerNorm(x) W^T + bias, W packed as for dense"},
+    {"swin_mlp", py_swin_mlp, METH_VARARGS,
+     "swin_mlp(weights, eps, dims, hidden, x, attn, rows, row_start, row_stop): in place x += attn Wo^T + bo, "
+     "x += MLP(LN_after(x))"},
     {"simd_variants", py_simd_variants, METH_NOARGS, "simd_variants() -> the variants this CPU runs, fastest first"},
     {"simd", py_simd, METH_NOARGS, "simd() -> the active variant's name"},
     {"set_simd", py_set_simd, METH_VARARGS, "set_simd(name): make a variant from simd_variants() the active one"},
@@ -243,5 +390,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "Fused fl
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     kernels_runnable(&active, 1);
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "DENSE_PANEL_COLS", DENSE_PANEL_COLS) < 0) Py_CLEAR(m);
+    return m;
 }

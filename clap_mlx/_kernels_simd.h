@@ -8,6 +8,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* One pre-norm Swin block's parameters for the fused block kernels (the first half uses
+ * norm_dense_rows with norm_before and qkv): the layer norms' weights and
+ * biases, and its linear layers' weights packed into panels (_kernels_dense.h) with their biases
+ * (any bias may be NULL). */
+struct swin_weights {
+    const float *norm_before_w, *norm_before_b, *qkv_w, *qkv_b, *proj_w, *proj_b;
+    const float *norm_after_w, *norm_after_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    float eps;
+    ptrdiff_t dims, hidden;
+};
+
+/* Output columns per packed weight panel of the dense kernels: the same on every variant, so one
+ * packed copy serves them all. */
+#define DENSE_PANEL_COLS 16
+
 struct kernel_table {
     const char *name;
     int lanes; /* float32 lanes of the target's native vector */
@@ -31,6 +46,18 @@ struct kernel_table {
      * nn.Linear with x [rows, in_dims], w [out_dims, in_dims] (its own layout), y [rows, out_dims] */
     void (*linear_cols)(const float *x, const float *w, const float *bias, float *y, ptrdiff_t rows, ptrdiff_t in_dims,
                         ptrdiff_t out_dims, ptrdiff_t col_start, ptrdiff_t col_stop);
+    /* y[m] = x[m] W^T (+ bias) (+ y[m] if flags & 2) (GELU'd if flags & 1) for rows [row_start,
+     * row_stop); W packed in panels of DENSE_PANEL_COLS columns, [panels][in_dims][16] */
+    void (*dense_rows)(const float *x, ptrdiff_t ldx, const float *panels, const float *bias, float *y, ptrdiff_t ldy,
+                       ptrdiff_t in_dims, ptrdiff_t out_dims, int flags, ptrdiff_t row_start, ptrdiff_t row_stop);
+    /* y = LayerNorm(x) W^T (+ bias) over rows [row_start, row_stop), W packed as for dense_rows;
+     * and a Swin block's second half in place on the residual stream x [rows, dims]: x += attn
+     * Wo^T + bo, x += MLP(LayerNorm_after(x)). Return 0 when out of memory. */
+    int (*norm_dense_rows)(const float *x, ptrdiff_t in_dims, const float *norm_w, const float *norm_b, float eps,
+                           const float *panels, const float *bias, float *y, ptrdiff_t out_dims, ptrdiff_t row_start,
+                           ptrdiff_t row_stop);
+    int (*swin_mlp_rows)(const struct swin_weights *w, float *x, const float *attn, ptrdiff_t row_start,
+                         ptrdiff_t row_stop);
 };
 
 /* Fills `out` with the variants this CPU can run, fastest first; returns how many (>= 1). */

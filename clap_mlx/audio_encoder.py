@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from . import ops
+from . import ops, swin_fused
 from .audio_layout import bicubic_resize, relative_position_index, round_up, shifted_window_mask, window_table
 from .config import AudioConfig
 
@@ -228,6 +228,27 @@ class SwinLayer(nn.Module):
         else:
             self._mask = None
 
+    def fused_params(self) -> swin_fused.BlockParams:
+        """This block for the fused kernels (swin_fused.py), its linear weights packed once."""
+        attention = self.attention.self
+        qkv_weight, qkv_bias = attention.fused_qkv()
+        layers = {"qkv": qkv_weight, "proj": self.attention.output.dense.weight}
+        layers |= {"fc1": self.intermediate.dense.weight, "fc2": self.output.dense.weight}
+        packed = {name: attention._derived.get(f"{name}_panels", (w,), swin_fused.pack_panels) for name, w in layers.items()}
+        norms = (self.layernorm_before, self.layernorm_after)
+        weights = (
+            norms[0].get("weight"), norms[0].get("bias"), packed["qkv"], qkv_bias,
+            packed["proj"], self.attention.output.dense.get("bias"),
+            norms[1].get("weight"), norms[1].get("bias"), packed["fc1"], self.intermediate.dense.get("bias"),
+            packed["fc2"], self.output.dense.get("bias"),
+        )  # fmt: skip
+        pad = qkv_bias if qkv_bias is not None else mx.zeros((qkv_weight.shape[0],))
+        return swin_fused.BlockParams(
+            weights, self.layernorm_before.eps, qkv_weight.shape[1], self.intermediate.dense.weight.shape[0],
+            attention.num_heads, attention.scale, np.ascontiguousarray(self._windows, np.int32),
+            attention.attention_bias(self._mask), pad,
+        )  # fmt: skip
+
     def attend(self, x: mx.array) -> mx.array:
         """[B, H*W, C] -> [B, H*W, C] through the (shifted) windows."""
         return self.attention(x, self._windows, self._mask)
@@ -255,6 +276,15 @@ class PatchMerging(nn.Module):
         self.resolution = resolution
         self.reduction = nn.Linear(4 * dims, 2 * dims, bias=False)
         self.norm = ops.LayerNorm(4 * dims)
+        self._derived = DerivedArrays()
+
+    def fused_params(self) -> swin_fused.MergeParams:
+        """This merging for the fused kernels (swin_fused.py), its reduction packed once."""
+        reduction = self._derived.get("panels", (self.reduction.weight,), swin_fused.pack_panels)
+        norm = self.norm
+        return swin_fused.MergeParams(
+            self.resolution, norm.get("weight"), norm.get("bias"), norm.eps, reduction, self.reduction.weight.shape[0]
+        )
 
     def __call__(self, x: mx.array) -> mx.array:
         batch, _, dims = x.shape
@@ -285,12 +315,20 @@ class SwinStage(nn.Module):
         ]
         self.downsample = PatchMerging(dims, resolution) if downsample else None
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def fused_params(self) -> swin_fused.StageParams:
+        merge = self.downsample.fused_params() if self.downsample is not None else None
+        return swin_fused.StageParams(tuple(block.fused_params() for block in self.blocks), merge)
+
+    def per_op(self, x: mx.array) -> mx.array:
+        """The stage op by op (ops.py), each op on its own path: the path of a GPU."""
         pending = None
         for block in self.blocks:
             x, pending = block(x, pending)
         x = x + pending
         return self.downsample(x) if self.downsample is not None else x
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return swin_fused.run_stage(x, self.fused_params, self.per_op)
 
 
 class HTSATAudioEncoder(nn.Module):

@@ -33,6 +33,11 @@ _WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
 _pool = ThreadPoolExecutor(_WORKERS - 1, thread_name_prefix="clap-ops") if _WORKERS > 1 else None
 
 
+def workers() -> int:
+    """The cores this process may run on (split_rows' parts)."""
+    return _WORKERS
+
+
 def split_rows(work: Callable[[int, int], None], rows: int, size: int) -> None:
     """work(start, stop) over [0, rows), split across the cores when `size` elements is large.
 

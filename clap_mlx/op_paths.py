@@ -127,7 +127,8 @@ class Autotuner:
     """Per (op, shape class) choice of path, measured once per machine and kept on disk."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        # reentrant: a composite's timed path may run ops that choose their own paths
+        self._lock = threading.RLock()
         self._choices: dict[str, str] | None = None
         self._key = ""
 
@@ -164,7 +165,9 @@ class Autotuner:
         with self._lock:
             self._choices = None
 
-    def run(self, op_class: str, inputs: list[mx.array], runners: dict[str, Runner]) -> mx.array:
+    def run(
+        self, op_class: str, inputs: list[mx.array], runners: dict[str, Runner], warm: str | None = None
+    ) -> mx.array:
         """The result of the path chosen for `op_class` among `runners`, timing each on this
         input first (without donating it) if no choice is known."""
         with self._lock:
@@ -174,15 +177,21 @@ class Autotuner:
         with self._lock:  # one measurement at a time: concurrent ones would skew each other
             choices = self._load()
             mx.eval(inputs)  # their pending graph is not part of any path's time
+            if warm is not None:
+                mx.eval(runners[warm](False))
             # Rounds over the paths, each path once per round: a load spike from another
             # process hits one run of one path, and the minimum over rounds drops it. The
             # first round may include one-time setup; a path hopelessly slower after it is
             # not run again.
+            # one path per distinct runner; a path sharing another's runner gets its timing
+            timed = {path: next(p for p in runners if runners[p] is runner) for path, runner in runners.items()}
             timings = {path: float("inf") for path in runners}
             results: dict[str, mx.array] = {}
-            alive, spent, rounds = list(runners), 0.0, 0
+            alive, spent, rounds = [path for path in runners if timed[path] == path], 0.0, 0
             while alive and rounds < _MAX_ROUNDS and (rounds < _MIN_ROUNDS or spent < _BUDGET_S):
-                for path in alive:
+                # every other round in reverse: no path always runs right after another
+                # (whose after-effects, e.g. BLAS's threads still spinning, it would pay)
+                for path in alive if rounds % 2 == 0 else alive[::-1]:
                     start = time.perf_counter()
                     results[path] = runners[path](False)
                     mx.eval(results[path])
@@ -191,7 +200,7 @@ class Autotuner:
                 best = min(timings.values())
                 alive = [path for path in alive if timings[path] <= _HOPELESS * best]
                 rounds += 1
-            chosen = min(timings, key=timings.get)
+            chosen = min((timed[path] for path in runners), key=timings.get)
             choices[op_class] = chosen
             self._save()
             return results[chosen]
@@ -200,14 +209,18 @@ class Autotuner:
 AUTOTUNER = Autotuner()
 
 
-def choose(op_class: str, inputs: list[mx.array | None], runners: dict[str, Runner]) -> mx.array:
+def choose(
+    op_class: str, inputs: list[mx.array | None], runners: dict[str, Runner], warm: str | None = None
+) -> mx.array:
     """Run `op_class` (an op and its shape class) on the path CLAP_MLX_OPS selects: forced, or
-    measured (auto) on `inputs`, the op's arrays."""
+    measured (auto) on `inputs`, the op's arrays. Runners given as the same object for two
+    paths are timed once. `warm`: a path run once, untimed, before a measurement (a composite
+    whose own ops make their first-use choices then)."""
     setting = mode()
     if setting == "auto":
         if mx.default_device().type == mx.DeviceType.gpu:
             return runners["mlx"](True)
-        return AUTOTUNER.run(op_class, [a for a in inputs if a is not None], runners)
+        return AUTOTUNER.run(op_class, [a for a in inputs if a is not None], runners, warm)
     if setting in runners:
         return runners[setting](True)
     return runners["numpy"](True)  # "kernels" for an op without a kernel: its host path

@@ -99,10 +99,10 @@ def _linears(x: mx.array, params: list[Params]) -> list[mx.array]:
     rows = x.size // max(x.shape[-1], 1)
     if not _host_path(x) or rows > LINEAR_KERNEL_MAX_ROWS or any(w.dtype != mx.float32 for w, _ in params):
         return _linears_mlx(x, params)
-    # No NumPy GEMM: NumPy's would be the same BLAS MLX calls, so "numpy" runs MLX's matmul.
-    runners = _paths(
-        lambda d: _linears_kernels(x, params), lambda d: _linears_mlx(x, params), lambda d: _linears_mlx(x, params)
-    )
+    # No NumPy GEMM: NumPy's would be the same BLAS MLX calls, so "numpy" runs MLX's matmul
+    # (the same runner: auto times it once).
+    on_mlx = lambda d: _linears_mlx(x, params)  # noqa: E731
+    runners = _paths(lambda d: _linears_kernels(x, params), on_mlx, on_mlx)
     out_dims = "+".join(str(w.shape[0]) for w, _ in params)
     has_bias = " bias" if any(b is not None for _, b in params) else ""
     op_class = f"linear {x.shape[-1]} -> {out_dims} x ~{1 << (rows.bit_length() - 1)}{has_bias}"
@@ -258,27 +258,44 @@ def _scatter_windows(out: mx.array, windows: np.ndarray, batch: int, tokens: int
     return out.reshape(batch, -1, out.shape[-1])[:, inverse]
 
 
-def _attention_kernel(
-    qkv: mx.array, heads: int, scale: float, bias: mx.array | None, windows: np.ndarray | None, pad: mx.array | None
-) -> mx.array:
-    batch, tokens, packed = qkv.shape
-    dims = packed // 3
-    head_dims = dims // heads
-    # without windows each item is one window of its own tokens in order
-    window_rows = np.arange(tokens, dtype=np.int32)[None] if windows is None else windows
+def attention_host(
+    packed_rows: np.ndarray,
+    out: np.ndarray,
+    batch: int,
+    heads: int,
+    scale: float,
+    bias_rows: np.ndarray | None,
+    window_rows: np.ndarray,
+    pad_row: np.ndarray | None,
+) -> None:
+    """The attention kernel on host buffers: packed_rows [batch * tokens, 3 * dims] -> out
+    [batch * tokens, dims]; bias_rows [groups * heads * 64, 64] or None; window_rows
+    [windows, 64] int32 token indices (-1: `pad_row`)."""
+    tokens = packed_rows.shape[0] // batch
+    dims = packed_rows.shape[1] // 3
     items = batch * window_rows.shape[0]
-    packed_rows, pad_row = host_ops.rows_view(qkv), host_ops.float32_vector(pad)
-    bias_rows = None if bias is None else host_ops.rows_view(bias.astype(mx.float32))
-    bias_count = 0 if bias is None else bias.shape[0] * heads
-    out = np.empty((batch, tokens, dims), np.float32)
+    bias_count = 0 if bias_rows is None else bias_rows.shape[0] // window_rows.shape[1]
     pairs = items * heads
     host_ops.split_rows(
         lambda start, stop: _kernels.attention(
             packed_rows, out, window_rows, len(window_rows), tokens, pad_row, bias_rows, bias_count, scale, items,
-            heads, head_dims, start, stop,
+            heads, dims // heads, start, stop,
         ),
         pairs,
-        pairs * window_rows.shape[1] ** 2 * head_dims,
+        pairs * window_rows.shape[1] ** 2 * (dims // heads),
+    )
+
+
+def _attention_kernel(
+    qkv: mx.array, heads: int, scale: float, bias: mx.array | None, windows: np.ndarray | None, pad: mx.array | None
+) -> mx.array:
+    batch, tokens, packed = qkv.shape
+    # without windows each item is one window of its own tokens in order
+    window_rows = np.arange(tokens, dtype=np.int32)[None] if windows is None else windows
+    bias_rows = None if bias is None else host_ops.rows_view(bias.astype(mx.float32))
+    out = np.empty((batch, tokens, packed // 3), np.float32)
+    attention_host(
+        host_ops.rows_view(qkv), out, batch, heads, scale, bias_rows, window_rows, host_ops.float32_vector(pad)
     )
     return mx.array(out)
 

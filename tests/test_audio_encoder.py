@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import ClapAudioConfig, ClapAudioModel
 
-from clap_mlx import ops
+from clap_mlx import ops, swin_fused
 from clap_mlx.audio_encoder import HTSATAudioEncoder, sanitize_audio_encoder
 from clap_mlx.audio_layout import bicubic_resize, window_table
 from clap_mlx.config import AudioConfig
@@ -175,6 +175,66 @@ def test_last_stage_as_large_as_the_window_is_not_shifted():
 @pytest.mark.parametrize("pattern", LONGER_PATTERNS)
 def test_full_fused_matches_transformers(full_fused, pattern):
     compare(*full_fused, LONGER_PATTERNS[pattern], seed=20)
+
+
+SIMD_VARIANTS = ops._kernels.simd_variants() if ops.use_kernels() else ()
+
+
+@pytest.fixture
+def fused_stages(monkeypatch):
+    """CLAP_MLX_OPS=kernels, and the stages the fused Swin kernels ran (their block counts)."""
+    monkeypatch.setenv("CLAP_MLX_OPS", "kernels")
+    ran, run = [], swin_fused._run_fused
+    monkeypatch.setattr(swin_fused, "_run_fused", lambda x, stage: ran.append(len(stage.blocks)) or run(x, stage))
+    return ran
+
+
+@pytest.mark.parametrize("variant", SIMD_VARIANTS)
+def test_fused_swin_blocks_match_transformers_on_every_variant(request, fused_stages, tiny_fused, variant):
+    active = ops._kernels.simd()
+    ops._kernels.set_simd(variant)
+    request.addfinalizer(lambda: ops._kernels.set_simd(active))
+    compare(*tiny_fused, LONGER_PATTERNS["b4-mixed"], seed=25)
+    assert fused_stages == [2, 2]  # both stages (heads of 8 in 64-token windows) ran fused
+
+
+def test_fused_stage_matches_per_op_leaves_its_input_and_falls_back_where_unsupported(fused_stages):
+    _, encoder = build_pair({**TINY, **FUSED}, seed=26)
+    stage = encoder.layers[0]
+    x = mx.array(np.random.default_rng(27).standard_normal((2, 64 * 64, 16)).astype(np.float32))
+    kept = np.array(x)
+    fused = np.array(stage(x))
+    np.testing.assert_array_equal(np.array(x), kept)
+    assert fused_stages == [2]
+    per_op = np.array(stage.per_op(x))
+    np.testing.assert_allclose(fused, per_op, atol=2e-5)
+    # 36-token windows: no attention kernel for them, so the stage runs per op
+    reference, encoder = build_pair({**TINY, **FUSED, "window_size": 6}, seed=28)
+    compare(reference, encoder, [False], seed=29)
+    assert fused_stages == [2]
+
+
+def test_fused_kernels_refuse_bad_row_ranges_and_missing_weights():
+    kernels = ops._kernels
+    x, y, panels = np.zeros((4, 8), np.float32), np.zeros((4, 16), np.float32), np.zeros((1, 8, 16), np.float32)
+    with pytest.raises(ValueError, match=r"row range \[2, 5\) of 4 rows"):
+        kernels.dense(x, panels, None, y, 4, 8, 16, 0, 2, 5)
+    with pytest.raises(TypeError, match="panels"):
+        kernels.dense(x, None, None, y, 4, 8, 16, 0, 0, 4)
+    with pytest.raises(ValueError, match="panels: buffer"):
+        kernels.dense(x, panels[:, :4], None, y, 4, 8, 16, 0, 0, 4)
+    with pytest.raises(TypeError, match="norm_dense: x, panels and y"):
+        kernels.norm_dense(x, None, None, 1e-5, None, None, y, 4, 8, 16, 0, 4)
+    with pytest.raises(TypeError, match="qkv_w: expected float32 packed weights"):
+        kernels.swin_mlp((None,) * 12, 1e-5, 8, 32, x, x, 4, 0, 4)
+    with pytest.raises(TypeError, match="tuple of 12"):
+        kernels.swin_mlp((None,) * 11, 1e-5, 8, 32, x, x, 4, 0, 4)
+
+
+@pytest.mark.full
+def test_full_fused_swin_blocks_match_transformers(fused_stages, full_fused):
+    compare(*full_fused, LONGER_PATTERNS["b4-mixed"], seed=30)
+    assert fused_stages == [2, 2, 6, 2]
 
 
 @pytest.mark.full

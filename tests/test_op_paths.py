@@ -123,3 +123,22 @@ def test_a_gpu_device_always_takes_the_mlx_path_in_auto(auto, monkeypatch):
     monkeypatch.setattr(host_ops, "rows_view", lambda x: pytest.fail("host path on a GPU device"))
     assert ops.gelu(mx.ones((2, 3))).shape == (2, 3)
     assert not auto.exists()  # nothing measured
+
+
+def test_auto_times_a_runner_shared_by_two_paths_once_after_the_warm_path(auto):
+    calls = []
+    shared = lambda d: calls.append("shared") or mx.ones((2,))  # noqa: E731
+    runners = {"kernels": lambda d: calls.append("kernels") or mx.zeros((2,)), "numpy": shared, "mlx": shared}
+    op_paths.choose("composite 2", [mx.ones((2,))], runners, warm="numpy")
+    assert calls[0] == "shared"  # the untimed warm run comes first
+    timed = calls[1:]
+    assert timed.count("kernels") == timed.count("shared") >= 3  # one timing per round each
+    assert json.loads(auto.read_text())[op_paths.machine_key()]["composite 2"] in ("kernels", "numpy")
+
+
+def test_a_timed_path_may_run_ops_that_choose_their_own(auto):
+    # a composite's path (e.g. a Swin stage per op) calls ops that measure on first use
+    x = mx.array(np.random.default_rng(4).standard_normal((16, 40)).astype(np.float32))
+    runners = {"kernels": lambda d: ops.gelu(x), "numpy": lambda d: ops.tanh(x), "mlx": lambda d: ops.sigmoid(x)}
+    op_paths.choose("composite 40", [x], runners)
+    assert {"composite 40", "gelu 40 x ~16", "tanh 40 x ~16"} <= set(json.loads(auto.read_text())[op_paths.machine_key()])

@@ -1,0 +1,187 @@
+"""The audio tower's Swin blocks as fused host kernels: the "kernels" path of a stage.
+
+Per block, three passes over the tokens, each split across the cores: LayerNorm and the
+q/k/v GEMM (`_kernels.norm_dense`), window attention (`_kernels.attention`), then the output
+projection, residual, LayerNorm, MLP and residual in place (`_kernels.swin_mlp`), 48 rows
+at a time so the MLP's hidden layer stays in L2; then the stage's patch merging (a gather,
+then `_kernels.norm_dense`). The residual stream is one host buffer for
+the whole stage: between ops there is no MLX evaluation, no copy into a new MLX array and no
+hand-off between BLAS's threads and ours (on the per-op path these cost as much as the
+GEMMs' own shortfall). The GEMMs run on the dense kernels (`_kernels_dense.h`), so each
+linear weight is packed once into their panels: a second copy of the stage's weights
+(~110 MB for the full-size audio tower) while the model is loaded.
+
+A stage runs here or per op (ops.py, each op on its own path) as `op_paths` chooses: forced
+by CLAP_MLX_OPS ("kernels" here; "numpy" and "mlx" per op, so "mlx" stays one lazy graph),
+or measured per stage shape (auto).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+
+from . import host_ops, op_paths, ops
+
+try:
+    from . import _kernels
+except ImportError:  # built without a C compiler: stages run per op
+    _kernels = None
+
+# Rows the kernels process per pass (_kernels_dense.h DENSE_SUB_ROWS); a row range of a
+# core is a multiple of it, or of 12 (a multiple of every variant's tile height) when a
+# stage has too few rows to give each core several.
+SUB_ROWS = 48
+TILE_ROWS = 12
+
+
+@dataclass(frozen=True)
+class BlockParams:
+    """What the fused kernels need of one pre-norm Swin block."""
+
+    weights: tuple[mx.array | None, ...]  # struct swin_weights' 12 parameters, linear weights packed
+    eps: float
+    dims: int
+    hidden: int
+    heads: int
+    scale: float
+    windows: np.ndarray  # [windows, 64] int32 token indices, -1: padding
+    attention_bias: mx.array  # [groups, heads, 64, 64]
+    pad: mx.array  # the q/k/v projection of a padding token
+
+
+@dataclass(frozen=True)
+class MergeParams:
+    """A patch merging: 2x2 tokens of a height x width map -> LayerNorm -> reduction (no bias)."""
+
+    resolution: tuple[int, int]
+    norm_weight: mx.array | None
+    norm_bias: mx.array | None
+    eps: float
+    reduction: mx.array  # packed
+    out_dims: int
+
+
+@dataclass(frozen=True)
+class StageParams:
+    blocks: tuple[BlockParams, ...]
+    merge: MergeParams | None
+
+
+def pack_panels(weight: mx.array) -> mx.array:
+    """nn.Linear's [out, in] weight in the dense kernels' layout: [panels, in, 16] (zero past out)."""
+    cols = _kernels.DENSE_PANEL_COLS
+    out_dims, in_dims = weight.shape
+    padded = math.ceil(out_dims / cols) * cols
+    w = mx.pad(weight.astype(mx.float32), [(0, padded - out_dims), (0, 0)])
+    return mx.contiguous(w.reshape(padded // cols, cols, in_dims).transpose(0, 2, 1))
+
+
+def supported(x: mx.array, stage: StageParams) -> bool:
+    """Whether the fused kernels run this stage: float32 on the host, 64-token windows, a head
+    width the attention kernel is specialised for, and a map of even sides to merge."""
+    merge = stage.merge
+    return (
+        x.dtype == mx.float32
+        and x.size > 0
+        and all(
+            b.dims % b.heads == 0 and (b.windows.shape[1], b.dims // b.heads) in ops.ATTENTION_KERNEL_SHAPES
+            for b in stage.blocks
+        )
+        and (merge is None or (merge.resolution[0] % 2 == 0 and merge.resolution[1] % 2 == 0))
+    )
+
+
+def _split_passes(work: Callable[[int, int], None], rows: int, dims: int) -> None:
+    """work(start, stop) over row ranges of whole passes: few weight re-reads per core."""
+    unit = SUB_ROWS
+    if rows < SUB_ROWS * 2 * host_ops.CHUNKS_PER_CORE:
+        # a small stage (e.g. 64 tokens of 768): one range per core, as each range streams
+        # every weight of the block once per pass
+        unit = max(TILE_ROWS, math.ceil(rows / host_ops.workers() / TILE_ROWS) * TILE_ROWS)
+    units = math.ceil(rows / unit)
+    # the work's size in multiply-adds (split_rows' threshold is in elements of a row op)
+    host_ops.split_rows(lambda a, b: work(a * unit, min(b * unit, rows)), units, rows * dims * dims)
+
+
+def _host(array: mx.array | None) -> np.ndarray | None:
+    return None if array is None else host_ops.rows_view(array)
+
+
+def _run_block(stream: np.ndarray, qkv: np.ndarray, attended: np.ndarray, batch: int, block: BlockParams) -> None:
+    """One Swin block in place on the residual stream [batch * tokens, dims]; qkv and
+    attended are its scratch buffers."""
+    rows, dims = stream.shape
+    weights = tuple(_host(w) for w in block.weights)
+    norm_w, norm_b, qkv_w, qkv_b = weights[:4]
+    _split_passes(
+        lambda a, b: _kernels.norm_dense(stream, norm_w, norm_b, block.eps, qkv_w, qkv_b, qkv, rows, dims, 3 * dims, a, b),
+        rows,
+        dims,
+    )
+    bias_rows = host_ops.rows_view(block.attention_bias)
+    ops.attention_host(
+        qkv, attended, batch, block.heads, block.scale, bias_rows, block.windows, host_ops.float32_vector(block.pad)
+    )
+    common = (weights, block.eps, dims, block.hidden)
+    _split_passes(lambda a, b: _kernels.swin_mlp(*common, stream, attended, rows, a, b), rows, dims)
+
+
+def _run_merge(stream: np.ndarray, batch: int, merge: MergeParams) -> np.ndarray:
+    """[batch * height * width, dims] -> [batch * height/2 * width/2, out_dims]."""
+    (height, width), dims = merge.resolution, stream.shape[1]
+    # 2x2 neighbourhoods column-major, as transformers (and PatchMerging) concatenate them
+    grouped = stream.reshape(batch, height // 2, 2, width // 2, 2, dims).transpose(0, 1, 3, 4, 2, 5)
+    grouped = np.ascontiguousarray(grouped).reshape(-1, 4 * dims)
+    rows = grouped.shape[0]
+    out = np.empty((rows, merge.out_dims), np.float32)
+    norm_w, norm_b, panels = _host(merge.norm_weight), _host(merge.norm_bias), _host(merge.reduction)
+    _split_passes(
+        lambda a, b: _kernels.norm_dense(
+            grouped, norm_w, norm_b, merge.eps, panels, None, out, rows, 4 * dims, merge.out_dims, a, b
+        ),
+        rows,
+        4 * dims,
+    )
+    return out
+
+
+def _run_fused(x: mx.array, stage: StageParams) -> mx.array:
+    batch = x.shape[0]
+    # a copy: the input stays as it was (autotune runs the paths on the same input)
+    stream = np.array(host_ops.rows_view(x))
+    # scratch shared by the blocks: fresh buffers would be fresh pages, faulted in each time
+    qkv, attended = np.empty((stream.shape[0], 3 * stream.shape[1]), np.float32), np.empty_like(stream)
+    for block in stage.blocks:
+        _run_block(stream, qkv, attended, batch, block)
+    if stage.merge is not None:
+        stream = _run_merge(stream, batch, stage.merge)
+    return mx.array(stream.reshape(batch, -1, stream.shape[1]))
+
+
+def run_stage(x: mx.array, params: Callable[[], StageParams], per_op: Callable[[mx.array], mx.array]) -> mx.array:
+    """A Swin stage (its blocks, then its patch merging if any) on x [batch, tokens, dims]:
+    fused here, or `per_op(x)`. `params` is called only when the fused path may run (it
+    packs the weights on first use)."""
+    if (
+        _kernels is None
+        or not ops.use_kernels()
+        or op_paths.mode() in ("numpy", "mlx")
+        or mx.default_device().type == mx.DeviceType.gpu
+    ):
+        return per_op(x)
+    stage = params()
+    if not supported(x, stage):
+        return per_op(x)
+    rows = x.size // x.shape[-1]
+    op_class = f"swin stage {x.shape[-1]} x ~{1 << (rows.bit_length() - 1)} depth {len(stage.blocks)}"
+    op_class += " merge" if stage.merge is not None else ""
+    # "numpy" and "mlx" are both the per-op path (whose ops each choose their own): auto
+    # times it once, after a first untimed run in which its ops make their choices.
+    runners = {"kernels": lambda d: _run_fused(x, stage), "numpy": lambda d: per_op(x)}
+    runners["mlx"] = runners["numpy"]
+    return op_paths.choose(op_class, [x], runners, warm="numpy")
