@@ -171,7 +171,9 @@ def dense_runner(x: mx.array, w: mx.array) -> Callable[[], None] | None:
     rows, panels = np.array(x), host_ops.rows_view(swin_fused.pack_panels(w))
     (m, k), n = rows.shape, w.shape[0]
     out = np.empty((m, n), np.float32)
-    return lambda: host_ops.split_rows(lambda a, b: _kernels.dense(rows, panels, None, out, m, k, n, 0, a, b), m, m * k * n)
+    # split as the fused stages split their passes
+    work = lambda a, b: _kernels.dense(rows, panels, None, out, m, k, n, 0, a, b)  # noqa: E731
+    return lambda: swin_fused._split_passes(work, m, k)
 
 
 def gemm_time(shapes: list[list[int]], side: str, repeats: int = 3) -> dict[str, float]:

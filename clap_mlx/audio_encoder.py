@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 import numpy as np
 
 from . import ops, swin_fused
@@ -45,12 +46,6 @@ class GlobalAveragePool(nn.Module):
         return mx.mean(x, axis=(1, 2), keepdims=True)
 
 
-def sequential(layers: list, x: mx.array) -> mx.array:
-    for layer in layers:
-        x = layer(x)
-    return x
-
-
 def bottleneck(channels: int, inner: int) -> list:
     """1x1 conv, BN, ReLU, 1x1 conv, BN: a plain list, so parameter names keep the PyTorch
     nn.Sequential indices."""
@@ -63,6 +58,14 @@ def bottleneck(channels: int, inner: int) -> list:
     ]
 
 
+def folded_conv(conv: nn.Conv2d, norm: FrozenBatchNorm) -> tuple[mx.array, mx.array]:
+    """A 1x1 conv followed by a frozen BatchNorm as one affine map (weight [out, in], bias)."""
+    scale = norm.weight / mx.sqrt(norm.running_var + norm.eps)
+    weight = conv.weight.reshape(conv.weight.shape[0], -1) * scale[:, None]
+    bias = conv.get("bias") if "bias" in conv else mx.zeros((weight.shape[0],))
+    return weight, (bias - norm.running_mean) * scale + norm.bias
+
+
 class AttentionalFeatureFusion(nn.Module):
     """transformers' `ClapAudioAFFBlock`: sigmoid-gated blend of global and local patch maps."""
 
@@ -70,12 +73,27 @@ class AttentionalFeatureFusion(nn.Module):
         super().__init__()
         self.local_att = bottleneck(channels, channels // reduction)
         self.global_att = [GlobalAveragePool(), *bottleneck(channels, channels // reduction)]
+        self._derived = DerivedArrays()
+
+    def folded(self, name: str, layers: list) -> tuple[mx.array, ...]:
+        """A bottleneck's two (1x1 conv, BN) pairs folded into (w1, b1, w2, b2), derived once."""
+        conv1, norm1, _, conv2, norm2 = layers
+        sources = tuple(a for m in (conv1, norm1, conv2, norm2) for _, a in tree_flatten(m.parameters()))
+        return self._derived.get(name, sources, lambda *_: (*folded_conv(conv1, norm1), *folded_conv(conv2, norm2)))
+
+    def branch(self, name: str, layers: list, x: mx.array) -> mx.array:
+        """conv 1x1, BN, ReLU, conv 1x1, BN as two GEMMs over the channels, the BNs folded in:
+        no conv2d and no elementwise BN passes over the [B, 64, 64, 96] map."""
+        w1, b1, w2, b2 = self.folded(name, layers)
+        return ops.affine(mx.maximum(ops.affine(x, w1, b1), 0.0), w2, b2)
 
     def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
         """x, residual: [B, H, W, C]."""
         both = x + residual
-        gate = ops.sigmoid(sequential(self.local_att, both) + sequential(self.global_att, both))
-        return 2 * x * gate + 2 * residual * (1 - gate)
+        local, pooled = self.branch("local", self.local_att, both), self.global_att[0](both)
+        gate = ops.sigmoid(local + self.branch("global", self.global_att[1:], pooled))
+        # 2 x gate + 2 residual (1 - gate), in fewer passes
+        return 2 * (residual + gate * (x - residual))
 
 
 class PatchEmbed(nn.Module):
@@ -111,10 +129,14 @@ class PatchEmbed(nn.Module):
         """image: [B, H, W, C_in]; returns patch tokens [B, H/4 * W/4, dims]."""
         x = self.proj(image[..., :1] if self.enable_fusion else image)
         if self.enable_fusion and longer_rows.size:
+            every = longer_rows.size == x.shape[0]
             rows = mx.array(longer_rows)
-            local = self.local_patches(image[rows, :, :, 1:])
+            local = self.local_patches(image[..., 1:] if every else image[rows, :, :, 1:])
             local = mx.pad(local, [(0, 0), (0, 0), (0, x.shape[2] - local.shape[2]), (0, 0)])
-            x[rows] = self.fusion_model(x[rows], local)
+            fused = self.fusion_model(x if every else x[rows], local)
+            # whole clips restacked: MLX's CPU scatter (x[rows] = ...) writes element by element
+            position = {row: k for k, row in enumerate(longer_rows.tolist())}
+            x = fused if every else mx.stack([fused[position[i]] if i in position else x[i] for i in range(x.shape[0])])
         x = x.reshape(x.shape[0], -1, x.shape[-1])
         return self.norm(x) if self.norm is not None else x
 
@@ -234,7 +256,7 @@ class SwinLayer(nn.Module):
         qkv_weight, qkv_bias = attention.fused_qkv()
         layers = {"qkv": qkv_weight, "proj": self.attention.output.dense.weight}
         layers |= {"fc1": self.intermediate.dense.weight, "fc2": self.output.dense.weight}
-        packed = {name: attention._derived.get(f"{name}_panels", (w,), swin_fused.pack_panels) for name, w in layers.items()}
+        packed = {n: attention._derived.get(f"{n}_panels", (w,), swin_fused.pack_panels) for n, w in layers.items()}
         norms = (self.layernorm_before, self.layernorm_after)
         weights = (
             norms[0].get("weight"), norms[0].get("bias"), packed["qkv"], qkv_bias,

@@ -118,11 +118,8 @@ def _run_block(stream: np.ndarray, qkv: np.ndarray, attended: np.ndarray, batch:
     rows, dims = stream.shape
     weights = tuple(_host(w) for w in block.weights)
     norm_w, norm_b, qkv_w, qkv_b = weights[:4]
-    _split_passes(
-        lambda a, b: _kernels.norm_dense(stream, norm_w, norm_b, block.eps, qkv_w, qkv_b, qkv, rows, dims, 3 * dims, a, b),
-        rows,
-        dims,
-    )
+    args = (norm_w, norm_b, block.eps, qkv_w, qkv_b, qkv, rows, dims, 3 * dims)
+    _split_passes(lambda a, b: _kernels.norm_dense(stream, *args, a, b), rows, dims)
     bias_rows = host_ops.rows_view(block.attention_bias)
     ops.attention_host(
         qkv, attended, batch, block.heads, block.scale, bias_rows, block.windows, host_ops.float32_vector(block.pad)
