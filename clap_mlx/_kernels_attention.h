@@ -94,6 +94,27 @@ INLINE void attention_pair(const float *const *rows, ptrdiff_t dims, const float
     }
 }
 
+/* Starts loading pair n's q/k/v head slices and bias into L2 while the pair before it runs:
+ * a window's tokens are rows spread over the map, and a batch's q/k/v (4.7 MB per clip in
+ * the first stage) is past L2, so their loads otherwise wait on L3 or memory one by one. */
+INLINE void prefetch_pair(const float *qkv, const int32_t *windows, ptrdiff_t window_count, ptrdiff_t tokens,
+                          const float *bias, ptrdiff_t bias_count, ptrdiff_t heads, ptrdiff_t head_dims, ptrdiff_t n) {
+    const ptrdiff_t item = n / heads, head = n % heads, dims = heads * head_dims;
+    const int32_t *window = windows + (item % window_count) * TOKENS;
+    const ptrdiff_t first = (item / window_count) * tokens;
+    for (int t = 0; t < TOKENS; t++) {
+        if (window[t] < 0) continue;
+        const char *row = (const char *)(qkv + (first + window[t]) * 3 * dims + head * head_dims);
+        for (int part = 0; part < 3; part++) /* q, k and v: head_dims * 4 bytes each, <= 2 lines */
+            for (ptrdiff_t byte = 0; byte < head_dims * 4; byte += 64)
+                __builtin_prefetch(row + part * dims * 4 + byte, 0, 2);
+    }
+    if (bias) {
+        const char *b = (const char *)(bias + (n % bias_count) * TOKENS * TOKENS);
+        for (int byte = 0; byte < TOKENS * TOKENS * 4; byte += 64) __builtin_prefetch(b + byte, 0, 2);
+    }
+}
+
 /* Multi-head self-attention inside 64-token windows from a packed q/k/v projection, for
  * head widths of 8, 16, 24 or 32, one (window, head) pair at a time: scores = scale * q k^T
  * + bias, softmax, times v, all inside L1. qkv is [batch, tokens, 3, heads, head_dims] (the
@@ -115,6 +136,7 @@ static void attention_pairs(const float *qkv, float *out, const int32_t *windows
         const ptrdiff_t item = n / heads, head = n % heads;
         const int32_t *window = windows + (item % window_count) * TOKENS;
         const ptrdiff_t first = (item / window_count) * tokens; /* the batch element's first token */
+        if (n + 1 < pair_stop) prefetch_pair(qkv, windows, window_count, tokens, bias, bias_count, heads, head_dims, n + 1);
         for (int t = 0; t < TOKENS; t++) {
             const int32_t token = window[t];
             rows[t] = (token < 0 ? pad : qkv + (first + token) * 3 * dims) + head * head_dims;

@@ -107,8 +107,9 @@ def test_softmax_axes_and_parallel_path(axis, backend):
     got = ops.softmax(mx.array(x), axis=axis)
     assert got.shape == PARALLEL_SHAPE
     # Rows of 2000 along axis 1: NumPy's float32 row sum reaches 1e-6 (measured up to 9.8e-7),
-    # MLX's sequential float32 sum ~6e-6; the kernels' lane accumulators stay below 7e-7.
-    bound = {"kernels": 1e-6, "numpy": 2e-6, "mlx": 1e-5}[backend]
+    # MLX's sequential float32 sum ~6e-6; the kernels' lane accumulators as much (measured up
+    # to 1.07e-6 with 4 lanes, depending on the draw: the tests' order changes it).
+    bound = {"kernels": 2e-6, "numpy": 2e-6, "mlx": 1e-5}[backend]
     assert np.abs(as_numpy(got) - softmax_reference(x, axis)).max() < bound
 
 
