@@ -31,7 +31,7 @@ import mlx.nn as nn
 import numpy as np
 
 import clap_mlx.loading
-from clap_mlx import audio_encoder, ops, swin_fused, text_encoder
+from clap_mlx import audio_encoder, linear_ops, ops, swin_fused, text_encoder
 from clap_mlx.audio_io import SAMPLE_RATE
 
 
@@ -44,9 +44,9 @@ FUSED_ON_MLX = ("linear (matmul)", "layer_norm", "gelu")
 # (owner, attribute, group)
 INSTRUMENTED = [
     (nn.Linear, "__call__", "linear (matmul)"),
-    (ops, "linear_gelu", "linear (matmul)"),  # its GELU pass is charged to "gelu"
-    (ops, "linears", "linear (matmul)"),  # ops.Linear and ops.linear call it
-    (ops, "affine", "linear (matmul)"),  # the audio tower's bias GEMMs (Dense, q/k/v)
+    (linear_ops, "linear_gelu", "linear (matmul)"),  # its GELU pass is charged to "gelu"
+    (linear_ops, "linears", "linear (matmul)"),  # linear_ops.Linear and .linear call it
+    (linear_ops, "affine", "linear (matmul)"),  # the audio tower's bias GEMMs (Dense, q/k/v)
     (nn.Conv2d, "__call__", "conv2d"),
     (audio_encoder.FrozenBatchNorm, "__call__", "batch norm"),
     # The audio block's own work is its fused q/k/v GEMM; ops.attention does the rest.

@@ -1,5 +1,5 @@
 """The hot ops of both towers: gelu, softmax, layer_norm (+ residual), window attention,
-tanh, sigmoid, and few-row linear layers.
+tanh, sigmoid (linear layers: linear_ops.py).
 
 MLX's CPU backend evaluates transcendental functions (exp, erf, tanh) one scalar at a time
 on one thread: 20-130x slower than torch. So each op has up to three paths (op_paths.py
@@ -58,76 +58,6 @@ def _paths(kernels: Runner | None, numpy: Runner, mlx: Runner) -> dict[str, Runn
     return {**runners, "numpy": numpy, "mlx": mlx}
 
 
-# Above this many rows BLAS's packed GEMM beats the few-rows kernel (measured on AVX2: the
-# kernel at 0.7-0.9x its speed at 64 and 128 rows), so larger inputs go straight to MLX.
-LINEAR_KERNEL_MAX_ROWS = 64
-
-# A linear layer's (weight [out, in], bias [out] or None).
-Params = tuple[mx.array, mx.array | None]
-
-
-def _linears_kernels(x: mx.array, params: list[Params]) -> list[mx.array]:
-    rows = host_ops.rows_view(x)
-    count, in_dims = rows.shape
-    layers = [(host_ops.rows_view(w), host_ops.float32_vector(b)) for w, b in params]
-    outs = [np.empty((count, w.shape[0]), np.float32) for w, _ in layers]
-    firsts = np.cumsum([0, *(w.shape[0] for w, _ in layers)]).tolist()
-
-    def work(start: int, stop: int) -> None:  # columns [start, stop) of the outputs side by side
-        for (w, bias), out, first in zip(layers, outs, firsts):
-            lo, hi = max(start - first, 0), min(stop - first, w.shape[0])
-            if lo < hi:
-                _kernels.linear(rows, w, bias, out, count, in_dims, w.shape[0], lo, hi)
-
-    # one split over all the layers' output columns: each core streams its own part of the weights
-    host_ops.split_rows(work, firsts[-1], firsts[-1] * in_dims)
-    return [mx.array(out.reshape(*x.shape[:-1], out.shape[1])) for out in outs]
-
-
-def affine(x: mx.array, weight: mx.array, bias: mx.array | None) -> mx.array:
-    """x @ weight.T + bias. Not mx.addmm: MLX's CPU addmm first copies the broadcast bias into
-    the output element by element, which made a bias GEMM up to 1.5x slower than the GEMM and
-    a separate add together (measured on AVX2 at 4096 x 96 -> 288)."""
-    return x @ weight.T if bias is None else x @ weight.T + bias
-
-
-def _linears_mlx(x: mx.array, params: list[Params]) -> list[mx.array]:
-    return [affine(x, w, b) for w, b in params]
-
-
-def _linears(x: mx.array, params: list[Params]) -> list[mx.array]:
-    rows = x.size // max(x.shape[-1], 1)
-    if not _host_path(x) or rows > LINEAR_KERNEL_MAX_ROWS or any(w.dtype != mx.float32 for w, _ in params):
-        return _linears_mlx(x, params)
-    # No NumPy GEMM: NumPy's would be the same BLAS MLX calls, so "numpy" runs MLX's matmul
-    # (the same runner: auto times it once).
-    on_mlx = lambda d: _linears_mlx(x, params)  # noqa: E731
-    runners = _paths(lambda d: _linears_kernels(x, params), on_mlx, on_mlx)
-    out_dims = "+".join(str(w.shape[0]) for w, _ in params)
-    has_bias = " bias" if any(b is not None for _, b in params) else ""
-    op_class = f"linear {x.shape[-1]} -> {out_dims} x ~{1 << (rows.bit_length() - 1)}{has_bias}"
-    return op_paths.choose(op_class, [x, *(a for pair in params for a in pair)], runners)
-
-
-def linears(x: mx.array, layers: list[nn.Linear]) -> list[mx.array]:
-    """[layer(x) for layer in layers], e.g. the query, key and value projections: on the kernel
-    path one split across the cores for all of them."""
-    return _linears(x, [(layer.weight, layer.get("bias")) for layer in layers])
-
-
-def linear(x: mx.array, layer: nn.Linear) -> mx.array:
-    """layer(x) for an nn.Linear; inputs of a few rows (a text label's ~8 tokens) may run the
-    compiled few-rows kernel, which streams the weight in place once."""
-    return linears(x, [layer])[0]
-
-
-class Linear(nn.Linear):
-    """nn.Linear (same parameters, so checkpoints load unchanged) computed by `linear`."""
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return linear(x, self)
-
-
 def _with_bias(x: mx.array, bias: mx.array | None) -> mx.array:
     return x if bias is None else x + bias
 
@@ -153,11 +83,6 @@ def gelu(x: mx.array, bias: mx.array | None = None, *, donate: bool = False) -> 
         lambda d: nn.gelu(_with_bias(x, bias)),
     )
     return op_paths.choose(_rows_class("gelu", x, bias=bias is not None), [x, bias], runners)
-
-
-def linear_gelu(layer: nn.Linear, x: mx.array) -> mx.array:
-    """gelu(layer(x)) with the bias add folded into the GELU pass."""
-    return gelu(_linears(x, [(layer.weight, None)])[0], layer.get("bias"), donate=True)
 
 
 def _scores(x: mx.array, scale: float, add: mx.array | None) -> mx.array:

@@ -16,7 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from . import ops
+from . import linear_ops, ops
 from .config import TextConfig
 
 
@@ -98,9 +98,9 @@ class SelfAttention(nn.Module):
                 f"num_attention_heads {cfg.num_attention_heads}"
             )
         self.num_heads = cfg.num_attention_heads
-        self.query = ops.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.key = ops.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.value = ops.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.query = linear_ops.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = linear_ops.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = linear_ops.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def __call__(self, x: mx.array, layout: TokenLayout, first_tokens: mx.array | None = None) -> mx.array:
         """Attention over all tokens of packed x [N, D] for every row of x, or only for
@@ -114,9 +114,9 @@ class SelfAttention(nn.Module):
         first_only = first_tokens is not None
         # the projections of the same rows run as one op (one split across the cores)
         if first_only:
-            q, (k, v) = heads(self.query(first_tokens)), ops.linears(x, [self.key, self.value])
+            q, (k, v) = heads(self.query(first_tokens)), linear_ops.linears(x, [self.key, self.value])
         else:
-            q, k, v = ops.linears(x, [self.query, self.key, self.value])
+            q, k, v = linear_ops.linears(x, [self.query, self.key, self.value])
             q = heads(layout.unpack(q))
         k, v = heads(layout.unpack(k)), heads(layout.unpack(v))
         scores = (q * head_dims**-0.5) @ k.transpose(0, 1, 3, 2) + layout.mask
@@ -129,7 +129,7 @@ class ResidualOutput(nn.Module):
 
     def __init__(self, in_dims: int, out_dims: int, eps: float):
         super().__init__()
-        self.dense = ops.Linear(in_dims, out_dims)
+        self.dense = linear_ops.Linear(in_dims, out_dims)
         self.LayerNorm = ops.LayerNorm(out_dims, eps=eps)
 
     def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
@@ -152,10 +152,10 @@ class Attention(nn.Module):
 class Intermediate(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.dense = ops.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.dense = linear_ops.Linear(cfg.hidden_size, cfg.intermediate_size)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return ops.linear_gelu(self.dense, x)
+        return linear_ops.linear_gelu(self.dense, x)
 
 
 class TransformerLayer(nn.Module):
@@ -187,7 +187,7 @@ class Encoder(nn.Module):
 class Pooler(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        self.dense = ops.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = linear_ops.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def __call__(self, first_tokens: mx.array) -> mx.array:
         return ops.tanh(self.dense(first_tokens))

@@ -10,7 +10,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from clap_mlx import host_ops, op_paths, ops
+from clap_mlx import host_ops, linear_ops, op_paths, ops
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_auto_times_and_returns_every_output_of_an_op_with_several(auto):
     # the q/k/v projections as one op: a path's time and result are all its outputs
     layers = [nn.Linear(32, 16), nn.Linear(32, 16), nn.Linear(32, 8, bias=False)]
     x = np.random.default_rng(3).standard_normal((8, 32)).astype(np.float32)
-    outputs = ops.linears(mx.array(x), layers)
+    outputs = linear_ops.linears(mx.array(x), layers)
     for layer, got in zip(layers, outputs, strict=True):
         expected = x @ np.asarray(layer.weight).T + (np.asarray(layer.bias) if "bias" in layer else 0.0)
         np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)

@@ -9,7 +9,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from clap_mlx import host_ops, ops
+from clap_mlx import host_ops, linear_ops, ops
 
 RNG = np.random.default_rng(0)
 # Larger than host_ops.PARALLEL_MIN_ELEMENTS, so the rows are split across threads and blocks.
@@ -201,7 +201,7 @@ def test_linear_gelu_equals_gelu_of_linear():
     linear = nn.Linear(32, 48)
     x = mx.array(RNG.standard_normal((5, 32)).astype(np.float32))
     expected = gelu_reference(as_numpy(linear(x)))
-    assert np.abs(as_numpy(ops.linear_gelu(linear, x)) - expected).max() < 1e-6
+    assert np.abs(as_numpy(linear_ops.linear_gelu(linear, x)) - expected).max() < 1e-6
 
 
 @pytest.mark.parametrize(
@@ -211,7 +211,7 @@ def test_linear_gelu_equals_gelu_of_linear():
         ((5, 64), 96, False),
         ((2, 4, 40), 10, True),  # leading axes: 8 rows
         ((13, 768), 768, True),  # weight past host_ops.PARALLEL_MIN_ELEMENTS: columns split across threads
-        ((ops.LINEAR_KERNEL_MAX_ROWS + 1, 16), 8, True),  # too many rows for the kernel: MLX's matmul
+        ((linear_ops.LINEAR_KERNEL_MAX_ROWS + 1, 16), 8, True),  # too many rows for the kernel: MLX's matmul
     ],
 )
 def test_linear_matches_float64_reference(shape, out_dims, bias, backend, monkeypatch):
@@ -221,12 +221,12 @@ def test_linear_matches_float64_reference(shape, out_dims, bias, backend, monkey
     if ops.use_kernels():  # count the kernel's calls: the host path must take it where it fits
         kernel = ops._kernels.linear
         monkeypatch.setattr(ops._kernels, "linear", lambda *args: calls.append(args) or kernel(*args))
-    got = ops.linear(mx.array(x), layer)
+    got = linear_ops.linear(mx.array(x), layer)
     assert got.shape == (*shape[:-1], out_dims) and got.dtype == mx.float32
     expected = x.astype(np.float64) @ as_numpy(layer.weight).T + (as_numpy(layer.bias) if bias else 0.0)
     assert np.abs(as_numpy(got) - expected).max() < 1e-6 * max(1.0, np.abs(expected).max()) * np.sqrt(shape[-1])
     rows = x.size // shape[-1]
-    assert bool(calls) == (backend == "kernels" and rows <= ops.LINEAR_KERNEL_MAX_ROWS)
+    assert bool(calls) == (backend == "kernels" and rows <= linear_ops.LINEAR_KERNEL_MAX_ROWS)
     if backend == "kernels" and layer.weight.size >= host_ops.PARALLEL_MIN_ELEMENTS and host_ops._pool is not None:
         assert len(calls) > 1  # split into column ranges
 
@@ -237,7 +237,7 @@ def test_linears_equal_each_layer_alone(backend):
     layers = [nn.Linear(512, 700), nn.Linear(512, 333, bias=False), nn.Linear(512, 5)]
     assert sum(layer.weight.size for layer in layers) >= host_ops.PARALLEL_MIN_ELEMENTS
     x = RNG.standard_normal((3, 7, 512)).astype(np.float32)
-    outputs = ops.linears(mx.array(x), layers)
+    outputs = linear_ops.linears(mx.array(x), layers)
     assert [o.shape for o in outputs] == [(3, 7, 700), (3, 7, 333), (3, 7, 5)]
     for layer, got in zip(layers, outputs):
         expected = x.astype(np.float64) @ as_numpy(layer.weight).T + (as_numpy(layer.bias) if "bias" in layer else 0.0)
@@ -248,8 +248,8 @@ def test_linear_of_a_strided_input_and_other_dtypes():
     layer = nn.Linear(24, 6)
     x = RNG.standard_normal((24, 5)).astype(np.float32)
     expected = x.T.astype(np.float64) @ as_numpy(layer.weight).T + as_numpy(layer.bias)
-    assert np.abs(as_numpy(ops.linear(mx.array(x).T, layer)) - expected).max() < 1e-5
-    half = ops.linear(mx.array(x).T.astype(mx.bfloat16), layer)
+    assert np.abs(as_numpy(linear_ops.linear(mx.array(x).T, layer)) - expected).max() < 1e-5
+    half = linear_ops.linear(mx.array(x).T.astype(mx.bfloat16), layer)
     assert half.dtype == mx.float32  # as nn.Linear: bfloat16 input, float32 weight
     assert np.abs(as_numpy(half) - expected).max() < 0.1
 
