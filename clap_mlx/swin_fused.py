@@ -82,12 +82,17 @@ def pack_panels(weight: mx.array) -> mx.array:
 
 
 def supported(x: mx.array, stage: StageParams) -> bool:
-    """Whether the fused kernels run this stage: float32 on the host, 64-token windows, a head
-    width the attention kernel is specialised for, and a map of even sides to merge."""
+    """Whether the fused kernels run this stage: float32 input and parameters (e.g. not a model
+    cast to float16), 64-token windows, a head width the attention kernel is specialised for,
+    and a map of even sides to merge."""
     merge = stage.merge
+    params = [w for b in stage.blocks for w in (*b.weights, b.attention_bias, b.pad)]
+    if merge is not None:
+        params += [merge.norm_weight, merge.norm_bias, merge.reduction]
     return (
         x.dtype == mx.float32
         and x.size > 0
+        and all(p is None or p.dtype == mx.float32 for p in params)
         and all(
             b.dims % b.heads == 0 and (b.windows.shape[1], b.dims // b.heads) in ops.ATTENTION_KERNEL_SHAPES
             for b in stage.blocks

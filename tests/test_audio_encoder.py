@@ -208,6 +208,11 @@ def test_fused_stage_matches_per_op_leaves_its_input_and_falls_back_where_unsupp
     assert fused_stages == [2]
     per_op = np.array(stage.per_op(x))
     np.testing.assert_allclose(fused, per_op, atol=2e-5)
+    # a stage whose parameters are float16 (a model cast down) runs per op, on float32 input too
+    half = build_pair({**TINY, **FUSED}, seed=26)[1].layers[0]
+    half.set_dtype(mx.float16)
+    assert half(x).shape == (2, 32 * 32, 32)
+    assert fused_stages == [2]
     # 36-token windows: no attention kernel for them, so the stage runs per op
     reference, encoder = build_pair({**TINY, **FUSED, "window_size": 6}, seed=28)
     compare(reference, encoder, [False], seed=29)
