@@ -121,6 +121,15 @@ class SwinLayer(nn.Module):
         else:
             self._mask = None
 
+    def fused_sources(self) -> tuple[mx.array, ...]:
+        """The parameters fused_params reads: its leaf modules' arrays and the position bias table."""
+        attention = self.attention.self
+        leaves = (
+            self.layernorm_before, attention.query, attention.key, attention.value, self.attention.output.dense,
+            self.layernorm_after, self.intermediate.dense, self.output.dense,
+        )
+        return (*(a for leaf in leaves for a in leaf.values()), attention.relative_position_bias_table)
+
     def fused_params(self) -> swin_fused.BlockParams:
         """This block for the fused kernels (swin_fused.py), its linear weights packed once."""
         attention = self.attention.self
@@ -207,10 +216,20 @@ class SwinStage(nn.Module):
             for i in range(depth)
         ]
         self.downsample = PatchMerging(dims, resolution) if downsample else None
+        self._derived = DerivedArrays()
 
     def fused_params(self) -> swin_fused.StageParams:
-        merge = self.downsample.fused_params() if self.downsample is not None else None
-        return swin_fused.StageParams(tuple(block.fused_params() for block in self.blocks), merge)
+        """The stage for the fused kernels, built once (with its host views) per set of weights."""
+
+        def build(*_params: mx.array) -> swin_fused.StageParams:
+            merge = self.downsample.fused_params() if self.downsample is not None else None
+            return swin_fused.StageParams(tuple(block.fused_params() for block in self.blocks), merge)
+
+        # named arrays, not tree_flatten(self.parameters()): a cheaper identity check per forward
+        sources = tuple(a for block in self.blocks for a in block.fused_sources())
+        if self.downsample is not None:
+            sources += (*self.downsample.norm.values(), *self.downsample.reduction.values())
+        return self._derived.get("stage", sources, build, evaluate=False)
 
     def per_op(self, x: mx.array) -> mx.array:
         """The stage op by op (ops.py), each op on its own path: the path of a GPU."""

@@ -18,6 +18,7 @@ or measured per stage shape (auto).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ class BlockParams:
     attention_bias: mx.array  # [groups, heads, 64, 64]
     pad: mx.array  # the q/k/v projection of a padding token
 
+    @functools.cached_property
+    def host(self) -> tuple:
+        """(weights, attention bias rows, pad) as the kernels' host views, taken once."""
+        return tuple(_host(w) for w in self.weights), _host(self.attention_bias), host_ops.float32_vector(self.pad)
+
 
 @dataclass(frozen=True)
 class MergeParams:
@@ -64,6 +70,10 @@ class MergeParams:
     eps: float
     reduction: mx.array  # packed
     out_dims: int
+
+    @functools.cached_property
+    def host(self) -> tuple:
+        return _host(self.norm_weight), _host(self.norm_bias), _host(self.reduction)
 
 
 @dataclass(frozen=True)
@@ -121,14 +131,11 @@ def _run_block(stream: np.ndarray, qkv: np.ndarray, attended: np.ndarray, batch:
     """One Swin block in place on the residual stream [batch * tokens, dims]; qkv and
     attended are its scratch buffers."""
     rows, dims = stream.shape
-    weights = tuple(_host(w) for w in block.weights)
+    weights, bias_rows, pad = block.host
     norm_w, norm_b, qkv_w, qkv_b = weights[:4]
     args = (norm_w, norm_b, block.eps, qkv_w, qkv_b, qkv, rows, dims, 3 * dims)
     _split_passes(lambda a, b: _kernels.norm_dense(stream, *args, a, b), rows, dims)
-    bias_rows = host_ops.rows_view(block.attention_bias)
-    ops.attention_host(
-        qkv, attended, batch, block.heads, block.scale, bias_rows, block.windows, host_ops.float32_vector(block.pad)
-    )
+    ops.attention_host(qkv, attended, batch, block.heads, block.scale, bias_rows, block.windows, pad)
     common = (weights, block.eps, dims, block.hidden)
     _split_passes(lambda a, b: _kernels.swin_mlp(*common, stream, attended, rows, a, b), rows, dims)
 
@@ -141,7 +148,7 @@ def _run_merge(stream: np.ndarray, batch: int, merge: MergeParams) -> np.ndarray
     grouped = np.ascontiguousarray(grouped).reshape(-1, 4 * dims)
     rows = grouped.shape[0]
     out = np.empty((rows, merge.out_dims), np.float32)
-    norm_w, norm_b, panels = _host(merge.norm_weight), _host(merge.norm_bias), _host(merge.reduction)
+    norm_w, norm_b, panels = merge.host
     _split_passes(
         lambda a, b: _kernels.norm_dense(
             grouped, norm_w, norm_b, merge.eps, panels, None, out, rows, 4 * dims, merge.out_dims, a, b

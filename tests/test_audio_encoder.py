@@ -219,6 +219,18 @@ def test_fused_stage_matches_per_op_leaves_its_input_and_falls_back_where_unsupp
     assert fused_stages == [2]
 
 
+def test_fused_stages_follow_weights_loaded_after_a_forward(fused_stages):
+    """The packed weights, host views and stage parameter sets built on the first fused forward
+    are rebuilt when load_weights replaces the parameters."""
+    _, encoder = build_pair({**TINY, **FUSED}, seed=31)
+    features, longer = mel_batch([True, False], encoder.input_channels, seed=32, frames=1001)
+    encoder(mx.array(features), mx.array(longer))
+    reference, other = build_pair({**TINY, **FUSED}, seed=33)
+    encoder.load_weights(list(tree_flatten(other.parameters())))
+    compare(reference, encoder, [True, False], seed=34)
+    assert fused_stages == [2, 2, 2, 2]
+
+
 def test_fused_kernels_refuse_bad_row_ranges_and_missing_weights():
     kernels = ops._kernels
     x, y, panels = np.zeros((4, 8), np.float32), np.zeros((4, 16), np.float32), np.zeros((1, 8, 16), np.float32)
