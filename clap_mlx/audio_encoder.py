@@ -60,6 +60,11 @@ class WindowSelfAttention(nn.Module):
         sources = (self.relative_position_bias_table,) + ((mask,) if mask is not None else ())
         return self._derived.get("bias", sources, build)
 
+    def pad_row(self) -> mx.array:
+        """The q/k/v projection of a padding token: zero after the layer norm, so the bias."""
+        weight, bias = self.fused_qkv()
+        return bias if bias is not None else mx.zeros((weight.shape[0],))
+
     def fused_qkv(self) -> tuple[mx.array, mx.array | None]:
         """Query, key and value projections as one [3 * dims, dims] weight (one GEMM)."""
         layers = (self.query, self.key, self.value)
@@ -75,9 +80,7 @@ class WindowSelfAttention(nn.Module):
         place and ops.attention reads each window through `windows`: no gather, no scatter."""
         weight, bias = self.fused_qkv()
         qkv = linear_ops.affine(x, weight, bias)
-        # a padding token is zero after the layer norm, so its projection is the bias
-        pad = bias if bias is not None else mx.zeros((weight.shape[0],))
-        return ops.attention(qkv, self.num_heads, self.scale, self.attention_bias(mask), windows, pad)
+        return ops.attention(qkv, self.num_heads, self.scale, self.attention_bias(mask), windows, self.pad_row())
 
 
 class WindowAttention(nn.Module):
@@ -144,11 +147,10 @@ class SwinLayer(nn.Module):
             norms[1].get("weight"), norms[1].get("bias"), packed["fc1"], self.intermediate.dense.get("bias"),
             packed["fc2"], self.output.dense.get("bias"),
         )  # fmt: skip
-        pad = qkv_bias if qkv_bias is not None else mx.zeros((qkv_weight.shape[0],))
         return swin_fused.BlockParams(
             weights, self.layernorm_before.eps, qkv_weight.shape[1], self.intermediate.dense.weight.shape[0],
             attention.num_heads, attention.scale, np.ascontiguousarray(self._windows, np.int32),
-            attention.attention_bias(self._mask), pad,
+            attention.attention_bias(self._mask), attention.pad_row(),
         )  # fmt: skip
 
     def attend(self, x: mx.array) -> mx.array:

@@ -81,6 +81,24 @@ class StageParams:
     blocks: tuple[BlockParams, ...]
     merge: MergeParams | None
 
+    @functools.cached_property
+    def fusable(self) -> bool:
+        """Whether the kernels run this stage's parameters: float32 (e.g. not a model cast to
+        float16), 64-token windows, a head width the attention kernel is specialised for, and
+        a map of even sides to merge. Checked once per set of weights."""
+        merge = self.merge
+        params = [w for b in self.blocks for w in (*b.weights, b.attention_bias, b.pad)]
+        if merge is not None:
+            params += [merge.norm_weight, merge.norm_bias, merge.reduction]
+        return (
+            all(p is None or p.dtype == mx.float32 for p in params)
+            and all(
+                b.dims % b.heads == 0 and (b.windows.shape[1], b.dims // b.heads) in ops.ATTENTION_KERNEL_SHAPES
+                for b in self.blocks
+            )
+            and (merge is None or (merge.resolution[0] % 2 == 0 and merge.resolution[1] % 2 == 0))
+        )
+
 
 def pack_panels(weight: mx.array) -> mx.array:
     """nn.Linear's [out, in] weight in the dense kernels' layout: [panels, in, 16] (zero past out)."""
@@ -92,23 +110,8 @@ def pack_panels(weight: mx.array) -> mx.array:
 
 
 def supported(x: mx.array, stage: StageParams) -> bool:
-    """Whether the fused kernels run this stage: float32 input and parameters (e.g. not a model
-    cast to float16), 64-token windows, a head width the attention kernel is specialised for,
-    and a map of even sides to merge."""
-    merge = stage.merge
-    params = [w for b in stage.blocks for w in (*b.weights, b.attention_bias, b.pad)]
-    if merge is not None:
-        params += [merge.norm_weight, merge.norm_bias, merge.reduction]
-    return (
-        x.dtype == mx.float32
-        and x.size > 0
-        and all(p is None or p.dtype == mx.float32 for p in params)
-        and all(
-            b.dims % b.heads == 0 and (b.windows.shape[1], b.dims // b.heads) in ops.ATTENTION_KERNEL_SHAPES
-            for b in stage.blocks
-        )
-        and (merge is None or (merge.resolution[0] % 2 == 0 and merge.resolution[1] % 2 == 0))
-    )
+    """Whether the fused kernels run this stage on x: float32 input and fusable parameters."""
+    return x.dtype == mx.float32 and x.size > 0 and stage.fusable
 
 
 def _split_passes(work: Callable[[int, int], None], rows: int, dims: int) -> None:
