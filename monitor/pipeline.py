@@ -95,6 +95,7 @@ class Pipeline(PipelineTelemetry):
         self._windows_gated = 0
         self._gaps, self._gap_s = 0, 0.0
         self._source_end: str | None = None  # "ended" or "stopped", decided at shutdown
+        self._source_started = False  # a source not started yet has delivered nothing: its wait() says ended
         self.started_at: float | None = None
         self._next_level_report = 0.0
         if isinstance(embedder, SharedDetector):  # the process's one health watches every source; multi.py notifies
@@ -166,6 +167,7 @@ class Pipeline(PipelineTelemetry):
         self._windower_thread.start()
         self.detector.start()
         self.source.start(self._on_audio)
+        self._source_started = True
 
     def stop(self) -> None:
         """Request shutdown (safe from a signal handler); `run()` then drains and returns."""

@@ -105,4 +105,6 @@ class PipelineTelemetry:
             return self._source_end
         if self._stop.is_set():
             return "stopped"
+        if not self._source_started:
+            return "starting"
         return "ended" if self.source.wait(0) else "running"

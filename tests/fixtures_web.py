@@ -46,7 +46,9 @@ def page(browser):
     page = browser.new_page(viewport={"width": 1280, "height": 860})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    # the resource's URL too: a console line "Failed to load resource: ... 500" does not name it
+    page.on("console", lambda message: message.type == "error" and errors.append(
+        f"{message.text} ({message.location.get('url') or 'no url'})"))
     yield page
     page.close()
     assert not errors, errors

@@ -158,6 +158,7 @@ def test_observers_get_every_window_in_order_and_status_agrees_with_the_log(tmp_
     observer = Observer()
     pipeline = Pipeline(cfg, FileSource(tmp_path / "replay.wav", realtime=False), clap, sinks=[observer])
     observer.pipeline = pipeline
+    assert pipeline.status()["source"]["state"] == "starting"  # built, its source not started yet
     pipeline.run()
 
     # every 1 s window of the 17 s file, hop 0.5 s, in order; only the 9 fully-in-burst ones scored

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -342,6 +343,27 @@ def test_file_source_loops_until_stopped(tmp_path):
     audio = recorder.audio()
     repeats = len(audio) // len(clip)
     np.testing.assert_array_equal(audio[: repeats * len(clip)], np.tile(clip, repeats))
+
+
+def test_reader_sources_answer_wait_from_another_thread_while_they_start(tmp_path, monkeypatch):
+    """The dashboard's status() asks `wait(0)` on its own thread at any moment: also between the
+    reader thread's creation and its start, where joining it would raise (an HTTP 500 once)."""
+    path = tmp_path / "short.wav"
+    sf.write(path, np.zeros(800, np.float32), 8000)
+    sources = [FileSource(path, realtime=False), StdinPCMSource(8000, stream=io.BytesIO(bytes(1600)))]
+    answers = []
+
+    class AskedWhileStarting(threading.Thread):
+        def start(self):
+            answers.append(source.wait(0))  # status() running in the gap before the thread starts
+            super().start()
+
+    monkeypatch.setattr(files.threading, "Thread", AskedWhileStarting)
+    for source in sources:
+        recorder = Recorder()
+        source.start(recorder)
+        assert source.wait(5) and recorder.samples_seen() == 800
+    assert answers == [True, True]  # nothing delivered yet, nothing pending
 
 
 def test_file_source_errors_name_the_file(tmp_path):

@@ -45,8 +45,9 @@ class _ReaderSource:
         raise NotImplementedError
 
     def start(self, on_audio: OnAudio) -> None:
-        self._thread = threading.Thread(target=self._run, args=(on_audio,), name=self.name, daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, args=(on_audio,), name=self.name, daemon=True)
+        thread.start()
+        self._thread = thread  # only once started: wait() runs on other threads too (status) and joins it
 
     def stop(self) -> None:
         self._stopped.set()  # first: a reader looping on the lock could otherwise keep it for long
