@@ -11,7 +11,7 @@ FLAGS = [] if sys.platform == "win32" else ["-O3", "-fno-math-errno", "-fno-trap
 # the run-time dispatch, and the Python bindings.
 KERNEL_SOURCES = [
     f"clap_mlx/_kernels_{name}.c" for name in ("avx512", "avx2", "baseline", "dispatch")
-] + ["clap_mlx/_kernels.c"]
+] + ["clap_mlx/_kernels_team.c", "clap_mlx/_kernels.c"]
 
 setup(
     ext_modules=[
@@ -21,7 +21,7 @@ setup(
             "clap_mlx._kernels",
             KERNEL_SOURCES,
             depends=[
-                f"clap_mlx/_kernels_{part}.h" for part in ("impl", "simd", "vec", "rows", "attention", "gemm", "dense")
+                f"clap_mlx/_kernels_{part}.h" for part in ("impl", "simd", "vec", "rows", "attention", "gemm", "dense", "team")
             ],
             extra_compile_args=FLAGS,
             optional=True,

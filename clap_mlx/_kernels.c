@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "_kernels_simd.h"
+#include "_kernels_team.h"
 
 /* A pointer swap: a kernel call already running finishes on the variant it started with. */
 static const struct kernel_table *active;
@@ -125,13 +126,40 @@ static PyObject *py_layer_norm(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The split bindings' optional last argument `unit`: 0 runs the range on the calling
+ * thread; more splits it into units of that many rows (pairs) shared with the helper team. */
+static int check_unit(Py_ssize_t unit) {
+    if (unit < 0) {
+        PyErr_Format(PyExc_ValueError, "unit must be >= 0, got %zd", unit);
+        return 0;
+    }
+    return 1;
+}
+
+struct attention_job {
+    const struct kernel_table *table;
+    const float *qkv, *pad, *bias;
+    float *out;
+    const int32_t *windows;
+    ptrdiff_t window_count, tokens, bias_count, heads, head_dims;
+    float scale;
+};
+
+static int attention_unit(void *ctx, ptrdiff_t start, ptrdiff_t stop) {
+    const struct attention_job *j = ctx;
+    j->table->attention_pairs(j->qkv, j->out, j->windows, j->window_count, j->tokens, j->pad, j->bias, j->bias_count,
+                              j->scale, j->heads, j->head_dims, start, stop);
+    return 1;
+}
+
 static PyObject *py_attention(PyObject *self, PyObject *args) {
     PyObject *qkv, *out, *windows, *pad, *bias;
-    Py_ssize_t window_count, tokens, bias_count, items, heads, head_dims, pair_start, pair_stop;
+    Py_ssize_t window_count, tokens, bias_count, items, heads, head_dims, pair_start, pair_stop, unit = 0;
     float scale;
-    if (!PyArg_ParseTuple(args, "OOOnnOOnfnnnnn", &qkv, &out, &windows, &window_count, &tokens, &pad, &bias,
-                          &bias_count, &scale, &items, &heads, &head_dims, &pair_start, &pair_stop))
+    if (!PyArg_ParseTuple(args, "OOOnnOOnfnnnnn|n", &qkv, &out, &windows, &window_count, &tokens, &pad, &bias,
+                          &bias_count, &scale, &items, &heads, &head_dims, &pair_start, &pair_stop, &unit))
         return NULL;
+    if (!check_unit(unit)) return NULL;
     if (head_dims <= 0 || head_dims > 32 || head_dims % 8) {
         PyErr_Format(PyExc_ValueError, "attention kernel: needs a head width of 8, 16, 24 or 32, got %zd", head_dims);
         return NULL;
@@ -160,8 +188,9 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
         }
     }
     if (ok) {
-        Py_BEGIN_ALLOW_THREADS active->attention_pairs(data(&b[0]), data(&b[1]), rows, window_count, tokens, data(&b[3]),
-                                               data(&b[4]), bias_count, scale, heads, head_dims, pair_start, pair_stop);
+        struct attention_job job = {active, data(&b[0]), data(&b[3]), data(&b[4]), data(&b[1]), rows, window_count,
+                                    tokens, bias_count, heads, head_dims, scale};
+        Py_BEGIN_ALLOW_THREADS team_run(attention_unit, &job, pair_start, pair_stop, unit);
         Py_END_ALLOW_THREADS
     }
     release(b, 5);
@@ -268,13 +297,28 @@ static int get_swin_weights(PyObject *params, float eps, Py_ssize_t dims, Py_ssi
     return 1;
 }
 
+struct norm_dense_job {
+    const struct kernel_table *table;
+    const float *x, *norm_w, *norm_b, *panels, *bias;
+    float *y;
+    ptrdiff_t in_dims, out_dims;
+    float eps;
+};
+
+static int norm_dense_unit(void *ctx, ptrdiff_t start, ptrdiff_t stop) {
+    const struct norm_dense_job *j = ctx;
+    return j->table->norm_dense_rows(j->x, j->in_dims, j->norm_w, j->norm_b, j->eps, j->panels, j->bias, j->y,
+                                     j->out_dims, start, stop);
+}
+
 static PyObject *py_norm_dense(PyObject *self, PyObject *args) {
     PyObject *x, *norm_w, *norm_b, *panels, *bias, *y;
     float eps;
-    Py_ssize_t rows, in_dims, out_dims, row_start, row_stop;
-    if (!PyArg_ParseTuple(args, "OOOfOOOnnnnn", &x, &norm_w, &norm_b, &eps, &panels, &bias, &y, &rows, &in_dims,
-                          &out_dims, &row_start, &row_stop))
+    Py_ssize_t rows, in_dims, out_dims, row_start, row_stop, unit = 0;
+    if (!PyArg_ParseTuple(args, "OOOfOOOnnnnn|n", &x, &norm_w, &norm_b, &eps, &panels, &bias, &y, &rows, &in_dims,
+                          &out_dims, &row_start, &row_stop, &unit))
         return NULL;
+    if (!check_unit(unit)) return NULL;
     if (in_dims <= 0 || out_dims <= 0) {
         PyErr_SetString(PyExc_ValueError, "bad norm_dense shape");
         return NULL;
@@ -290,9 +334,9 @@ static PyObject *py_norm_dense(PyObject *self, PyObject *args) {
         ok = 0;
     }
     if (ok) {
-        Py_BEGIN_ALLOW_THREADS ok = active->norm_dense_rows(data(&b[0]), in_dims, data(&b[1]), data(&b[2]), eps,
-                                                            data(&b[3]), data(&b[4]), data(&b[5]), out_dims,
-                                                            row_start, row_stop);
+        struct norm_dense_job job = {active,      data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]),
+                                     data(&b[4]), data(&b[5]), in_dims,     out_dims,    eps};
+        Py_BEGIN_ALLOW_THREADS ok = team_run(norm_dense_unit, &job, row_start, row_stop, unit);
         Py_END_ALLOW_THREADS
         if (!ok) PyErr_NoMemory();
     }
@@ -301,12 +345,26 @@ static PyObject *py_norm_dense(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+struct swin_mlp_job {
+    const struct kernel_table *table;
+    const struct swin_weights *w;
+    float *x;
+    const float *attn;
+};
+
+static int swin_mlp_unit(void *ctx, ptrdiff_t start, ptrdiff_t stop) {
+    const struct swin_mlp_job *j = ctx;
+    return j->table->swin_mlp_rows(j->w, j->x, j->attn, start, stop);
+}
+
 static PyObject *py_swin_mlp(PyObject *self, PyObject *args) {
     PyObject *params, *x, *attn;
     float eps;
-    Py_ssize_t dims, hidden, rows, row_start, row_stop;
-    if (!PyArg_ParseTuple(args, "OfnnOOnnn", &params, &eps, &dims, &hidden, &x, &attn, &rows, &row_start, &row_stop))
+    Py_ssize_t dims, hidden, rows, row_start, row_stop, unit = 0;
+    if (!PyArg_ParseTuple(args, "OfnnOOnnn|n", &params, &eps, &dims, &hidden, &x, &attn, &rows, &row_start, &row_stop,
+                          &unit))
         return NULL;
+    if (!check_unit(unit)) return NULL;
     if (!check_row_range(rows, row_start, row_stop)) return NULL;
     Buffer b[SWIN_PARAMS + 2] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
     struct swin_weights w;
@@ -318,15 +376,29 @@ static PyObject *py_swin_mlp(PyObject *self, PyObject *args) {
         ok = 0;
     }
     if (ok) {
-        float *xs = data(&b[SWIN_PARAMS]);
-        const float *as = data(&b[SWIN_PARAMS + 1]);
-        Py_BEGIN_ALLOW_THREADS ok = active->swin_mlp_rows(&w, xs, as, row_start, row_stop);
+        struct swin_mlp_job job = {active, &w, data(&b[SWIN_PARAMS]), data(&b[SWIN_PARAMS + 1])};
+        Py_BEGIN_ALLOW_THREADS ok = team_run(swin_mlp_unit, &job, row_start, row_stop, unit);
         Py_END_ALLOW_THREADS
         if (!ok) PyErr_NoMemory();
     }
     release(b, SWIN_PARAMS + 2);
     if (!ok) return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *py_team(PyObject *self, PyObject *args) {
+    int helpers;
+    long spin_us;
+    if (!PyArg_ParseTuple(args, "il", &helpers, &spin_us)) return NULL;
+    if (helpers < 0 || spin_us < 0) {
+        PyErr_SetString(PyExc_ValueError, "team: helpers and spin_us must be >= 0");
+        return NULL;
+    }
+    team_set_spin_us(spin_us);
+    int in_use;
+    Py_BEGIN_ALLOW_THREADS in_use = team_set_helpers(helpers); /* waits out a job in progress */
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(in_use);
 }
 
 static PyObject *py_simd_variants(PyObject *self, PyObject *args) {
@@ -367,7 +439,7 @@ static PyMethodDef methods[] = {
      "layer_norm(src, residual|None, sum_dst|None, dst, weight|None, bias|None, eps, cols, row_start, row_stop)"},
     {"attention", py_attention, METH_VARARGS,
      "attention(qkv, out, windows, window_count, tokens, pad|None, bias|None, bias_count, scale, items, heads, "
-     "head_dims, pair_start, pair_stop)"},
+     "head_dims, pair_start, pair_stop, unit=0)"},
     {"linear", py_linear, METH_VARARGS,
      "linear(x, w, bias|None, y, rows, in_dims, out_dims, col_start, col_stop): y = x w^T + bias, columns of a range"},
     {"dense", py_dense, METH_VARARGS,
@@ -375,10 +447,13 @@ static PyMethodDef methods[] = {
      "(flags: 1 GELU, 2 accumulate), W packed in panels of 16 columns"},
     {"norm_dense", py_norm_dense, METH_VARARGS,
      "norm_dense(x, norm_w|None, norm_b|None, eps, panels, bias|None, y, rows, in_dims, out_dims, row_start, "
-     "row_stop): y = LayerNorm(x) W^T + bias, W packed as for dense"},
+     "row_stop, unit=0): y = LayerNorm(x) W^T + bias, W packed as for dense"},
     {"swin_mlp", py_swin_mlp, METH_VARARGS,
-     "swin_mlp(weights, eps, dims, hidden, x, attn, rows, row_start, row_stop): in place x += attn Wo^T + bo, "
-     "x += MLP(LN_after(x))"},
+     "swin_mlp(weights, eps, dims, hidden, x, attn, rows, row_start, row_stop, unit=0): in place x += attn Wo^T "
+     "+ bo, x += MLP(LN_after(x))"},
+    {"team", py_team, METH_VARARGS,
+     "team(helpers, spin_us) -> helpers in use: the threads that share a split kernel's units (`unit` > 0) with "
+     "its caller, and how long they spin between jobs before sleeping"},
     {"simd_variants", py_simd_variants, METH_NOARGS, "simd_variants() -> the variants this CPU runs, fastest first"},
     {"simd", py_simd, METH_NOARGS, "simd() -> the active variant's name"},
     {"set_simd", py_set_simd, METH_VARARGS, "set_simd(name): make a variant from simd_variants() the active one"},

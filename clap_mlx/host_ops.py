@@ -29,6 +29,11 @@ PARALLEL_MIN_ELEMENTS = 1 << 19
 # next to the op, enough that a late or slowed core costs at most about one chunk.
 CHUNKS_PER_CORE = 4
 
+# How long the compiled kernels' helper threads spin after a job before they sleep
+# (_kernels_team.h): a forward's jobs come back to back, and on a VM that halts idle vCPUs
+# waking a sleeping thread costs ~0.1-1 ms each time.
+TEAM_SPIN_US = 2000
+
 _WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _pool = ThreadPoolExecutor(_WORKERS - 1, thread_name_prefix="clap-ops") if _WORKERS > 1 else None
 
@@ -63,6 +68,16 @@ def split_rows(work: Callable[[int, int], None], rows: int, size: int) -> None:
     for future in futures:
         if not future.cancel():  # a helper that never started has nothing left to do
             future.result()
+
+
+def split_unit(items: int, size: int, multiple: int = 1) -> int:
+    """Items per unit when a compiled kernel splits `items` across the cores itself (its `unit`
+    argument): as split_rows chooses its chunks, each a multiple of `multiple`; 0 (the caller
+    alone) when `size` elements is small."""
+    if _pool is None or size < PARALLEL_MIN_ELEMENTS:
+        return 0
+    blocks = math.ceil(items / multiple)
+    return math.ceil(blocks / min(blocks, _WORKERS * CHUNKS_PER_CORE)) * multiple
 
 
 def rows_view(x: mx.array) -> np.ndarray:

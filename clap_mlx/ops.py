@@ -32,6 +32,9 @@ from .op_paths import Runner
 
 try:
     from . import _kernels
+
+    # the threads that share the attention and fused-stage kernels' units with their caller
+    _kernels.team(host_ops.workers() - 1, host_ops.TEAM_SPIN_US)
 except ImportError:  # built without a C compiler: the NumPy and MLX paths still work
     _kernels = None
 
@@ -201,14 +204,9 @@ def attention_host(
     items = batch * window_rows.shape[0]
     bias_count = 0 if bias_rows is None else bias_rows.shape[0] // window_rows.shape[1]
     pairs = items * heads
-    host_ops.split_rows(
-        lambda start, stop: _kernels.attention(
-            packed_rows, out, window_rows, len(window_rows), tokens, pad_row, bias_rows, bias_count, scale, items,
-            heads, dims // heads, start, stop,
-        ),
-        pairs,
-        pairs * window_rows.shape[1] ** 2 * (dims // heads),
-    )
+    unit = host_ops.split_unit(pairs, pairs * window_rows.shape[1] ** 2 * (dims // heads))
+    _kernels.attention(packed_rows, out, window_rows, len(window_rows), tokens, pad_row, bias_rows, bias_count, scale,
+                       items, heads, dims // heads, 0, pairs, unit)
 
 
 def _attention_kernel(

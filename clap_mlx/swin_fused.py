@@ -114,16 +114,15 @@ def supported(x: mx.array, stage: StageParams) -> bool:
     return x.dtype == mx.float32 and x.size > 0 and stage.fusable
 
 
-def _split_passes(work: Callable[[int, int], None], rows: int, dims: int) -> None:
-    """work(start, stop) over row ranges of whole passes: few weight re-reads per core."""
-    unit = SUB_ROWS
+def _unit(rows: int, dims: int) -> int:
+    """The kernels' split of `rows` (their `unit`): whole passes, so few weight re-reads per core."""
+    passes = SUB_ROWS
     if rows < SUB_ROWS * 2 * host_ops.CHUNKS_PER_CORE:
         # a small stage (e.g. 64 tokens of 768): one range per core, as each range streams
         # every weight of the block once per pass
-        unit = max(TILE_ROWS, math.ceil(rows / host_ops.workers() / TILE_ROWS) * TILE_ROWS)
-    units = math.ceil(rows / unit)
-    # the work's size in multiply-adds (split_rows' threshold is in elements of a row op)
-    host_ops.split_rows(lambda a, b: work(a * unit, min(b * unit, rows)), units, rows * dims * dims)
+        passes = max(TILE_ROWS, math.ceil(rows / host_ops.workers() / TILE_ROWS) * TILE_ROWS)
+    # the work's size in multiply-adds (the threshold is in elements of a row op)
+    return host_ops.split_unit(rows, rows * dims * dims, passes)
 
 
 def _host(array: mx.array | None) -> np.ndarray | None:
@@ -136,11 +135,10 @@ def _run_block(stream: np.ndarray, qkv: np.ndarray, attended: np.ndarray, batch:
     rows, dims = stream.shape
     weights, bias_rows, pad = block.host
     norm_w, norm_b, qkv_w, qkv_b = weights[:4]
-    args = (norm_w, norm_b, block.eps, qkv_w, qkv_b, qkv, rows, dims, 3 * dims)
-    _split_passes(lambda a, b: _kernels.norm_dense(stream, *args, a, b), rows, dims)
+    unit = _unit(rows, dims)
+    _kernels.norm_dense(stream, norm_w, norm_b, block.eps, qkv_w, qkv_b, qkv, rows, dims, 3 * dims, 0, rows, unit)
     ops.attention_host(qkv, attended, batch, block.heads, block.scale, bias_rows, block.windows, pad)
-    common = (weights, block.eps, dims, block.hidden)
-    _split_passes(lambda a, b: _kernels.swin_mlp(*common, stream, attended, rows, a, b), rows, dims)
+    _kernels.swin_mlp(weights, block.eps, dims, block.hidden, stream, attended, rows, 0, rows, unit)
 
 
 def _run_merge(stream: np.ndarray, batch: int, merge: MergeParams) -> np.ndarray:
@@ -152,13 +150,8 @@ def _run_merge(stream: np.ndarray, batch: int, merge: MergeParams) -> np.ndarray
     rows = grouped.shape[0]
     out = np.empty((rows, merge.out_dims), np.float32)
     norm_w, norm_b, panels = merge.host
-    _split_passes(
-        lambda a, b: _kernels.norm_dense(
-            grouped, norm_w, norm_b, merge.eps, panels, None, out, rows, 4 * dims, merge.out_dims, a, b
-        ),
-        rows,
-        4 * dims,
-    )
+    _kernels.norm_dense(grouped, norm_w, norm_b, merge.eps, panels, None, out, rows, 4 * dims, merge.out_dims, 0, rows,
+                        _unit(rows, 4 * dims))
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "clap_mlx"
-SOURCES = [KERNELS / f"_kernels_{name}.c" for name in ("avx512", "avx2", "baseline", "dispatch")]
+SOURCES = [KERNELS / f"_kernels_{name}.c" for name in ("avx512", "avx2", "baseline", "dispatch", "team")]
 DRIVER = ROOT / "tests" / "c" / "test_kernels.c"
 # The kernels get setup.py's flags. The driver's double references need no optimisation, and
 # Debian's GCC 12 for aarch64 crashes (internal compiler error) vectorising them at -O3.
@@ -35,7 +35,7 @@ def build(compiler: str, folder: Path) -> Path:
         objects.append(str(obj))
     program = folder / "test_kernels"
     subprocess.run(
-        [compiler, *DRIVER_FLAGS, "-I", str(KERNELS), str(DRIVER), *objects, "-lm", "-o", str(program)], check=True
+        [compiler, *DRIVER_FLAGS, "-I", str(KERNELS), str(DRIVER), *objects, "-lm", "-pthread", "-o", str(program)], check=True
     )
     return program
 
@@ -54,6 +54,7 @@ def test_kernels_natively(tmp_path):
     out = run_checks([str(build(compiler, tmp_path))])
     assert "baseline" in out.splitlines()[0]  # every CPU runs the portable variant
     assert "lanes16  attention, 64 tokens, heads of 24, bias" in out
+    assert "team     every item once, in jobs from 2 callers" in out  # the helper team's checks ran
 
 
 def test_kernels_on_aarch64_under_qemu(tmp_path):

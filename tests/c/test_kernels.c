@@ -6,16 +6,20 @@
  *   cc -O3 -I clap_mlx -c clap_mlx/_kernels_{avx512,avx2,baseline,dispatch}.c
  *   cc -O3 -x c -DSIMD_LANES=16 -DKERNEL_TABLE=kernels_lanes16 '-DKERNEL_NAME="lanes16"' \
  *       -c clap_mlx/_kernels_impl.h -o lanes16.o
- *   cc -O1 -I clap_mlx tests/c/test_kernels.c *.o -lm
+ *   cc -O3 -I clap_mlx -c clap_mlx/_kernels_team.c
+ *   cc -O1 -I clap_mlx tests/c/test_kernels.c *.o -lm -pthread
  *
  * Prints one line per check and variant; exits 1 if any check fails. */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "_kernels_simd.h"
+#include "_kernels_team.h"
 
 /* _kernels_impl.h built a fourth time with 16 lanes for the build's default target (see
  * tests/test_kernels_c.py): the AVX-512 variant's code (its vector and head widths, score
@@ -315,6 +319,72 @@ static void test_swin_halves(const struct kernel_table *k) {
     free(xd), free(want), free(scale), free(normed), free(inner), free(stream);
 }
 
+/* The helper team: every item of every job taken exactly once, whichever thread takes it, a
+ * failed unit reported, and jobs from two callers at once (the second runs alone). */
+enum { TEAM_ITEMS = 1000 };
+
+struct team_counts {
+    atomic_int count[TEAM_ITEMS];
+    atomic_int units, helper_units, fail_at; /* fail_at: the unit start that fails, or -1 */
+    pthread_t caller;
+};
+
+static int count_unit(void *ctx, ptrdiff_t start, ptrdiff_t stop) {
+    struct team_counts *c = ctx;
+    for (ptrdiff_t i = start; i < stop; i++) atomic_fetch_add(&c->count[i], 1);
+    atomic_fetch_add(&c->units, 1);
+    if (!pthread_equal(pthread_self(), c->caller)) atomic_fetch_add(&c->helper_units, 1);
+    return start != atomic_load(&c->fail_at);
+}
+
+static int team_job(struct team_counts *c, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t unit, int fail_at) {
+    for (int i = 0; i < TEAM_ITEMS; i++) atomic_store(&c->count[i], 0);
+    atomic_store(&c->units, 0), atomic_store(&c->helper_units, 0), atomic_store(&c->fail_at, fail_at);
+    c->caller = pthread_self();
+    int ok = team_run(count_unit, c, start, stop, unit);
+    for (int i = 0; i < TEAM_ITEMS; i++) /* items of the range once, the others never */
+        if (atomic_load(&c->count[i]) != (i >= start && i < stop)) return -1;
+    /* split into its units, or one range on the caller (unit 0, or another job running) */
+    ptrdiff_t units = start >= stop ? 0 : unit <= 0 ? 1 : (stop - start + unit - 1) / unit;
+    return atomic_load(&c->units) == units || (start < stop && atomic_load(&c->units) == 1) ? ok : -1;
+}
+
+static void *team_caller(void *arg) {
+    struct team_counts *c = arg;
+    int wrong = 0;
+    for (int job = 0; job < 300; job++) wrong += team_job(c, job % 7, TEAM_ITEMS - job % 5, 1 + job % 40, -1) != 1;
+    return (void *)(ptrdiff_t)wrong;
+}
+
+static void test_team(void) {
+    static struct team_counts c, other;
+    int in_use = team_set_helpers(3), wrong = 0, failed_reported = 1, helped = 0;
+    for (int job = 0; job < 2000; job++) { /* back to back, the helpers spinning between jobs */
+        ptrdiff_t start = job % 13, stop = TEAM_ITEMS - job % 11, unit = 1 + (job * 37) % 97;
+        wrong += team_job(&c, start, stop, unit, -1) != 1;
+        helped += atomic_load(&c.helper_units) > 0;
+    }
+    for (int job = 0; job < 20; job++) failed_reported &= team_job(&c, 0, 500, 10, 10 * (job % 50)) == 0;
+    wrong += team_job(&c, 0, TEAM_ITEMS, 0, -1) != 1 || atomic_load(&c.helper_units) != 0; /* unit 0: the caller */
+    wrong += team_job(&c, 5, 5, 3, -1) != 1;                                                 /* empty range */
+    team_set_spin_us(0); /* helpers sleep between jobs: woken for each */
+    for (int job = 0; job < 200; job++) wrong += team_job(&c, 0, TEAM_ITEMS, 16, -1) != 1;
+    team_set_spin_us(2000);
+    pthread_t second;
+    pthread_create(&second, NULL, team_caller, &other);
+    void *second_wrong;
+    wrong += (int)(ptrdiff_t)team_caller(&c);
+    pthread_join(second, &second_wrong);
+    wrong += (int)(ptrdiff_t)second_wrong;
+    printf("team     %d helpers: %d of 2000 jobs shared with them\n", in_use, helped);
+    check("team", "every item once, in jobs from 2 callers", wrong, 0);
+    check("team", "a failed unit fails its job", failed_reported ? 0.0 : 1.0, 0.0);
+    check("team", "helpers took part", in_use == 3 && helped > 0 ? 0.0 : 1.0, 0.0);
+    team_set_helpers(0);
+    wrong = team_job(&c, 0, TEAM_ITEMS, 8, -1) != 1 || atomic_load(&c.helper_units) != 0;
+    check("team", "no helpers in use: the caller alone", wrong, 0);
+}
+
 int main(void) {
     const struct kernel_table *variants[4];
     int n = kernels_runnable(variants, 3);
@@ -331,6 +401,7 @@ int main(void) {
         test_dense(variants[v]);
         test_swin_halves(variants[v]);
     }
+    test_team();
     printf("%s\n", failures ? "FAILED" : "all kernel checks passed");
     return failures ? 1 : 0;
 }
