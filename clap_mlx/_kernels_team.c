@@ -89,7 +89,7 @@ static unsigned next_generation(unsigned seen, int index) {
         const long long until = now_ns() + atomic_load(&team.spin_ns);
         for (int spins = 0;; spins++) {
             if ((g = atomic_load(&team.generation)) != seen) return g;
-            if ((spins & 63) == 63 && now_ns() >= until) break;
+            if ((spins & 63) == 63 && (now_ns() >= until || index >= atomic_load(&team.in_use))) break;
             sched_yield(); /* the core goes to any other runnable thread (BLAS's, another pool's) */
         }
     }
@@ -106,13 +106,30 @@ static void *helper(void *arg) {
     for (;;) {
         seen = next_generation(seen, index);
         atomic_fetch_add(&team.active, 1);
-        if (atomic_load(&team.generation) == seen && !atomic_load(&team.done)) drain();
+        /* in use checked again: team_set_helpers() may have dropped this helper before the job came */
+        if (atomic_load(&team.generation) == seen && !atomic_load(&team.done) && index < atomic_load(&team.in_use))
+            drain();
         atomic_fetch_sub(&team.active, 1);
     }
     return NULL;
 }
 
+/* A forked child has none of the helper threads (and maybe a lock a helper held): its jobs run
+ * on the caller until team_set_helpers() makes new ones. */
+static void forked_child(void) {
+    pthread_mutex_init(&team.lock, NULL);
+    pthread_cond_init(&team.wake, NULL);
+    pthread_mutex_init(&team.job_lock, NULL);
+    team.started = 0;
+    atomic_store(&team.in_use, 0);
+    atomic_store(&team.active, 0);
+}
+
+static void register_fork_handler(void) { pthread_atfork(NULL, NULL, forked_child); }
+
 int team_set_helpers(int count) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_fork_handler);
     if (count < 0) count = 0;
     if (count > MAX_HELPERS) count = MAX_HELPERS;
     pthread_mutex_lock(&team.job_lock);

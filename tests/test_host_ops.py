@@ -1,7 +1,10 @@
 """The row splits across the cores: host_ops.split_rows (every host kernel path) and the
 compiled kernels' own helper team (attention and the fused Swin stages, `unit` > 0)."""
 
+import os
+import signal
 import threading
+import time
 
 import mlx.core as mx
 import numpy as np
@@ -121,6 +124,25 @@ def test_kernels_split_across_their_team_match_one_thread_bit_for_bit(helpers):
         assert all(np.array_equal(out, alone[name]) for name, out in results)
     finally:
         ops._kernels.team(host_ops.workers() - 1, host_ops.TEAM_SPIN_US)
+
+
+@pytest.mark.skipif(ops._kernels is None or not hasattr(os, "fork"), reason="needs the C kernels and os.fork")
+def test_a_forked_child_runs_the_split_kernels_without_the_parents_helpers():
+    calls = split_kernel_calls(np.random.default_rng(5))
+    alone = {name: call(0) for name, call in calls.items()}
+    calls["norm_dense"](12)  # the parent's helpers have run (and spin) when it forks
+    pid = os.fork()
+    if pid == 0:  # the child: its jobs run on the caller (no helper threads were forked)
+        same = all(np.array_equal(call(12), alone[name]) for name, call in calls.items())
+        os._exit(0 if same else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in a split kernel")
+    assert os.waitstatus_to_exitcode(done[1]) == 0, "the forked child's results differ from one thread's"
 
 
 @pytest.mark.skipif(ops._kernels is None, reason="built without the C kernels")
