@@ -172,8 +172,7 @@ def dense_runner(x: mx.array, w: mx.array) -> Callable[[], None] | None:
     (m, k), n = rows.shape, w.shape[0]
     out = np.empty((m, n), np.float32)
     # split as the fused stages split their passes
-    work = lambda a, b: _kernels.dense(rows, panels, None, out, m, k, n, 0, a, b)  # noqa: E731
-    return lambda: swin_fused._split_passes(work, m, k)
+    return lambda: _kernels.dense(rows, panels, None, out, m, k, n, 0, 0, m, swin_fused._unit(m, k))
 
 
 def gemm_time(shapes: list[list[int]], side: str, repeats: int = 3) -> dict[str, float]:

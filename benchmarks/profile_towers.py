@@ -54,9 +54,9 @@ INSTRUMENTED = [
     (ops, "attention", "attention core (q@k, bias, p@v, heads)"),
     (text_encoder.SelfAttention, "__call__", "attention core (q@k, bias, p@v, heads)"),
     (audio_encoder.PatchMerging, "__call__", "patch merging (reshape/transpose)"),
-    # A fused Swin stage (swin_fused.py): its GEMM passes carry the layer norms, GELU and
+    # A fused Swin stage (swin_fused.py): its GEMM kernels carry the layer norms, GELU and
     # residual adds; its attention is the same kernel as ops.attention's.
-    (swin_fused, "_split_passes", FUSED),
+    *((swin_fused._kernels, name, FUSED) for name in ("norm_dense", "swin_mlp") if swin_fused._kernels is not None),
     (ops, "attention_host", "attention core (q@k, bias, p@v, heads)"),
     (swin_fused, "_run_merge", "patch merging (reshape/transpose)"),
     *((ops, name, "layer_norm" if name == "add_layer_norm" else name) for name in OPS),

@@ -232,13 +232,29 @@ static int check_row_range(Py_ssize_t rows, Py_ssize_t row_start, Py_ssize_t row
     return 1;
 }
 
+struct dense_job {
+    const struct kernel_table *table;
+    const float *x, *panels, *bias;
+    float *y;
+    ptrdiff_t in_dims, out_dims;
+    int flags;
+};
+
+static int dense_unit(void *ctx, ptrdiff_t start, ptrdiff_t stop) {
+    const struct dense_job *j = ctx;
+    j->table->dense_rows(j->x, j->in_dims, j->panels, j->bias, j->y, j->out_dims, j->in_dims, j->out_dims, j->flags,
+                         start, stop);
+    return 1;
+}
+
 static PyObject *py_dense(PyObject *self, PyObject *args) {
     PyObject *x, *panels, *bias, *y;
-    Py_ssize_t rows, in_dims, out_dims, row_start, row_stop;
+    Py_ssize_t rows, in_dims, out_dims, row_start, row_stop, unit = 0;
     int flags;
-    if (!PyArg_ParseTuple(args, "OOOOnnninn", &x, &panels, &bias, &y, &rows, &in_dims, &out_dims, &flags, &row_start,
-                          &row_stop))
+    if (!PyArg_ParseTuple(args, "OOOOnnninn|n", &x, &panels, &bias, &y, &rows, &in_dims, &out_dims, &flags, &row_start,
+                          &row_stop, &unit))
         return NULL;
+    if (!check_unit(unit)) return NULL;
     if (in_dims <= 0 || out_dims <= 0 || flags < 0 || flags > 3) {
         PyErr_SetString(PyExc_ValueError, "bad dense shape or flags");
         return NULL;
@@ -253,8 +269,8 @@ static PyObject *py_dense(PyObject *self, PyObject *args) {
         ok = 0;
     }
     if (ok) {
-        Py_BEGIN_ALLOW_THREADS active->dense_rows(data(&b[0]), in_dims, data(&b[1]), data(&b[2]), data(&b[3]), out_dims,
-                                          in_dims, out_dims, flags, row_start, row_stop);
+        struct dense_job job = {active, data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]), in_dims, out_dims, flags};
+        Py_BEGIN_ALLOW_THREADS team_run(dense_unit, &job, row_start, row_stop, unit);
         Py_END_ALLOW_THREADS
     }
     release(b, 4);
@@ -443,7 +459,7 @@ static PyMethodDef methods[] = {
     {"linear", py_linear, METH_VARARGS,
      "linear(x, w, bias|None, y, rows, in_dims, out_dims, col_start, col_stop): y = x w^T + bias, columns of a range"},
     {"dense", py_dense, METH_VARARGS,
-     "dense(x, panels, bias|None, y, rows, in_dims, out_dims, flags, row_start, row_stop): y (+)= x W^T + bias "
+     "dense(x, panels, bias|None, y, rows, in_dims, out_dims, flags, row_start, row_stop, unit=0): y (+)= x W^T + bias "
      "(flags: 1 GELU, 2 accumulate), W packed in panels of 16 columns"},
     {"norm_dense", py_norm_dense, METH_VARARGS,
      "norm_dense(x, norm_w|None, norm_b|None, eps, panels, bias|None, y, rows, in_dims, out_dims, row_start, "

@@ -88,12 +88,19 @@ def split_kernel_calls(rng):
         kernels.swin_mlp(weights, 1e-5, dims, hidden, stream, attended, rows, 0, rows, unit)
         return stream
 
+    accumulated = floats(rows, hidden)
+
+    def dense(unit):  # GELU(x W^T + b) added to what y holds (flags 1 | 2)
+        y = accumulated.copy()
+        kernels.dense(x, weights[8], weights[9], y, rows, dims, hidden, 3, 0, rows, unit)
+        return y
+
     def attention(unit):
         out = np.zeros((2 * 128, 64), np.float32)
         kernels.attention(qkv, out, windows, 2, 128, None, None, 0, 0.25, 4, 4, 16, 0, 16, unit)
         return out
 
-    return {"norm_dense": norm_dense, "swin_mlp": swin_mlp, "attention": attention}
+    return {"norm_dense": norm_dense, "swin_mlp": swin_mlp, "dense": dense, "attention": attention}
 
 
 @pytest.mark.skipif(ops._kernels is None, reason="built without the C kernels")
