@@ -9,8 +9,8 @@ ops: lazy, one graph, any device). Which is fastest depends on the CPU class and
   path for the ops that have no kernel: NumPy);
 * `CLAP_MLX_OPS=auto` (the default) picks per op and shape class by timing the paths on
   the first input of that class (the result of that first call is the measured run's),
-  cached in `$CLAP_MLX_CACHE/ops_autotune.json` per CPU model, SIMD variant and library
-  versions. On a GPU device auto always picks "mlx": a host path would stop the GPU.
+  cached in `$CLAP_MLX_CACHE/ops_autotune.json` per CPU model, SIMD variant, library
+  versions and build of the compiled kernels. On a GPU device auto always picks "mlx": a host path would stop the GPU.
 * `CLAP_MLX_SIMD=avx512|avx2|baseline` picks the kernel variant (default: the fastest the
   CPU runs), e.g. to test the AVX2 code on an AVX-512 machine.
 """
@@ -18,6 +18,7 @@ ops: lazy, one graph, any device). Which is fastest depends on the CPU class and
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -105,14 +106,25 @@ def _version(package: str) -> str:
         return "unknown"
 
 
+def _kernels_build() -> str:
+    """A digest of the compiled kernels' file: a rebuild with changed kernels (a checkout
+    updated in place keeps its version number) is measured again."""
+    if _kernels is None:
+        return "none"
+    with open(_kernels.__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
+
+
 @functools.cache
 def _machine() -> tuple[str, str]:
-    # read once: /proc/cpuinfo and package metadata take ~1 ms, an op call must not pay that
-    return _cpu_model(), f"clap-mlx {_version('clap-mlx')} | mlx {_version('mlx')}"
+    # read once: /proc/cpuinfo, package metadata and the kernels' digest take a few ms, an op call must not pay that
+    versions = f"clap-mlx {_version('clap-mlx')} | mlx {_version('mlx')} | kernels {_kernels_build()}"
+    return _cpu_model(), versions
 
 
 def machine_key() -> str:
-    """What a cached choice is valid for: CPU model, kernel variant, library versions."""
+    """What a cached choice is valid for: CPU model, kernel variant, library versions and the
+    kernels' build."""
     cpu, versions = _machine()
     return f"{cpu} | simd {simd()} | {versions}"
 

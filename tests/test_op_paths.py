@@ -143,3 +143,25 @@ def test_a_timed_path_may_run_ops_that_choose_their_own(auto):
     op_paths.choose("composite 40", [x], runners)
     chosen = json.loads(auto.read_text())[op_paths.machine_key()]
     assert {"composite 40", "gelu 40 x ~16", "tanh 40 x ~16"} <= set(chosen)
+
+
+def test_cached_choices_belong_to_one_build_of_the_kernels(monkeypatch, tmp_path):
+    """A checkout rebuilt in place keeps its version number: the kernels' own build tells its
+    cached choices apart, so changed kernels are measured again."""
+
+    class Build:
+        def __init__(self, path, content: bytes):
+            path.write_bytes(content)
+            self.__file__ = str(path)
+
+        def simd(self):
+            return "avx2"
+
+    keys = []
+    for name, content in (("a.so", b"kernels one"), ("b.so", b"kernels two"), ("c.so", b"kernels one")):
+        monkeypatch.setattr(op_paths, "_kernels", Build(tmp_path / name, content))
+        op_paths._machine.cache_clear()
+        keys.append(op_paths.machine_key())
+    op_paths._machine.cache_clear()  # the real build's key again for the tests after this one
+    assert keys[0] != keys[1] and keys[0] == keys[2]
+    assert all(key.startswith(f"{op_paths._cpu_model()} | simd avx2 | clap-mlx ") for key in keys)
