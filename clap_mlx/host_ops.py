@@ -43,6 +43,14 @@ def workers() -> int:
     return _WORKERS
 
 
+def _chunks(items: int, size: int) -> int:
+    """How many chunks a split of `items` whose work is `size` elements takes: 1 (the caller
+    alone) when small or on one core, else CHUNKS_PER_CORE per core, at most one per item."""
+    if _pool is None or size < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return max(1, min(items, _WORKERS * CHUNKS_PER_CORE))
+
+
 def split_rows(work: Callable[[int, int], None], rows: int, size: int) -> None:
     """work(start, stop) over [0, rows), split across the cores when `size` elements is large.
 
@@ -50,12 +58,11 @@ def split_rows(work: Callable[[int, int], None], rows: int, size: int) -> None:
     late (its thread's wake-up) or runs slower (another process, or BLAS's spinning threads,
     on it) takes fewer chunks instead of the caller waiting for its whole half.
     """
-    parts = _WORKERS if _pool is not None and size >= PARALLEL_MIN_ELEMENTS else 1
-    parts = max(1, min(parts, rows))
-    if parts == 1:
+    chunks = _chunks(rows, size)
+    if chunks == 1:
         work(0, rows)
         return
-    chunks = min(rows, parts * CHUNKS_PER_CORE)
+    parts = min(_WORKERS, chunks)
     bounds = [rows * k // chunks for k in range(chunks + 1)]
     taken = itertools.count()  # next() on it is atomic under the GIL
 
@@ -74,10 +81,9 @@ def split_unit(items: int, size: int, multiple: int = 1) -> int:
     """Items per unit when a compiled kernel splits `items` across the cores itself (its `unit`
     argument): as split_rows chooses its chunks, each a multiple of `multiple`; 0 (the caller
     alone) when `size` elements is small."""
-    if _pool is None or size < PARALLEL_MIN_ELEMENTS:
-        return 0
     blocks = math.ceil(items / multiple)
-    return math.ceil(blocks / min(blocks, _WORKERS * CHUNKS_PER_CORE)) * multiple
+    chunks = _chunks(blocks, size)
+    return 0 if chunks == 1 else math.ceil(blocks / chunks) * multiple
 
 
 def rows_view(x: mx.array) -> np.ndarray:

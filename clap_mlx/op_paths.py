@@ -10,7 +10,8 @@ ops: lazy, one graph, any device). Which is fastest depends on the CPU class and
 * `CLAP_MLX_OPS=auto` (the default) picks per op and shape class by timing the paths on
   the first input of that class (the result of that first call is the measured run's),
   cached in `$CLAP_MLX_CACHE/ops_autotune.json` per CPU model, SIMD variant, library
-  versions and build of the compiled kernels. On a GPU device auto always picks "mlx": a host path would stop the GPU.
+  versions and build of the compiled kernels. On a GPU device auto always picks "mlx": a
+  host path would stop the GPU.
 * `CLAP_MLX_SIMD=avx512|avx2|baseline` picks the kernel variant (default: the fastest the
   CPU runs), e.g. to test the AVX2 code on an AVX-512 machine.
 """
@@ -117,7 +118,8 @@ def _kernels_build() -> str:
 
 @functools.cache
 def _machine() -> tuple[str, str]:
-    # read once: /proc/cpuinfo, package metadata and the kernels' digest take a few ms, an op call must not pay that
+    # read once: /proc/cpuinfo, package metadata and the kernels' digest take a few ms, an op
+    # call must not pay that
     versions = f"clap-mlx {_version('clap-mlx')} | mlx {_version('mlx')} | kernels {_kernels_build()}"
     return _cpu_model(), versions
 
