@@ -8,7 +8,8 @@ ops: lazy, one graph, any device). Which is fastest depends on the CPU class and
 * `CLAP_MLX_OPS=kernels|numpy|mlx` forces one path for every op ("kernels" means the host
   path for the ops that have no kernel: NumPy);
 * `CLAP_MLX_OPS=auto` (the default) picks per op and shape class by timing the paths on
-  the first input of that class (the result of that first call is the measured run's),
+  the first input of that class (the result of that first call is the measured run's): the
+  kernels' path unless another is more than 10 % faster,
   cached in `$CLAP_MLX_CACHE/ops_autotune.json` per CPU model, SIMD variant, library
   versions and build of the compiled kernels. On a GPU device auto always picks "mlx": a
   host path would stop the GPU.
@@ -44,6 +45,11 @@ CACHE_FILE = "ops_autotune.json"
 # A path slower than this many times the best after a round is not timed again: MLX's
 # scalar GELU on a batch-8 tensor takes seconds.
 _HOPELESS = 4.0
+# The first runner's path (the compiled kernels where an op has them, the fused stage) is
+# left only for a path faster by more than this fraction: paths closer than that are equally
+# good, and this VM-class noise otherwise flipped such choices between processes (a stage's
+# fused-vs-per-op choice moved a batch-1 audio forward by ~15 %).
+_MARGIN = 0.10
 # Timing rounds: at least _MIN_ROUNDS, up to _MAX_ROUNDS while all of them took less than
 # _BUDGET_S (fast ops get more rounds: their single timings are the noisiest).
 _MIN_ROUNDS = 3
@@ -183,7 +189,8 @@ class Autotuner:
         self, op_class: str, inputs: list[mx.array], runners: dict[str, Runner], warm: str | None = None
     ) -> mx.array:
         """The result of the path chosen for `op_class` among `runners`, timing each on this
-        input first (without donating it) if no choice is known."""
+        input first (without donating it) if no choice is known: the first runner's path
+        unless another is more than _MARGIN faster."""
         with self._lock:
             chosen = self._load().get(op_class)
         if chosen in runners:
@@ -214,7 +221,9 @@ class Autotuner:
                 best = min(timings.values())
                 alive = [path for path in alive if timings[path] <= _HOPELESS * best]
                 rounds += 1
-            chosen = min((timed[path] for path in runners), key=timings.get)
+            first = timed[next(iter(runners))]
+            fastest = min((timed[path] for path in runners), key=timings.get)
+            chosen = fastest if timings[fastest] < (1 - _MARGIN) * timings[first] else first
             choices[op_class] = chosen
             self._save()
             return results[chosen]

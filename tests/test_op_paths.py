@@ -136,6 +136,23 @@ def test_auto_times_a_runner_shared_by_two_paths_once_after_the_warm_path(auto):
     assert json.loads(auto.read_text())[op_paths.machine_key()]["composite 2"] in ("kernels", "numpy")
 
 
+@pytest.mark.parametrize(("numpy_time", "chosen"), [(0.95, "kernels"), (1.05, "kernels"), (0.80, "numpy")])
+def test_auto_leaves_the_first_path_only_for_a_clearly_faster_one(auto, monkeypatch, numpy_time, chosen):
+    # a fake clock each run advances by its path's time: within the margin, noise must not flip
+    # the choice away from the kernels' path
+    clock = [0.0]
+    monkeypatch.setattr(op_paths.time, "perf_counter", lambda: clock[0])
+
+    def runner(seconds, mark):
+        return lambda d: clock.__setitem__(0, clock[0] + seconds) or mx.full((2,), mark)
+
+    marks = {"kernels": 0.0, "numpy": 1.0}
+    runners = {"kernels": runner(1.0, 0.0), "numpy": runner(numpy_time, 1.0), "mlx": runner(9.0, 2.0)}
+    result = op_paths.choose("timed 2", [mx.ones((2,))], runners)
+    assert json.loads(auto.read_text())[op_paths.machine_key()]["timed 2"] == chosen
+    assert np.asarray(result).tolist() == [marks[chosen]] * 2  # the chosen path's own result
+
+
 def test_a_timed_path_may_run_ops_that_choose_their_own(auto):
     # a composite's path (e.g. a Swin stage per op) calls ops that measure on first use
     x = mx.array(np.random.default_rng(4).standard_normal((16, 40)).astype(np.float32))
