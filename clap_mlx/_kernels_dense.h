@@ -4,13 +4,9 @@
  * columns, [panels][K][DENSE_NR] (zero past N): a tile of DENSE_MR rows x DENSE_NR columns
  * reads its panel contiguously, and per k one broadcast of each row's x and DENSE_VECS
  * weight vectors feed DENSE_MR x DENSE_VECS FMAs into registers (12 accumulators on every
- * target). Rows run in blocks of DENSE_SUB_ROWS and K in blocks of DENSE_KC, so a panel block
- * (<= 24 KB) stays in L1 while the row block's tiles pass over it; bias, residual and GELU
- * are applied to the registers of the last K block, so no extra pass over y. When x's rows
- * are DENSE_PACK_MIN_LDX floats apart or more, a block's x is first copied into tiles of
- * DENSE_MR rows interleaved per k: rows 2-12 KB apart fall into the same few L1 sets, evict
- * each other and the panel, and a K = 1536 layer ran at half speed (AVX2 EPYC, one core: 45
- * -> 93 GFLOPS; K = 768 and 3072 +10-25 %). Below that the copy costs more than it saves.
+ * target). K runs in blocks of DENSE_KC so a panel block (<= 24 KB) stays in L1 while the
+ * rows' tiles pass over it; bias, residual and GELU are applied to the registers of the
+ * last K block, so no extra pass over y.
  *
  * The layer norm + dense and Swin MLP kernels chain them over DENSE_SUB_ROWS rows at a time: the MLP's hidden
  * layer of those rows (<= 576 KB) never leaves L2, and there is no hand-off between ops. */
@@ -22,7 +18,6 @@
 #define DENSE_MR (12 / DENSE_VECS) /* 12, 6 or 3 rows for 16, 8 or 4 lanes */
 #define DENSE_KC 384
 #define DENSE_SUB_ROWS 48 /* a multiple of every DENSE_MR */
-#define DENSE_PACK_MIN_LDX 512
 #define DENSE_GELU 1
 #define DENSE_ACCUMULATE 2
 
@@ -37,19 +32,14 @@ INLINE vf load_part(const float *p, ptrdiff_t n) {
 INLINE void store_part(float *p, vf v, ptrdiff_t n) {
     if (n >= SIMD_LANES)
         store_vf(p, v);
-    else {
-        float lanes[SIMD_LANES];
-        store_vf(lanes, v);
-        for (ptrdiff_t l = 0; l < n; l++) p[l] = lanes[l];
-    }
+    else if (n > 0)
+        memcpy(p, &v, (size_t)n * sizeof(float));
 }
 
-/* One tile: rows x cols (<= DENSE_MR x DENSE_NR) of y, over a K block of kc: row i's x[k]
- * at x[i * row_step + k * k_step] (x's own rows, or a packed tile). Inlined with a constant
- * `rows` (and steps), so the accumulators live in registers. */
-INLINE void dense_tile(const float *x, ptrdiff_t row_step, ptrdiff_t k_step, const float *panel, ptrdiff_t kc,
-                       float *y, ptrdiff_t ldy, const int rows, ptrdiff_t cols, const float *bias, int first, int last,
-                       int flags) {
+/* One tile: rows x cols (<= DENSE_MR x DENSE_NR) of y, over the K block [k0, k0 + kc).
+ * Inlined with a constant `rows`, so the accumulators live in registers. */
+INLINE void dense_tile(const float *x, ptrdiff_t ldx, const float *panel, ptrdiff_t kc, float *y, ptrdiff_t ldy,
+                       const int rows, ptrdiff_t cols, const float *bias, int first, int last, int flags) {
     vf acc[DENSE_MR][DENSE_VECS];
     for (int i = 0; i < rows; i++) {
         for (int v = 0; v < DENSE_VECS; v++) {
@@ -63,7 +53,7 @@ INLINE void dense_tile(const float *x, ptrdiff_t row_step, ptrdiff_t k_step, con
         vf w[DENSE_VECS];
         for (int v = 0; v < DENSE_VECS; v++) w[v] = load_vf(panel + k * DENSE_NR + v * SIMD_LANES);
         for (int i = 0; i < rows; i++) {
-            const vf xv = x[i * row_step + k * k_step] - (vf){0}; /* a broadcast load (x - 0 is x, -0 included) */
+            const vf xv = x[i * ldx + k] - (vf){0}; /* a broadcast load (x - 0 is x, -0 included) */
             for (int v = 0; v < DENSE_VECS; v++) acc[i][v] += xv * w[v];
         }
     }
@@ -73,52 +63,33 @@ INLINE void dense_tile(const float *x, ptrdiff_t row_step, ptrdiff_t k_step, con
                        cols - v * SIMD_LANES);
 }
 
-/* x's rows x kc block (row stride ldx) as tiles of DENSE_MR rows, each [kc][DENSE_MR]; a
- * last tile's missing rows are left as they are (never read). */
-static void pack_tiles(const float *x, ptrdiff_t ldx, ptrdiff_t rows, ptrdiff_t kc, float *tiles) {
-    for (ptrdiff_t m = 0; m < rows; m++) {
-        float *tile = tiles + (m / DENSE_MR) * kc * DENSE_MR + m % DENSE_MR;
-        const float *row = x + m * ldx;
-        for (ptrdiff_t k = 0; k < kc; k++) tile[k * DENSE_MR] = row[k];
-    }
-}
-
 /* y[m] = x[m] W^T (+ bias) (+ y[m] with DENSE_ACCUMULATE) (GELU'd with DENSE_GELU) for rows
  * m in [row_start, row_stop); x: [rows, in_dims] with row stride ldx, y with stride ldy,
  * panels: W packed as described above. */
 static void dense_rows(const float *x, ptrdiff_t ldx, const float *panels, const float *bias, float *y, ptrdiff_t ldy,
                        ptrdiff_t in_dims, ptrdiff_t out_dims, int flags, ptrdiff_t row_start, ptrdiff_t row_stop) {
-    float tiles[DENSE_SUB_ROWS * DENSE_KC]; /* 72 KB of stack */
-    const int pack = ldx >= DENSE_PACK_MIN_LDX;
-    for (ptrdiff_t m0 = row_start; m0 < row_stop; m0 += DENSE_SUB_ROWS) {
-        const ptrdiff_t mc = row_stop - m0 < DENSE_SUB_ROWS ? row_stop - m0 : DENSE_SUB_ROWS;
-        for (ptrdiff_t k0 = 0; k0 < in_dims; k0 += DENSE_KC) {
-            const ptrdiff_t kc = in_dims - k0 < DENSE_KC ? in_dims - k0 : DENSE_KC;
-            const int first = k0 == 0, last = k0 + kc == in_dims;
-            if (pack) pack_tiles(x + m0 * ldx + k0, ldx, mc, kc, tiles);
-            for (ptrdiff_t n = 0; n < out_dims; n += DENSE_NR) {
-                const float *panel = panels + n * in_dims + k0 * DENSE_NR, *bn = bias ? bias + n : NULL;
-                const ptrdiff_t cols = out_dims - n < DENSE_NR ? out_dims - n : DENSE_NR;
-                for (ptrdiff_t m = 0; m < mc; m += DENSE_MR) {
-                    const float *xm = x + (m0 + m) * ldx + k0, *xt = tiles + m * kc;
-                    float *ym = y + (m0 + m) * ldy + n;
-                    switch (mc - m < DENSE_MR ? (int)(mc - m) : DENSE_MR) {
+    for (ptrdiff_t k0 = 0; k0 < in_dims; k0 += DENSE_KC) {
+        const ptrdiff_t kc = in_dims - k0 < DENSE_KC ? in_dims - k0 : DENSE_KC;
+        const int first = k0 == 0, last = k0 + kc == in_dims;
+        for (ptrdiff_t n = 0; n < out_dims; n += DENSE_NR) {
+            const float *panel = panels + n * in_dims + k0 * DENSE_NR, *bn = bias ? bias + n : NULL;
+            const ptrdiff_t cols = out_dims - n < DENSE_NR ? out_dims - n : DENSE_NR;
+            for (ptrdiff_t m = row_start; m < row_stop; m += DENSE_MR) {
+                const float *xm = x + m * ldx + k0;
+                float *ym = y + m * ldy + n;
+                switch (row_stop - m < DENSE_MR ? (int)(row_stop - m) : DENSE_MR) {
 #define DENSE_TILE(r)                                                                                                  \
     case r:                                                                                                            \
-        if (pack)                                                                                                      \
-            dense_tile(xt, 1, DENSE_MR, panel, kc, ym, ldy, r, cols, bn, first, last, flags);                          \
-        else                                                                                                           \
-            dense_tile(xm, ldx, 1, panel, kc, ym, ldy, r, cols, bn, first, last, flags);                               \
+        dense_tile(xm, ldx, panel, kc, ym, ldy, r, cols, bn, first, last, flags);                                      \
         break;
-                        DENSE_TILE(1) DENSE_TILE(2) DENSE_TILE(3)
+                    DENSE_TILE(1) DENSE_TILE(2) DENSE_TILE(3)
 #if DENSE_MR > 3
-                        DENSE_TILE(4) DENSE_TILE(5) DENSE_TILE(6)
+                    DENSE_TILE(4) DENSE_TILE(5) DENSE_TILE(6)
 #endif
 #if DENSE_MR > 6
-                        DENSE_TILE(7) DENSE_TILE(8) DENSE_TILE(9) DENSE_TILE(10) DENSE_TILE(11) DENSE_TILE(12)
+                    DENSE_TILE(7) DENSE_TILE(8) DENSE_TILE(9) DENSE_TILE(10) DENSE_TILE(11) DENSE_TILE(12)
 #endif
 #undef DENSE_TILE
-                    }
                 }
             }
         }
