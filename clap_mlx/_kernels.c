@@ -103,6 +103,36 @@ static PyObject *py_softmax(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_aff_blend(PyObject *self, PyObject *args) {
+    PyObject *x, *residual, *local, *global, *out;
+    Py_ssize_t item_rows, cols, row_start, row_stop;
+    if (!PyArg_ParseTuple(args, "OOOOnnOnn", &x, &residual, &local, &global, &item_rows, &cols, &out, &row_start,
+                          &row_stop))
+        return NULL;
+    if (!check_rows(cols, row_start, row_stop)) return NULL;
+    if (item_rows <= 0) {
+        PyErr_SetString(PyExc_ValueError, "item_rows must be positive");
+        return NULL;
+    }
+    const Py_ssize_t size = row_stop * cols, items = (row_stop + item_rows - 1) / item_rows;
+    Buffer b[5] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
+    int ok = get_buffer(x, &b[0], 0, size, "x") && get_buffer(residual, &b[1], 0, size, "residual") &&
+             get_buffer(local, &b[2], 0, size, "local") && get_buffer(global, &b[3], 0, items * cols, "global") &&
+             get_buffer(out, &b[4], 1, size, "out");
+    if (ok && !(data(&b[0]) && data(&b[1]) && data(&b[2]) && data(&b[3]) && data(&b[4]))) {
+        PyErr_SetString(PyExc_TypeError, "aff_blend: every buffer is required, not None");
+        ok = 0;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS active->aff_blend_rows(data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]), item_rows, cols,
+                                                      data(&b[4]), row_start, row_stop);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, 5);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_layer_norm(PyObject *self, PyObject *args) {
     PyObject *src, *residual, *sum_dst, *dst, *weight, *bias;
     float eps;
@@ -450,6 +480,9 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"gelu", py_gelu, METH_VARARGS, "gelu(src, dst, bias|None, cols, row_start, row_stop)"},
+    {"aff_blend", py_aff_blend, METH_VARARGS,
+     "aff_blend(x, residual, local, global, item_rows, cols, out, row_start, row_stop): out = 2 (residual + "
+     "sigmoid(local + global[row / item_rows]) (x - residual))"},
     {"softmax", py_softmax, METH_VARARGS, "softmax(src, dst, scale, add|None, add_rows, cols, row_start, row_stop)"},
     {"layer_norm", py_layer_norm, METH_VARARGS,
      "layer_norm(src, residual|None, sum_dst|None, dst, weight|None, bias|None, eps, cols, row_start, row_stop)"},

@@ -1,5 +1,5 @@
 /* Fused float32 kernels for clap_mlx.ops: GELU (+ bias), softmax (+ scale, + additive
- * bias), layer norm (+ residual add), 64-token multi-head window attention, the few-rows
+ * bias), layer norm (+ residual add), the AFF blend, 64-token multi-head window attention, the few-rows
  * linear layer, and dense layers over many rows with the Swin block halves built on them.
  *
  * Included once per SIMD target by _kernels_<target>.c, which sets SIMD_LANES (the float32
@@ -21,6 +21,6 @@
 #include "_kernels_dense.h"
 
 const struct kernel_table KERNEL_TABLE = {
-    KERNEL_NAME, SIMD_LANES, gelu_rows, softmax_rows, layer_norm_rows, attention_pairs, linear_cols, dense_rows,
-    norm_dense_rows, swin_mlp_rows,
+    KERNEL_NAME, SIMD_LANES, gelu_rows, softmax_rows, layer_norm_rows, aff_blend_rows, attention_pairs, linear_cols,
+    dense_rows, norm_dense_rows, swin_mlp_rows,
 };

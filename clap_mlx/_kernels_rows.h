@@ -1,4 +1,5 @@
-/* Row kernels: GELU (+ bias), softmax (+ scale, + additive bias), layer norm (+ residual). */
+/* Row kernels: GELU (+ bias), softmax (+ scale, + additive bias), layer norm (+ residual), the
+ * AFF blend. */
 
 /* x * Phi(x) = relu(x) - |x| Phi(-|x|), with Phi(-|x|) = erfc(|x| / sqrt 2) / 2 from
  * Abramowitz & Stegun 7.1.26 (max abs error of the GELU 2.5e-7): the same formula as the
@@ -72,6 +73,47 @@ INLINE float exp_shifted_sum(float *y, float shift, ptrdiff_t cols) {
         tail += y[j];
     }
     return lanes_sum(acc) + tail;
+}
+
+/* 1 / (1 + exp(-z)) through exp of -|z| only (exp_vf has no overflow guard): e / (1 + e)
+ * for z < 0. +-inf give 1 and 0, NaN stays NaN. */
+INLINE vf sigmoid_vf(vf z) {
+    const vf e = exp_vf(-(vf)((vi)z & 0x7fffffff));
+    const vf t = 1.0f / (1.0f + e);
+    return select_vf(z < 0.0f, e * t, t);
+}
+
+/* Attentional feature fusion's blend, row i: 2 (r + sigmoid(local + global) (x - r)), with
+ * global[i / item_rows] (one pooled row per batch item): the gate and the blend in one pass
+ * instead of six over the patch map. */
+static void aff_blend_rows(const float *x, const float *residual, const float *local, const float *global,
+                           ptrdiff_t item_rows, ptrdiff_t cols, float *out, ptrdiff_t row_start, ptrdiff_t row_stop) {
+    for (ptrdiff_t i = row_start; i < row_stop; i++) {
+        const float *xi = x + i * cols, *ri = residual + i * cols, *li = local + i * cols;
+        const float *gi = global + (i / item_rows) * cols;
+        float *oi = out + i * cols;
+        for (ptrdiff_t j = 0; j < cols; j += SIMD_LANES) {
+            const ptrdiff_t n = cols - j < SIMD_LANES ? cols - j : SIMD_LANES;
+            float part[4][SIMD_LANES] = {{0}};
+            const float *at[4] = {xi + j, ri + j, li + j, gi + j};
+            vf v[4];
+            for (int a = 0; a < 4; a++) {
+                if (n == SIMD_LANES) {
+                    v[a] = load_vf(at[a]);
+                } else { /* the row's tail through zero-padded vectors */
+                    memcpy(part[a], at[a], (size_t)n * sizeof(float));
+                    v[a] = load_vf(part[a]);
+                }
+            }
+            const vf blend = 2.0f * (v[1] + sigmoid_vf(v[2] + v[3]) * (v[0] - v[1]));
+            if (n == SIMD_LANES) {
+                store_vf(oi + j, blend);
+            } else {
+                store_vf(part[0], blend);
+                memcpy(oi + j, part[0], (size_t)n * sizeof(float));
+            }
+        }
+    }
 }
 
 /* Row i gets softmax(scale * src[i] + add[i % add_rows]); -inf scores get exactly 0 and

@@ -36,6 +36,10 @@ struct kernel_table {
     void (*layer_norm_rows)(const float *src, const float *residual, float *sum_dst, float *dst,
                             const float *weight, const float *bias, float eps, ptrdiff_t cols, ptrdiff_t row_start,
                             ptrdiff_t row_stop);
+    /* out[i] = 2 (residual[i] + sigmoid(local[i] + global[i / item_rows]) (x[i] - residual[i])):
+     * attentional feature fusion's gate and blend */
+    void (*aff_blend_rows)(const float *x, const float *residual, const float *local, const float *global,
+                           ptrdiff_t item_rows, ptrdiff_t cols, float *out, ptrdiff_t row_start, ptrdiff_t row_stop);
     /* multi-head attention inside 64-token windows of packed q/k/v rows: windows[w] lists window
      * w's tokens of each batch element (-1: a padding token projected as `pad`), pairs of (window
      * item, head) [pair_start, pair_stop) */

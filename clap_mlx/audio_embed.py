@@ -80,9 +80,8 @@ class AttentionalFeatureFusion(nn.Module):
         """x, residual: [B, H, W, C]."""
         both = x + residual
         local, pooled = self.branch("local", self.local_att, both), self.global_att[0](both)
-        gate = ops.sigmoid(local + self.branch("global", self.global_att[1:], pooled))
-        # 2 x gate + 2 residual (1 - gate), in fewer passes
-        return 2 * (residual + gate * (x - residual))
+        # 2 x gate + 2 residual (1 - gate), gate = sigmoid(local + global)
+        return ops.aff_blend(x, residual, local, self.branch("global", self.global_att[1:], pooled), donate=True)
 
 
 class PatchEmbed(nn.Module):

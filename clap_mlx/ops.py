@@ -363,3 +363,34 @@ def sigmoid(x: mx.array) -> mx.array:
         return mx.sigmoid(x)
     runners = _paths(None, lambda d: host_ops.apply_rows(host_ops.sigmoid_block, x), lambda d: mx.sigmoid(x))
     return op_paths.choose(_rows_class("sigmoid", x), [x], runners)
+
+
+def _aff_blend_kernels(x: mx.array, residual: mx.array, local: mx.array, pooled: mx.array, donate: bool) -> mx.array:
+    maps = [host_ops.rows_view(a) for a in (x, residual, local)]
+    pooled_rows = host_ops.rows_view(pooled)
+    result, out = host_ops.kernel_output(local, maps[2], donate)
+    rows, cols = out.shape
+    item_rows = rows // pooled_rows.shape[0]
+    host_ops.split_rows(
+        lambda start, stop: _kernels.aff_blend(*maps, pooled_rows, item_rows, cols, out, start, stop), rows, out.size
+    )
+    return host_ops.finish(result, x.shape)
+
+
+def aff_blend(
+    x: mx.array, residual: mx.array, local: mx.array, pooled: mx.array, *, donate: bool = False
+) -> mx.array:
+    """Attentional feature fusion's output 2 (residual + sigmoid(local + pooled) (x - residual)):
+    x, residual and local [B, ..., C], pooled [B, 1, ..., C] (one row per item). donate: the
+    result may be written over `local` (a 12 MB map at batch 8: no new pages, no copy)."""
+    one_row_each = pooled.shape == (x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
+    if not (x.shape == residual.shape == local.shape and one_row_each) or not all(
+        _host_path(a) for a in (x, residual, local, pooled)
+    ):
+        return 2 * (residual + mx.sigmoid(local + pooled) * (x - residual))
+    runners = _paths(
+        lambda d: _aff_blend_kernels(x, residual, local, pooled, donate and d),
+        lambda d: 2 * (residual + sigmoid(local + pooled) * (x - residual)),
+        lambda d: 2 * (residual + mx.sigmoid(local + pooled) * (x - residual)),
+    )
+    return op_paths.choose(_rows_class("aff_blend", x), [x, residual, local, pooled], runners)

@@ -157,6 +157,40 @@ def test_parallel_sigmoid_and_tanh_keep_shape():
     assert np.abs(as_numpy(ops.tanh(mx.array(x))) - np.tanh(x.astype(np.float64))).max() < 2e-7
 
 
+def aff_blend_reference(x, residual, local, pooled):
+    x, residual, local, pooled = (a.astype(np.float64) for a in (x, residual, local, pooled))
+    return 2 * (residual + (x - residual) / (1 + np.exp(-(local + pooled))))
+
+
+def test_aff_blend_per_item_gate(backend):
+    # 3 items of a 40 x 33 map of 97 channels: each item's rows gated by its own pooled row
+    x, residual = (RNG.standard_normal((3, 40, 33, 97)).astype(np.float32) * 3 for _ in range(2))
+    local = RNG.standard_normal((3, 40, 33, 97)).astype(np.float32) * 20
+    pooled = RNG.standard_normal((3, 1, 1, 97)).astype(np.float32) * 20
+    local[0, 0, 0, :3] = [np.inf, -np.inf, np.nan]
+    want = aff_blend_reference(x, residual, local, pooled)
+    source = mx.array(local)
+    result = ops.aff_blend(*(mx.array(a) for a in (x, residual)), source, mx.array(pooled), donate=True)
+    assert result.shape == x.shape
+    got = as_numpy(result)
+    assert np.isnan(got[0, 0, 0, 2])
+    got[0, 0, 0, 2] = want[0, 0, 0, 2] = 0.0
+    # float32 rounding of r + gate (x - r): a few ulps of the inputs' size
+    assert (np.abs(got - want) / (1 + np.abs(x) + np.abs(residual))).max() < 1e-6
+    if backend == "kernels":  # the result lives in the donated buffer
+        np.testing.assert_array_equal(np.asarray(source), np.asarray(result))
+
+
+def test_aff_blend_keeps_its_inputs_and_broadcasts_other_shapes():
+    x, residual, local = (RNG.standard_normal((2, 4, 4, 8)).astype(np.float32) for _ in range(3))
+    pooled = RNG.standard_normal((1, 1, 1, 8)).astype(np.float32)  # one row for both items: MLX's path
+    arrays = [mx.array(a) for a in (x, residual, local, pooled)]
+    got = ops.aff_blend(*arrays)
+    assert np.abs(as_numpy(got) - aff_blend_reference(x, residual, local, pooled)).max() < 1e-5
+    for array, original in zip(arrays, (x, residual, local, pooled), strict=True):
+        np.testing.assert_array_equal(np.asarray(array), original)
+
+
 @pytest.mark.parametrize("dtype", [mx.bfloat16])
 def test_other_dtypes_keep_dtype_and_agree(dtype):
     x = mx.array(RNG.standard_normal((4, 32)).astype(np.float32)).astype(dtype)
@@ -361,6 +395,12 @@ def test_kernels_check_every_buffer_size():
         _kernels.linear(rows, np.zeros(8, np.float32), None, np.zeros((2, 3), np.float32), 2, 8, 3, 0, 3)
     with pytest.raises(ValueError, match="bad linear shape or column range"):
         _kernels.linear(rows, rows, None, rows.copy(), 2, 8, 2, 0, 3)
+    with pytest.raises(ValueError, match="global: buffer of 32 bytes, need 16 float32 values"):
+        _kernels.aff_blend(rows, rows, rows, rows[:1], 1, 8, rows.copy(), 0, 2)
+    with pytest.raises(ValueError, match="item_rows must be positive"):
+        _kernels.aff_blend(rows, rows, rows, rows, 0, 8, rows.copy(), 0, 2)
+    with pytest.raises(TypeError, match="aff_blend: every buffer is required"):
+        _kernels.aff_blend(rows, None, rows, rows, 1, 8, rows.copy(), 0, 2)
     # an evaluated MLX array is accepted directly (its buffer is float32)
     _kernels.gelu(mx.zeros((2, 8)), rows, None, 8, 0, 2)
     np.testing.assert_array_equal(rows, 0.0)

@@ -66,6 +66,29 @@ static void test_gelu(const struct kernel_table *k) {
     free(x), free(bias), free(y);
 }
 
+static void test_aff_blend(const struct kernel_table *k) {
+    enum { ITEMS = 3, ITEM_ROWS = 5, ROWS = ITEMS * ITEM_ROWS, COLS = 101 }; /* odd width: a tail */
+    float *x = random_floats(ROWS * COLS, 4.0, 0.0), *r = random_floats(ROWS * COLS, 4.0, 0.0);
+    float *local = random_floats(ROWS * COLS, 30.0, 0.0), *global = random_floats(ITEMS * COLS, 30.0, 0.0);
+    float *out = malloc(sizeof(float) * ROWS * COLS);
+    k->aff_blend_rows(x, r, local, global, ITEM_ROWS, COLS, out, 0, ROWS);
+    double error = 0.0;
+    for (int i = 0; i < ROWS * COLS; i++) {
+        const double z = (double)local[i] + global[(i / COLS / ITEM_ROWS) * COLS + i % COLS];
+        const double want = 2.0 * (r[i] + (x[i] - (double)r[i]) / (1.0 + exp(-z)));
+        error = fmax(error, fabs(out[i] - want) / (1.0 + fabs(x[i]) + fabs(r[i]))); /* ulps of the inputs' size */
+    }
+    check(k->name, "aff blend 2 (r + sigmoid(l + g) (x - r))", error, 1e-6);
+
+    /* in place over local; a gate of +-inf is exactly 1 or 0, NaN stays NaN */
+    float ex[4] = {3.0f, 3.0f, 3.0f, 3.0f}, er[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+    float el[4] = {INFINITY, -INFINITY, NAN, 0.0f}, eg[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    k->aff_blend_rows(ex, er, el, eg, 1, 4, el, 0, 1);
+    check(k->name, "aff blend gates 1, 0, NaN, 1/2 in place",
+          (el[0] == 6.0f && el[1] == 2.0f && isnan(el[2]) && el[3] == 4.0f) ? 0.0 : 1.0, 0.0);
+    free(x), free(r), free(local), free(global), free(out);
+}
+
 static void test_softmax(const struct kernel_table *k) {
     enum { ROWS = 12, COLS = 77, ADD_ROWS = 3 };
     float *x = random_floats(ROWS * COLS, 30.0, 0.0), *add = random_floats(ADD_ROWS * COLS, 2.0, 0.0);
@@ -396,6 +419,7 @@ int main(void) {
         test_gelu(variants[v]);
         test_softmax(variants[v]);
         test_layer_norm(variants[v]);
+        test_aff_blend(variants[v]);
         for (int head_dims = 8; head_dims <= 32; head_dims += 8) test_attention(variants[v], head_dims);
         test_linear(variants[v]);
         test_dense(variants[v]);
