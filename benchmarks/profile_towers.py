@@ -37,7 +37,7 @@ from clap_mlx.audio_io import SAMPLE_RATE
 
 
 # The op groups clap_mlx.ops instruments (same names as its functions).
-OPS = ("gelu", "softmax", "layer_norm", "add_layer_norm", "tanh", "sigmoid")
+OPS = ("gelu", "softmax", "layer_norm", "add_layer_norm", "tanh", "sigmoid", "aff_blend")
 FUSED = "fused Swin GEMMs (+ layer norm, GELU, residual)"
 # MLX's path has no fused group: its column shows these groups' sum there.
 FUSED_ON_MLX = ("linear (matmul)", "layer_norm", "gelu")
