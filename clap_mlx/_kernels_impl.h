@@ -1,6 +1,7 @@
 /* Fused float32 kernels for clap_mlx.ops: GELU (+ bias), softmax (+ scale, + additive
- * bias), layer norm (+ residual add), the AFF blend, 64-token multi-head window attention, the few-rows
- * linear layer, and dense layers over many rows with the Swin block halves built on them.
+ * bias), layer norm (+ residual add), the AFF blend, 64-token multi-head window attention,
+ * the few-rows linear layer, and dense layers over many rows with the Swin block halves built
+ * on them.
  *
  * Included once per SIMD target by _kernels_<target>.c, which sets SIMD_LANES (the float32
  * lanes of the target's native vector), KERNEL_TABLE and KERNEL_NAME, and compiles this
