@@ -170,6 +170,9 @@ def test_aff_blend_per_item_gate(backend):
     local[0, 0, 0, :3] = [np.inf, -np.inf, np.nan]
     want = aff_blend_reference(x, residual, local, pooled)
     source = mx.array(local)
+    kept = ops.aff_blend(*(mx.array(a) for a in (x, residual)), source, mx.array(pooled))
+    np.testing.assert_array_equal(np.asarray(source), local)  # not donated: the input stays
+    np.testing.assert_array_equal(np.isnan(np.asarray(kept)), np.isnan(want))
     result = ops.aff_blend(*(mx.array(a) for a in (x, residual)), source, mx.array(pooled), donate=True)
     assert result.shape == x.shape
     got = as_numpy(result)
