@@ -21,21 +21,6 @@
 #define DENSE_GELU 1
 #define DENSE_ACCUMULATE 2
 
-/* The first `n` floats of p (n <= SIMD_LANES) in a zero-padded vector. */
-INLINE vf load_part(const float *p, ptrdiff_t n) {
-    if (n >= SIMD_LANES) return load_vf(p);
-    float part[SIMD_LANES] = {0};
-    if (n > 0) memcpy(part, p, (size_t)n * sizeof(float));
-    return load_vf(part);
-}
-
-INLINE void store_part(float *p, vf v, ptrdiff_t n) {
-    if (n >= SIMD_LANES)
-        store_vf(p, v);
-    else if (n > 0)
-        memcpy(p, &v, (size_t)n * sizeof(float));
-}
-
 /* One tile: rows x cols (<= DENSE_MR x DENSE_NR) of y, over the K block [k0, k0 + kc).
  * Inlined with a constant `rows`, so the accumulators live in registers. */
 INLINE void dense_tile(const float *x, ptrdiff_t ldx, const float *panel, ptrdiff_t kc, float *y, ptrdiff_t ldy,

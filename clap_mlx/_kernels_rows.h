@@ -93,25 +93,10 @@ static void aff_blend_rows(const float *x, const float *residual, const float *l
         const float *gi = global + (i / item_rows) * cols;
         float *oi = out + i * cols;
         for (ptrdiff_t j = 0; j < cols; j += SIMD_LANES) {
-            const ptrdiff_t n = cols - j < SIMD_LANES ? cols - j : SIMD_LANES;
-            float part[4][SIMD_LANES] = {{0}};
-            const float *at[4] = {xi + j, ri + j, li + j, gi + j};
-            vf v[4];
-            for (int a = 0; a < 4; a++) {
-                if (n == SIMD_LANES) {
-                    v[a] = load_vf(at[a]);
-                } else { /* the row's tail through zero-padded vectors */
-                    memcpy(part[a], at[a], (size_t)n * sizeof(float));
-                    v[a] = load_vf(part[a]);
-                }
-            }
-            const vf blend = 2.0f * (v[1] + sigmoid_vf(v[2] + v[3]) * (v[0] - v[1]));
-            if (n == SIMD_LANES) {
-                store_vf(oi + j, blend);
-            } else {
-                store_vf(part[0], blend);
-                memcpy(oi + j, part[0], (size_t)n * sizeof(float));
-            }
+            const ptrdiff_t n = cols - j; /* the row's tail through zero-padded vectors */
+            const vf xv = load_part(xi + j, n), rv = load_part(ri + j, n);
+            const vf gate = sigmoid_vf(load_part(li + j, n) + load_part(gi + j, n));
+            store_part(oi + j, 2.0f * (rv + gate * (xv - rv)), n);
         }
     }
 }

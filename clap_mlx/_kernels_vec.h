@@ -22,6 +22,22 @@ INLINE vf load_vf(const float *p) {
     return v;
 }
 INLINE void store_vf(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+/* The first `n` floats of p (n <= SIMD_LANES) in a zero-padded vector. */
+INLINE vf load_part(const float *p, ptrdiff_t n) {
+    if (n >= SIMD_LANES) return load_vf(p);
+    float part[SIMD_LANES] = {0};
+    if (n > 0) memcpy(part, p, (size_t)n * sizeof(float));
+    return load_vf(part);
+}
+
+INLINE void store_part(float *p, vf v, ptrdiff_t n) {
+    if (n >= SIMD_LANES)
+        store_vf(p, v);
+    else if (n > 0)
+        memcpy(p, &v, (size_t)n * sizeof(float));
+}
+
 /* mask ? a : b per lane, for masks from vector comparisons (C has no vector ?:) */
 INLINE vf select_vf(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
 INLINE int32_t float_bits(float x) {

@@ -383,14 +383,18 @@ def aff_blend(
     """Attentional feature fusion's output 2 (residual + sigmoid(local + pooled) (x - residual)):
     x, residual and local [B, ..., C], pooled [B, 1, ..., C] (one row per item). donate: the
     result may be written over `local` (a 12 MB map at batch 8: no new pages, no copy)."""
+
+    def blend(gate: Callable[[mx.array], mx.array]) -> mx.array:
+        return 2 * (residual + gate(local + pooled) * (x - residual))
+
     one_row_each = pooled.shape == (x.shape[0], *([1] * (x.ndim - 2)), x.shape[-1])
     if not (x.shape == residual.shape == local.shape and one_row_each) or not all(
         _host_path(a) for a in (x, residual, local, pooled)
     ):
-        return 2 * (residual + mx.sigmoid(local + pooled) * (x - residual))
+        return blend(mx.sigmoid)
     runners = _paths(
         lambda d: _aff_blend_kernels(x, residual, local, pooled, donate and d),
-        lambda d: 2 * (residual + sigmoid(local + pooled) * (x - residual)),
-        lambda d: 2 * (residual + mx.sigmoid(local + pooled) * (x - residual)),
+        lambda d: blend(sigmoid),
+        lambda d: blend(mx.sigmoid),
     )
     return op_paths.choose(_rows_class("aff_blend", x), [x, residual, local, pooled], runners)
