@@ -14,6 +14,8 @@ So the same audio gives the same features alone or in any batch.
 The STFT is one strided rfft per waveform in float64 (a float32 FFT misses quiet bins next to
 loud ones by several hundredths of a dB); power, mel projection and dB run in float32 and stay
 within 1e-4 dB of transformers; bins outside every mel filter are dropped right after the FFT.
+The mel projection runs on the compiled dense kernels when built (`linear_ops.HostMatmul`: NumPy's
+matmul would leave its BLAS threads spinning on the cores the model's forward needs next).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .audio_io import SAMPLE_RATE
 from .config import known_fields
+from .linear_ops import HostMatmul
 
 CROP_RULE = (
     "Audio longer than max_length_s (10 s) is cropped deterministically: in fusion mode the "
@@ -174,6 +177,7 @@ class ClapFeatureExtractor:
         used = np.flatnonzero(filters.any(axis=1))
         self.bins = slice(int(used[0]), int(used[-1]) + 1)
         self.filters = np.ascontiguousarray(filters[self.bins], dtype=np.float32)
+        self._project = HostMatmul(self.filters)
 
     def log_mel(self, waveform: np.ndarray) -> np.ndarray:
         """Log-mel spectrogram [1 + len // hop, n_mels] float32 in dB of one mono waveform."""
@@ -184,7 +188,7 @@ class ClapFeatureExtractor:
         spectrum = np.fft.rfft(frames * self.window, axis=-1)[:, self.bins]
         power = np.square(spectrum.real, dtype=np.float32)
         power += np.square(spectrum.imag, dtype=np.float32)
-        mel = power @ self.filters
+        mel = self._project(power)
         return np.float32(10.0) * np.log10(np.maximum(mel, np.float32(MEL_FLOOR)))
 
     def input_mel(self, waveform: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -86,6 +86,15 @@ def split_unit(items: int, size: int, multiple: int = 1) -> int:
     return 0 if chunks == 1 else math.ceil(blocks / chunks) * multiple
 
 
+def pack_panels(weight: np.ndarray, cols: int) -> np.ndarray:
+    """A linear layer's [out, in] float32 weight in the dense kernels' layout: [panels, in, cols],
+    zero past `out`."""
+    out_dims, in_dims = weight.shape
+    padded = np.zeros((math.ceil(out_dims / cols) * cols, in_dims), np.float32)
+    padded[:out_dims] = weight
+    return np.ascontiguousarray(padded.reshape(-1, cols, in_dims).transpose(0, 2, 1))
+
+
 def rows_view(x: mx.array) -> np.ndarray:
     """Zero-copy [rows, last axis] float32 view of evaluated `x` (a copy if it is strided)."""
     mx.eval(x)

@@ -1,6 +1,7 @@
 """Linear layers of both towers: `affine` (x W^T + b as MLX's matmul and an add), the few-rows
 kernel path of `linear` / `linears` / `Linear` (a text label's ~8-token GEMMs), and
-`linear_gelu`. Each op's paths are chosen by op_paths, as in ops.py.
+`linear_gelu`. Each op's paths are chosen by op_paths, as in ops.py. `HostMatmul`: a fixed
+matrix product on host rows outside any model (the mel projection of the features).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 
 # ops' helpers through the module, so a profiler's or a test's patch of them applies here too
 from . import host_ops, op_paths, ops
+from .swin_fused import TILE_ROWS
 
 
 # Above this many rows BLAS's packed GEMM beats the few-rows kernel (measured on AVX2: the
@@ -86,3 +88,32 @@ class Linear(nn.Linear):
 def linear_gelu(layer: nn.Linear, x: mx.array) -> mx.array:
     """gelu(layer(x)) with the bias add folded into the GELU pass."""
     return ops.gelu(_linears(x, [(layer.weight, None)])[0], layer.get("bias"), donate=True)
+
+
+class HostMatmul:
+    """x @ matrix for float32 NumPy rows x and a fixed [in, out] matrix: on the compiled dense
+    kernels (the matrix packed once; the cores shared through their helper team) when built
+    and CLAP_MLX_OPS allows them (not "numpy" or "mlx"), else NumPy's matmul.
+
+    Not NumPy's matmul when there is a choice: NumPy's bundled OpenBLAS keeps its pool threads
+    busy-waiting (~0.1 s, without yielding) after each call it splits, on the cores the model
+    forward that follows needs; that forward ran 33 % slower (measured on AVX2 at b1, after a
+    1001 x 500 x 64 product: the mel projection of a 10-s clip).
+    """
+
+    def __init__(self, matrix: np.ndarray):
+        self.matrix = np.ascontiguousarray(matrix, np.float32)
+        self._panels = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        rows, in_dims = x.shape
+        out_dims = self.matrix.shape[1]
+        if not ops.use_kernels() or op_paths.mode() in ("numpy", "mlx") or x.dtype != np.float32 or rows == 0:
+            return x @ self.matrix
+        if self._panels is None:
+            self._panels = host_ops.pack_panels(self.matrix.T, ops._kernels.DENSE_PANEL_COLS)
+        x = np.ascontiguousarray(x)
+        out = np.empty((rows, out_dims), np.float32)
+        unit = host_ops.split_unit(rows, rows * in_dims * out_dims, TILE_ROWS)
+        ops._kernels.dense(x, self._panels, None, out, rows, in_dims, out_dims, 0, 0, rows, unit)
+        return out

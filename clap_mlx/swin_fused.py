@@ -102,11 +102,7 @@ class StageParams:
 
 def pack_panels(weight: mx.array) -> mx.array:
     """nn.Linear's [out, in] weight in the dense kernels' layout: [panels, in, 16] (zero past out)."""
-    cols = _kernels.DENSE_PANEL_COLS
-    out_dims, in_dims = weight.shape
-    padded = math.ceil(out_dims / cols) * cols
-    w = mx.pad(weight.astype(mx.float32), [(0, padded - out_dims), (0, 0)])
-    return mx.contiguous(w.reshape(padded // cols, cols, in_dims).transpose(0, 2, 1))
+    return mx.array(host_ops.pack_panels(host_ops.rows_view(weight.astype(mx.float32)), _kernels.DENSE_PANEL_COLS))
 
 
 def supported(x: mx.array, stage: StageParams) -> bool:

@@ -291,6 +291,35 @@ def test_linear_of_a_strided_input_and_other_dtypes():
     assert np.abs(as_numpy(half) - expected).max() < 0.1
 
 
+@pytest.mark.parametrize("rows", [0, 1, 13, 1001])  # 1001: a 10-s clip's mel frames, split across the cores
+def test_host_matmul_matches_float64_reference(rows, backend, monkeypatch):
+    matrix = RNG.standard_normal((297, 64)).astype(np.float32)
+    x = RNG.standard_normal((rows, 297)).astype(np.float32)
+    calls = []
+    if ops.use_kernels():
+        kernel = ops._kernels.dense
+        monkeypatch.setattr(ops._kernels, "dense", lambda *args: calls.append(args) or kernel(*args))
+    product = linear_ops.HostMatmul(matrix)
+    got = product(x)
+    assert got.shape == (rows, 64) and got.dtype == np.float32
+    expected = x.astype(np.float64) @ matrix
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    # NumPy's matmul only where the kernels are not to run (or have nothing to do)
+    assert len(calls) == (backend == "kernels" and rows > 0)
+    if calls and rows >= 1001 and host_ops._pool is not None:
+        assert calls[0][-1] > 0  # a unit: the team shares the rows
+    np.testing.assert_array_equal(product(x), got)  # the packed matrix is reused as it was
+    np.testing.assert_allclose(product(x[:, ::-1].copy()[:, ::-1]), expected, rtol=0, atol=1e-4)  # a strided view
+
+
+def test_host_matmul_of_other_dtypes_is_numpys():
+    matrix = RNG.standard_normal((8, 3)).astype(np.float32)
+    x = RNG.standard_normal((5, 8))
+    got = linear_ops.HostMatmul(matrix)(x)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, x @ matrix.astype(np.float64), rtol=1e-6)
+
+
 def test_softmax_with_scale_and_broadcast_bias(backend):
     scores = RNG.standard_normal((2, 4, 3, 64, 64)).astype(np.float32) * 10
     bias = RNG.standard_normal((4, 3, 64, 64)).astype(np.float32)
