@@ -32,7 +32,7 @@ from pathlib import Path
 
 from _common import full_checkpoint, print_table, summary, time_once, write_results
 from workers import Worker, interleaved_rounds, serve_workloads
-from workloads import LABELS, clips, tower_inputs
+from workloads import EMBED_SECONDS, LABELS, clips, tower_inputs
 
 import mlx.core as mx
 import numpy as np
@@ -61,7 +61,16 @@ def mlx_side(folder) -> dict[str, Callable[[], np.ndarray]]:
         waveforms = clips(seconds, 1)
         return lambda: extract(waveforms)[0]
 
-    return workloads(audio, text, features)
+    def embed() -> Callable[[], np.ndarray]:
+        waveforms = clips(EMBED_SECONDS, 1)
+
+        def run():
+            features, is_longer = extract(waveforms)
+            return np.array(model.get_audio_features(mx.array(features), mx.array(is_longer)))
+
+        return run
+
+    return workloads(audio, text, features, embed)
 
 
 def torch_side(folder) -> dict[str, Callable[[], np.ndarray]]:
@@ -100,19 +109,35 @@ def torch_side(folder) -> dict[str, Callable[[], np.ndarray]]:
         waveforms = clips(seconds, 1)
         return lambda: extract(waveforms)[0]
 
-    return workloads(audio, text, features)
+    def embed() -> Callable[[], np.ndarray]:
+        waveforms = clips(EMBED_SECONDS, 1)
+
+        def run():
+            features, _ = extract(waveforms)
+            # transformers flags a random clip of an all-short batch as longer; like clap_mlx, not here
+            is_longer = torch.zeros((len(waveforms), 1), dtype=torch.bool)
+            with torch.inference_mode():
+                return model.get_audio_features(input_features=torch.from_numpy(features),
+                                                is_longer=is_longer).pooler_output.numpy()
+
+        return run
+
+    return workloads(audio, text, features, embed)
 
 
 WORKLOAD_NAMES = (
     "audio b1 (10 s, is_longer=False)", "audio b1 (25 s, is_longer=True)",
     "audio b8 (10 s, is_longer=False)", "audio b8 (25 s, is_longer=True)",
     "text 1 label", "text 32 labels", "features 10-s clip", "features 25-s clip",
+    "embed 5-s clip (features + audio b1)",
 )
 
 
-def workloads(audio, text, features) -> dict[str, Callable[[], np.ndarray]]:
+def workloads(audio, text, features, embed) -> dict[str, Callable[[], np.ndarray]]:
+    """The workloads of a side: the towers alone on the same inputs, the feature extraction alone,
+    and one clip's features then its forward (what CLAP.embed and each monitor window run)."""
     runs = (audio(1, False), audio(1, True), audio(8, False), audio(8, True), text(1), text(32),
-            features(10.0), features(25.0))
+            features(10.0), features(25.0), embed())
     return dict(zip(WORKLOAD_NAMES, runs))
 
 

@@ -22,6 +22,11 @@ LABELS = [f"the sound of {thing}" for thing in (
 )]
 
 
+# Features then the audio forward of one clip, as CLAP.embed and the monitor's windows run them
+# (the monitor's window length).
+EMBED_SECONDS = 5.0
+
+
 def clips(seconds: float, count: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [(0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32) for _ in range(count)]
