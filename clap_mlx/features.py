@@ -11,11 +11,12 @@ Two departures from transformers, both to make features a pure function of the a
   `max_length_s`; here `is_longer` is True only for audio that really is longer.
 So the same audio gives the same features alone or in any batch.
 
-The STFT is one strided rfft per waveform in float64 (a float32 FFT misses quiet bins next to
-loud ones by several hundredths of a dB); power, mel projection and dB run in float32 and stay
-within 1e-4 dB of transformers; bins outside every mel filter are dropped right after the FFT.
-The mel projection runs on the compiled dense kernels when built (`linear_ops.HostMatmul`: NumPy's
-matmul would leave its BLAS threads spinning on the cores the model's forward needs next).
+The STFT is a strided rfft in float64 over blocks of frames (a float32 FFT misses quiet bins
+next to loud ones by several hundredths of a dB), each distinct frame once; power, mel projection
+and dB run in float32 and stay within 1e-4 dB of transformers; bins outside every mel filter are
+dropped right after the FFT. The mel projection runs on the compiled dense kernels when built
+(`linear_ops.HostMatmul`: NumPy's matmul would leave its BLAS threads spinning on the cores the
+model's forward needs next).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ CROP_RULE = (
 TRUNCATIONS = ("fusion", "rand_trunc")
 PADDINGS = ("repeatpad", "repeat", "pad")
 MEL_FLOOR = 1e-10
+FRAME_BLOCK = 128  # STFT frames per pass: their float64 windows and spectra are 1 MB each
 
 
 @dataclass(frozen=True)
@@ -179,23 +181,41 @@ class ClapFeatureExtractor:
         self.filters = np.ascontiguousarray(filters[self.bins], dtype=np.float32)
         self._project = HostMatmul(self.filters)
 
-    def log_mel(self, waveform: np.ndarray) -> np.ndarray:
-        """Log-mel spectrogram [1 + len // hop, n_mels] float32 in dB of one mono waveform."""
+    def log_mel(self, waveform: np.ndarray, period: int = 0) -> np.ndarray:
+        """Log-mel spectrogram [1 + len // hop, n_mels] float32 in dB of one mono waveform.
+
+        `period`: the length of a clip this waveform repeats (padded by repetition). Frames a
+        whole number of hops apart that hold the same samples have the same spectrum, so each
+        is computed once (half the frames of a 5-s window padded to 10 s); the samples are
+        compared, so any `period` gives the same result."""
         half = self.cfg.fft_window_size // 2
-        # Pad in the input dtype; the float64 window makes the windowed frames float64 in one pass.
-        padded = np.pad(waveform, half, mode="reflect")
+        padded = np.pad(waveform, half, mode="reflect")  # in the input dtype: the window makes it float64
         frames = sliding_window_view(padded, self.cfg.fft_window_size)[:: self.cfg.hop_length]
-        spectrum = np.fft.rfft(frames * self.window, axis=-1)[:, self.bins]
-        power = np.square(spectrum.real, dtype=np.float32)
-        power += np.square(spectrum.imag, dtype=np.float32)
-        mel = self._project(power)
+        source = np.arange(len(frames))  # the frame whose spectrum each frame takes
+        shift = period // self.cfg.hop_length if period % self.cfg.hop_length == 0 else 0
+        if 0 < shift < len(frames):
+            for j in np.flatnonzero((frames[shift:] == frames[:-shift]).all(axis=1)) + shift:
+                source[j] = source[j - shift]
+        computed = np.flatnonzero(source == np.arange(len(frames)))
+        mel = np.empty((len(computed), self.filters.shape[1]), np.float32)
+        # Blocks of frames, so the float64 windows and spectra stay in cache instead of ~16 MB
+        # of fresh pages per clip.
+        for start in range(0, len(computed), FRAME_BLOCK):
+            rows = computed[start : start + FRAME_BLOCK]
+            spectrum = np.fft.rfft(frames[rows] * self.window, axis=-1)[:, self.bins]
+            power = np.square(spectrum.real, dtype=np.float32)
+            power += np.square(spectrum.imag, dtype=np.float32)
+            mel[start : start + len(rows)] = self._project(power)
+        position = np.empty(len(frames), np.intp)
+        position[computed] = np.arange(len(computed))
+        mel = mel[position[source]]
         return np.float32(10.0) * np.log10(np.maximum(mel, np.float32(MEL_FLOOR)))
 
     def input_mel(self, waveform: np.ndarray) -> tuple[np.ndarray, bool]:
         """Model input [C, chunk_frames, n_mels] for one waveform and whether it is longer than max."""
         cfg = self.cfg
         if len(waveform) <= cfg.max_samples:
-            mel = self.log_mel(fit_to_length(waveform, cfg.max_samples, cfg.padding))
+            mel = self.log_mel(fit_to_length(waveform, cfg.max_samples, cfg.padding), period=len(waveform))
             return np.broadcast_to(mel, (cfg.num_channels, *mel.shape)), False
         if cfg.truncation == "rand_trunc":
             start = (len(waveform) - cfg.max_samples) // 2

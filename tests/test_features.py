@@ -145,6 +145,30 @@ def test_batch_equals_each_clip_alone():
     np.testing.assert_array_equal(extractor(clips[::-1])[0], features[::-1])
 
 
+@pytest.mark.parametrize("padding", ["repeatpad", "repeat"])
+def test_repeated_frames_are_computed_once_with_the_same_result(padding, monkeypatch):
+    from clap_mlx import features as module
+    from clap_mlx.features import fit_to_length
+
+    extractor = ours(padding=padding)
+    clip = synth_clip(5)  # 500 hops: a 10-s input of two repeats
+    padded = fit_to_length(clip, extractor.cfg.max_samples, padding)
+    every_frame = extractor.log_mel(padded)
+    rows = []
+    rfft = np.fft.rfft
+    monkeypatch.setattr(module.np.fft, "rfft", lambda a, axis: rows.append(len(a)) or rfft(a, axis=axis))
+    features, _ = extractor([clip])
+    np.testing.assert_array_equal(features[0, 0], every_frame)
+    # frames 2..498 come back 500 frames later; the edges (reflect padding, the repeat seam) do not
+    assert sum(rows) == 1001 - 497
+    # a period the waveform does not have changes nothing
+    rows.clear()
+    noise = np.random.default_rng(3).standard_normal(extractor.cfg.max_samples).astype(np.float32)
+    with_period = extractor.log_mel(noise, period=len(clip))
+    assert sum(rows) == 1001  # no frame repeats: each is computed
+    np.testing.assert_array_equal(with_period, extractor.log_mel(noise))
+
+
 def test_short_batch_has_no_longer_clip():
     clips = [synth_clip(2, seed=5), synth_clip(4, seed=6)]
     features, is_longer = ours()(clips)
