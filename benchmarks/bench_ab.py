@@ -32,12 +32,12 @@ def worker(checkout: Path, folder: Path) -> None:
     import numpy as np
     from clap_mlx.loading import load
     from workers import serve_workloads
-    from workloads import EMBED_SECONDS, LABELS, clips, tower_inputs
+    from workloads import LABELS, embed_run, tower_inputs
 
     if checkout not in Path(clap_mlx.__file__).resolve().parents:
         raise SystemExit(f"worker for {checkout} imported clap_mlx from {clap_mlx.__file__}")
     bundle = load(folder)
-    model, tokenize, extract = bundle.model, bundle.tokenizer, bundle.feature_extractor
+    model, tokenize = bundle.model, bundle.tokenizer
 
     def audio(batch: int, longer: bool):
         features, is_longer = (mx.array(a) for a in tower_inputs(folder, batch, longer))
@@ -47,16 +47,8 @@ def worker(checkout: Path, folder: Path) -> None:
         ids, mask = (mx.array(a) for a in tokenize(LABELS[:count]))
         return lambda: np.array(model.get_text_features(ids, mask))
 
-    def embed():  # as CLAP.embed runs it: the features, then the forward right after
-        waveforms = clips(EMBED_SECONDS, 1)
-
-        def run():
-            features, is_longer = extract(waveforms)
-            return np.array(model.get_audio_features(mx.array(features), mx.array(is_longer)))
-
-        return run
-
-    fns = dict(zip(WORKLOAD_NAMES, (audio(1, False), audio(1, True), audio(8, False), text(1), text(32), embed())))
+    fns = dict(zip(WORKLOAD_NAMES, (audio(1, False), audio(1, True), audio(8, False), text(1), text(32),
+                                    embed_run(model, bundle.feature_extractor))))
     serve_workloads(fns, WORKLOAD_NAMES, {"clap_mlx": clap_mlx.__file__})
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from _common import full_checkpoint, print_table, summary, time_once, write_results
 from workers import Worker, interleaved_rounds, serve_workloads
-from workloads import EMBED_SECONDS, LABELS, clips, tower_inputs
+from workloads import EMBED_SECONDS, LABELS, clips, embed_run, tower_inputs
 
 import mlx.core as mx
 import numpy as np
@@ -61,16 +61,7 @@ def mlx_side(folder) -> dict[str, Callable[[], np.ndarray]]:
         waveforms = clips(seconds, 1)
         return lambda: extract(waveforms)[0]
 
-    def embed() -> Callable[[], np.ndarray]:
-        waveforms = clips(EMBED_SECONDS, 1)
-
-        def run():
-            features, is_longer = extract(waveforms)
-            return np.array(model.get_audio_features(mx.array(features), mx.array(is_longer)))
-
-        return run
-
-    return workloads(audio, text, features, embed)
+    return workloads(audio, text, features, lambda: embed_run(model, extract))
 
 
 def torch_side(folder) -> dict[str, Callable[[], np.ndarray]]:

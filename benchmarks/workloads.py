@@ -37,3 +37,17 @@ def tower_inputs(folder, batch: int, longer: bool) -> tuple[np.ndarray, np.ndarr
     flags a random clip of an all-short batch as longer, which would run fusion on one side only)."""
     extract = feature_extractor_for(folder, CLAPConfig.from_json(folder / "config.json"))
     return extract(clips(25.0 if longer else 10.0, batch))
+
+
+def embed_run(model, extract):
+    """clap_mlx's side of the embed workload: one EMBED_SECONDS clip's features, then the forward
+    right after them."""
+    import mlx.core as mx
+
+    waveforms = clips(EMBED_SECONDS, 1)
+
+    def run() -> np.ndarray:
+        features, is_longer = extract(waveforms)
+        return np.array(model.get_audio_features(mx.array(features), mx.array(is_longer)))
+
+    return run

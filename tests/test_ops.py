@@ -291,7 +291,7 @@ def test_linear_of_a_strided_input_and_other_dtypes():
     assert np.abs(as_numpy(half) - expected).max() < 0.1
 
 
-@pytest.mark.parametrize("rows", [0, 1, 13, 1001])  # 1001: a 10-s clip's mel frames, split across the cores
+@pytest.mark.parametrize("rows", [0, 1, 13, 1001])  # 1001 rows: split across the cores
 def test_host_matmul_matches_float64_reference(rows, backend, monkeypatch):
     matrix = RNG.standard_normal((297, 64)).astype(np.float32)
     x = RNG.standard_normal((rows, 297)).astype(np.float32)
