@@ -246,6 +246,8 @@ class Pipeline(PipelineTelemetry):
     # ------------------------------------------------------------ source thread
 
     def _on_audio(self, block: np.ndarray, start_sample: int) -> None:
+        # a fast source (a file read at full speed) delivers, and windows get scored, before start() returns
+        self._source_started = True
         if start_sample == 0:  # sample 0 was captured just now: a device may take a while to start delivering
             self.clock.t0 = time.time() - len(block) / self.source.sample_rate
         gap = start_sample - self._next_source_sample

@@ -254,6 +254,26 @@ def test_source_gap_is_filled_so_sample_indices_stay_stream_time(tmp_path, clap)
     assert status["windows"] == {"scored": 2, "gated": 2, "dropped": 0, "skipped": 0}
 
 
+class DeliversBeforeReturning(ArraySource):
+    """A source whose start() returns only after its thread has delivered every block, as
+    a fast file read may: status() seen from those windows must not say "starting"."""
+
+    def start(self, on_audio) -> None:
+        super().start(on_audio)
+        self._done.wait(30)
+
+
+def test_source_reads_running_once_it_delivers_even_before_start_returns(tmp_path, clap):
+    burst = tone(TARGET_HZ, 12.0, SAMPLE_RATE)  # longer than the 5-s ring: delivery waits for windows scored
+    source = DeliversBeforeReturning([(burst[i : i + 4800], i) for i in range(0, len(burst), 4800)],
+                                     SAMPLE_RATE, live=False)
+    pipeline = Pipeline(plain_config(tmp_path, length_s=1.0, hop_s=1.0), source, clap, sinks=[observer := Observer()])
+    observer.pipeline = pipeline
+    pipeline.run()
+    assert len(observer.windows) == 12 and "running" in observer.source_states
+    assert observer.source_states <= {"running", "ended"}
+
+
 def test_live_overload_drops_oldest_windows_and_accounts_for_all(tmp_path, clap):
     seconds, hop = 30, 0.25
     noise = (0.1 * np.random.default_rng(0).standard_normal(seconds * SAMPLE_RATE)).astype(np.float32)
