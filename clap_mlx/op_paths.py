@@ -42,6 +42,10 @@ PATHS = ("kernels", "numpy", "mlx")
 MODES = ("auto", *PATHS)
 SIMD_VARIANTS = ("avx512", "avx2", "baseline")
 CACHE_FILE = "ops_autotune.json"
+# Builds kept per CPU model and SIMD variant in the cache (the most recently saved): a few
+# installs sharing one cache do not evict each other, and a checkout rebuilt often does not
+# grow the file by an entry per rebuild.
+KEEP_BUILDS = 3
 # A path slower than this many times the best after a round is not timed again: MLX's
 # scalar GELU on a batch-8 tensor takes seconds.
 _HOPELESS = 4.0
@@ -130,11 +134,15 @@ def _machine() -> tuple[str, str]:
     return _cpu_model(), versions
 
 
+def _variant() -> str:
+    cpu, _ = _machine()
+    return f"{cpu} | simd {simd()} | "
+
+
 def machine_key() -> str:
     """What a cached choice is valid for: CPU model, kernel variant, library versions and the
     kernels' build."""
-    cpu, versions = _machine()
-    return f"{cpu} | simd {simd()} | {versions}"
+    return _variant() + _machine()[1]
 
 
 def cache_path() -> Path:
@@ -171,7 +179,11 @@ class Autotuner:
             stored = stored if isinstance(stored, dict) else {}
         except (OSError, ValueError):
             stored = {}
+        stored.pop(self._key, None)  # re-inserted last: the file lists each variant's builds oldest first
         stored[self._key] = dict(sorted(self._choices.items()))
+        builds = [key for key in stored if key.startswith(_variant())]
+        for key in builds[:-KEEP_BUILDS]:
+            del stored[key]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:

@@ -162,6 +162,22 @@ def test_a_timed_path_may_run_ops_that_choose_their_own(auto):
     assert {"composite 40", "gelu 40 x ~16", "tanh 40 x ~16"} <= set(chosen)
 
 
+def test_the_cache_keeps_the_last_saved_builds_of_each_variant(auto, monkeypatch):
+    """A checkout rebuilt often must not grow the cache by an entry per build; other variants
+    and machines are kept, and a build that saves again counts as recent."""
+    monkeypatch.setattr(op_paths, "KEEP_BUILDS", 3)
+    here = op_paths.machine_key()
+    variant = here[: -len(op_paths._machine()[1])]
+    olds = [f"{variant}clap-mlx 0.0.{i} | mlx 0 | kernels old{i}" for i in range(3)]
+    other_variant = variant.replace(f"simd {op_paths.simd()}", "simd other")
+    stored = {here: {"sigmoid 2 x ~1": "numpy"}, **{key: {} for key in olds}, other_variant: {}, "other machine": {}}
+    auto.write_text(json.dumps(stored))
+    op_paths.choose("timed 2", [mx.ones((2,))], {path: (lambda d: mx.ones((2,))) for path in op_paths.PATHS})
+    saved = json.loads(auto.read_text())
+    assert list(saved) == [olds[1], olds[2], other_variant, "other machine", here]  # olds[0]: the least recent
+    assert set(saved[here]) == {"sigmoid 2 x ~1", "timed 2"}
+
+
 def test_cached_choices_belong_to_one_build_of_the_kernels(monkeypatch, tmp_path):
     """A checkout rebuilt in place keeps its version number: the kernels' own build tells its
     cached choices apart, so changed kernels are measured again."""
