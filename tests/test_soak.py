@@ -29,12 +29,14 @@ SEGMENT_S = 10  # = window length = hop
 SEGMENTS = ["silence", "noise", "silence", "tone", "silence", "noise"]
 STREAM_S = 3600
 WARM_UP_S = 360  # stream seconds before the RSS baseline is taken
-# A sample taken during a forward holds its batch's transient buffers (8 windows' features
-# alone are 8 MB; samples 32 MB above the floor come and go), so growth is measured on the
-# floor between forwards: the lowest RSS of the run's last third against that of its first
-# third. A leak raises the floor; the transient working set only has its own, looser bound.
+# A sample taken during a forward holds its batch's transient buffers: a batch of 8 10-s
+# windows peaks at ~78 MB of MLX buffers (mx.get_peak_memory over one batch) and ~21 MB of
+# NumPy ones (the windows alone are 15 MB), so samples 30-67 MB above the floor come and go
+# depending on when they land. Growth is therefore measured on the floor between forwards:
+# the lowest RSS of the run's last third against that of its first third. A leak raises the
+# floor; the transient working set only has its own bound, above that working set.
 MAX_GROWTH_MB = 30
-MAX_TRANSIENT_MB = 64
+MAX_TRANSIENT_MB = 128
 
 
 def segment(kind: str, seed: int) -> np.ndarray:
