@@ -2,11 +2,12 @@
 random weights, plus the audio forward's achieved GFLOPS against the machine's sgemm peak and its
 GEMM floor (its linear layers timed alone on each side).
 
-    python benchmarks/bench_model.py [--runs 7] [--no-onnx] [--checkpoint FOLDER]
+    python benchmarks/bench_model.py [--runs 7] [--min-seconds 3] [--no-onnx] [--checkpoint FOLDER]
 
 Each side runs in its own worker process (so neither side's spinning BLAS/OpenMP threads
 steal cores from the other), driven by this process in interleaved rounds (mlx, torch,
-onnxruntime, mlx, ...) so load on a shared machine hits every side alike. Each worker times
+onnxruntime, mlx, ...) so load on a shared machine hits every side alike; a fast workload gets
+more rounds (up to 5x --runs) until each side has run --min-seconds. Each worker times
 its own call and reports its own peak RSS. The onnxruntime side (`pip install
 'clap-mlx[bench]'`) runs the towers exported with torch.onnx (benchmarks/onnx_side.py); it
 has no feature-extraction rows.
@@ -43,6 +44,8 @@ from clap_mlx.loading import load
 from clap_mlx.tokenizer import ClapTokenizer
 
 SIDES = ("mlx", "torch", "onnxruntime")
+# A workload runs at most this many times --runs rounds to reach --min-seconds per side.
+MAX_RUNS_FACTOR = 5
 
 
 def mlx_side(folder) -> dict[str, Callable[[], np.ndarray]]:
@@ -254,9 +257,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))))
 
 
-def measure(workers: dict[str, Worker], index: int, name: str, runs: int, scratch: Path) -> dict:
+def measure(workers: dict[str, Worker], index: int, name: str, runs: int, min_seconds: float, scratch: Path) -> dict:
     sides = {side: w for side, w in workers.items() if name in w.loaded["workloads"]}
-    times = {side: summary(t) for side, t in interleaved_rounds(sides, index, runs).items()}
+    rounds = interleaved_rounds(sides, index, runs, min_seconds, MAX_RUNS_FACTOR * runs)
+    times = {side: summary(t) for side, t in rounds.items()}
     record = {"workload": name, "times": times}
     for side in sides.keys() - {"mlx"}:
         record[f"{side}_over_mlx"] = times[side]["median_ms"] / times["mlx"]["median_ms"]
@@ -294,6 +298,8 @@ def gemm_floor(workers: dict[str, Worker], index: int, times: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per side after one warm-up (default 7)")
+    parser.add_argument("--min-seconds", type=float, default=3.0,
+                        help=f"more runs (up to {MAX_RUNS_FACTOR}x --runs) until each side has run this long (default 3)")
     parser.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime side")
     parser.add_argument("--checkpoint", type=Path, help="another hub-layout folder (default: the full-size random one)")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
@@ -313,7 +319,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp())
     records = []
     for index, name in enumerate(WORKLOAD_NAMES):
-        records.append(measure(workers, index, name, args.runs, scratch))
+        records.append(measure(workers, index, name, args.runs, args.min_seconds, scratch))
         peaks.append(workers["mlx"].ask("peak")["sgemm_gflops"])
         print(f"  {name}: " + ", ".join(f"{s} {t['median_ms']:.1f} ms" for s, t in records[-1]["times"].items()))
     peak = max(g for p in peaks for g in p.values())
@@ -348,6 +354,8 @@ def main() -> None:
         print(f"  {side:11s}: {r['peak_rss_mb']:.0f} MB (after load {r['peak_rss_after_load_mb']:.0f} MB)")
     write_results("bench_model", {
         "runs": args.runs,
+        "min_seconds": args.min_seconds,
+        "max_runs": MAX_RUNS_FACTOR * args.runs,
         "checkpoint": "full-size random weights" if args.checkpoint is None else str(args.checkpoint),
         "statistic": "median ms after 1 warm-up, each side in its own worker process, rounds interleaved; "
                      "<side>_over_mlx > 1 means mlx is faster (<side>_over_mlx_min: the same from each side's fastest run)",

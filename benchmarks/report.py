@@ -160,6 +160,14 @@ def gemm_floor_line(workloads: list[dict]) -> str:
             + "; ".join(cell(w) for w in workloads) + ".")
 
 
+def runs_line(model: dict) -> str:
+    if not model.get("min_seconds"):
+        return f"{model['runs']} interleaved runs"
+    counts = [len(t["runs_ms"]) for w in model["workloads"] for t in w["times"].values()]
+    return (f"{min(counts)}-{max(counts)} interleaved runs (at least {model['runs']}, more for the fast workloads until "
+            f"each side ran {model['min_seconds']:g} s)")
+
+
 def render_class(cpu_class: str) -> list[str]:
     model, stream = load(cpu_class, "bench_model"), load(cpu_class, "bench_stream")
     onnx = any("onnxruntime" in w["times"] for w in model["workloads"])
@@ -168,7 +176,7 @@ def render_class(cpu_class: str) -> list[str]:
         f"### {TITLES.get(cpu_class, cpu_class)}",
         "",
         f"Measured {model['date_utc'][:10]} on {machine_line(model['machine'])}; {load_note(model)}. "
-        f"Medians of {model['runs']} interleaved runs, each side in its own process, on the same full-size random "
+        f"Medians of {runs_line(model)}, each side in its own process, on the same full-size random "
         f"weights; ratios = {sides} (above 1: clap_mlx is faster).",
         "",
         *model_table(model),

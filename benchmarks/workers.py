@@ -84,13 +84,20 @@ class Worker:
 SETTLE_S = 0.3
 
 
-def interleaved_rounds(workers: dict[str, Worker], index: int, runs: int) -> dict[str, list[float]]:
+def interleaved_rounds(
+    workers: dict[str, Worker], index: int, runs: int, min_seconds: float = 0.0, max_runs: int | None = None
+) -> dict[str, list[float]]:
     """Seconds per run of workload `index` on each worker after one warm-up each, the workers
-    taking turns every round so load on a shared machine hits them alike."""
+    taking turns every round so load on a shared machine hits them alike: `runs` rounds, then
+    more (up to `max_runs`) until every side has run `min_seconds` in all. A fast workload's
+    median and fastest run otherwise rest on a few samples of this VM's minute-to-minute load."""
     for worker in workers.values():
         worker.ask("run", str(index))
     times: dict[str, list[float]] = {side: [] for side in workers}
-    for _ in range(runs):
+    limit = max(runs, max_runs or runs)
+    for done in range(limit):
+        if done >= runs and min(sum(t) for t in times.values()) >= min_seconds:
+            break
         for side, worker in workers.items():
             time.sleep(SETTLE_S)
             times[side].append(worker.ask("run", str(index))["seconds"])
