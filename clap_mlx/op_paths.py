@@ -181,7 +181,8 @@ class Autotuner:
             stored = {}
         stored.pop(self._key, None)  # re-inserted last: the file lists each variant's builds oldest first
         stored[self._key] = dict(sorted(self._choices.items()))
-        builds = [key for key in stored if key.startswith(_variant())]
+        variant = _variant()
+        builds = [key for key in stored if key.startswith(variant)]
         for key in builds[:-KEEP_BUILDS]:
             del stored[key]
         try:

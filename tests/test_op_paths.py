@@ -175,7 +175,7 @@ def test_the_cache_keeps_the_last_saved_builds_of_each_variant(auto, monkeypatch
     and machines are kept, and a build that saves again counts as recent."""
     monkeypatch.setattr(op_paths, "KEEP_BUILDS", 3)
     here = op_paths.machine_key()
-    variant = here[: -len(op_paths._machine()[1])]
+    variant = op_paths._variant()
     olds = [f"{variant}clap-mlx 0.0.{i} | mlx 0 | kernels old{i}" for i in range(3)]
     other_variant = variant.replace(f"simd {op_paths.simd()}", "simd other")
     stored = {here: {"sigmoid 2 x ~1": "numpy"}, **{key: {} for key in olds}, other_variant: {}, "other machine": {}}
