@@ -27,6 +27,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import host_ops, op_paths, ops
+from .scratch import ScratchPool
 
 try:
     from . import _kernels
@@ -38,6 +39,10 @@ except ImportError:  # built without a C compiler: stages run per op
 # stage has too few rows to give each core several.
 SUB_ROWS = 48
 TILE_ROWS = 12
+
+# The stages' host buffers (residual stream, q/k/v, attention output, merge input and output),
+# kept across forwards: fresh ones cost a page fault per page at batch sizes past ~4.
+_scratch = ScratchPool()
 
 
 @dataclass(frozen=True)
@@ -137,14 +142,16 @@ def _run_block(stream: np.ndarray, qkv: np.ndarray, attended: np.ndarray, batch:
     _kernels.swin_mlp(weights, block.eps, dims, block.hidden, stream, attended, rows, 0, rows, unit)
 
 
-def _run_merge(stream: np.ndarray, batch: int, merge: MergeParams) -> np.ndarray:
-    """[batch * height * width, dims] -> [batch * height/2 * width/2, out_dims]."""
+def _run_merge(stream: np.ndarray, batch: int, merge: MergeParams, scratch: Callable[..., np.ndarray]) -> np.ndarray:
+    """[batch * height * width, dims] -> [batch * height/2 * width/2, out_dims], in buffers
+    from `scratch`."""
     (height, width), dims = merge.resolution, stream.shape[1]
+    rows = batch * (height // 2) * (width // 2)
+    grouped = scratch(rows, 4 * dims)
     # 2x2 neighbourhoods column-major, as transformers (and PatchMerging) concatenate them
-    grouped = stream.reshape(batch, height // 2, 2, width // 2, 2, dims).transpose(0, 1, 3, 4, 2, 5)
-    grouped = np.ascontiguousarray(grouped).reshape(-1, 4 * dims)
-    rows = grouped.shape[0]
-    out = np.empty((rows, merge.out_dims), np.float32)
+    neighbourhoods = stream.reshape(batch, height // 2, 2, width // 2, 2, dims).transpose(0, 1, 3, 4, 2, 5)
+    np.copyto(grouped.reshape(neighbourhoods.shape), neighbourhoods)
+    out = scratch(rows, merge.out_dims)
     norm_w, norm_b, panels = merge.host
     _kernels.norm_dense(grouped, norm_w, norm_b, merge.eps, panels, None, out, rows, 4 * dims, merge.out_dims, 0, rows,
                         _unit(rows, 4 * dims))
@@ -153,15 +160,18 @@ def _run_merge(stream: np.ndarray, batch: int, merge: MergeParams) -> np.ndarray
 
 def _run_fused(x: mx.array, stage: StageParams) -> mx.array:
     batch = x.shape[0]
-    # a copy: the input stays as it was (autotune runs the paths on the same input)
-    stream = np.array(host_ops.rows_view(x))
-    # scratch shared by the blocks: fresh buffers would be fresh pages, faulted in each time
-    qkv, attended = np.empty((stream.shape[0], 3 * stream.shape[1]), np.float32), np.empty_like(stream)
-    for block in stage.blocks:
-        _run_block(stream, qkv, attended, batch, block)
-    if stage.merge is not None:
-        stream = _run_merge(stream, batch, stage.merge)
-    return mx.array(stream.reshape(batch, -1, stream.shape[1]))
+    with _scratch.lend() as scratch:
+        rows = host_ops.rows_view(x)
+        # a copy: the input stays as it was (autotune runs the paths on the same input)
+        stream = scratch(*rows.shape)
+        np.copyto(stream, rows)
+        qkv, attended = scratch(rows.shape[0], 3 * rows.shape[1]), scratch(*rows.shape)
+        for block in stage.blocks:
+            _run_block(stream, qkv, attended, batch, block)
+        if stage.merge is not None:
+            stream = _run_merge(stream, batch, stage.merge, scratch)
+        # mx.array copies: the buffers go back to the pool
+        return mx.array(stream.reshape(batch, -1, stream.shape[1]))
 
 
 def run_stage(x: mx.array, params: Callable[[], StageParams], per_op: Callable[[mx.array], mx.array]) -> mx.array:

@@ -1,5 +1,7 @@
 """HTSATAudioEncoder against transformers' ClapAudioModel (random weights, eval mode, float32)."""
 
+import threading
+
 import mlx.core as mx
 from mlx.utils import tree_flatten
 import numpy as np
@@ -206,6 +208,31 @@ def test_fused_stage_matches_per_op_leaves_its_input_and_falls_back_where_unsupp
     reference, encoder = build_pair({**TINY, **FUSED, "window_size": 6}, seed=28)
     compare(reference, encoder, [False], seed=29)
     assert fused_stages == [2]
+
+
+def test_fused_stages_running_in_two_threads_at_once_match_their_runs_alone(fused_stages):
+    """The stages' host buffers come from a pool shared by the threads (scratch.py)."""
+    _, encoder = build_pair({**TINY, **FUSED}, seed=30)
+    stage = encoder.layers[0]
+    rng = np.random.default_rng(31)
+    inputs = [mx.array(rng.standard_normal((batch, 64 * 64, 16)).astype(np.float32)) for batch in (1, 3, 2, 1)]
+    alone = [np.array(stage(x)) for x in inputs]
+    together = [None] * len(inputs)
+    start = threading.Barrier(2)
+
+    def run(first: int) -> None:
+        start.wait(10)
+        for k in range(first, len(inputs), 2):
+            together[k] = np.array(stage(inputs[k]))
+
+    threads = [threading.Thread(target=run, args=(first,)) for first in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for got, expected in zip(together, alone):
+        np.testing.assert_array_equal(got, expected)
+    assert fused_stages == [2] * 2 * len(inputs)
 
 
 @pytest.mark.parametrize("path", ["kernels", "mlx"])
