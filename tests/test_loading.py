@@ -46,6 +46,15 @@ def test_safetensors_weights_land_in_the_model(tiny_bundle, tiny_reference):
         np.testing.assert_array_equal(loaded[key], value, err_msg=key)
 
 
+def test_loading_a_model_raises_mlx_buffer_cache_limit_and_keeps_a_higher_one(tiny_checkpoint, request):
+    restore = mx.set_cache_limit(32 << 20)  # MLX's CPU default
+    request.addfinalizer(lambda: mx.set_cache_limit(restore))
+    loading.load_model(tiny_checkpoint)
+    assert mx.set_cache_limit(1 << 30) == loading.MIN_BUFFER_CACHE_BYTES
+    loading.load_model(tiny_checkpoint)
+    assert mx.set_cache_limit(1 << 30) == 1 << 30
+
+
 def test_pytorch_bin_reads_as_the_same_weights(tiny_checkpoint, bin_checkpoint):
     from_bin = read_torch_bin(bin_checkpoint / "pytorch_model.bin")
     from_safetensors = read_state_dict(tiny_checkpoint / "model.safetensors")
