@@ -18,17 +18,24 @@ from contextlib import contextmanager
 import numpy as np
 
 
+# What a pool keeps between borrowers: a batch-8 forward's stage buffers (82 MB) fit, and a
+# process running many forwards at once (the monitor: a detector thread per source) holds no
+# more than this after them.
+KEEP_BYTES = 96 << 20
+
+
 class ScratchPool:
     """float32 arrays lent for a `with` block and kept for the next one.
 
-    A buffer goes to one borrower at a time, so concurrent forwards each get their own. The pool
-    keeps at most as many buffers as were ever lent at once: when none free is large enough, the
-    new one replaces the largest free one.
+    A buffer goes to one borrower at a time, so concurrent forwards each get their own. When none
+    free is large enough, a new one replaces the largest free one; of the buffers given back,
+    the pool keeps the largest that fit in `keep_bytes` together and lets the others go.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_bytes: int = KEEP_BYTES) -> None:
         self._free: list[np.ndarray] = []
         self._lock = threading.Lock()
+        self.keep_bytes = keep_bytes
 
     def _take(self, size: int) -> np.ndarray:
         with self._lock:
@@ -56,4 +63,9 @@ class ScratchPool:
             yield array
         finally:
             with self._lock:
-                self._free.extend(taken)
+                kept, total = [], 0
+                for buffer in sorted(self._free + taken, key=lambda b: b.nbytes, reverse=True):
+                    if total + buffer.nbytes <= self.keep_bytes:
+                        kept.append(buffer)
+                        total += buffer.nbytes
+                self._free = kept

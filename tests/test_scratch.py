@@ -56,3 +56,14 @@ def test_growing_requests_replace_free_buffers_instead_of_piling_them_up():
             scratch(size)
             scratch(size // 2)
     assert sorted(b.size for b in pool._free) == [80, 160]
+
+
+def test_the_pool_keeps_the_largest_buffers_that_fit_in_its_budget():
+    pool = ScratchPool(keep_bytes=4 * 100)
+    with pool.lend() as scratch:
+        sizes = (70, 50, 40, 30, 10)
+        lent = [scratch(n) for n in sizes]
+    # 70 + 30 fit in 100 floats; 50 and 40 do not fit next to 70, 10 not next to 70 + 30
+    assert sorted(b.size for b in pool._free) == [30, 70]
+    with pool.lend() as scratch:
+        assert np.shares_memory(scratch(60), lent[0])
