@@ -228,11 +228,26 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+struct linear_job {
+    const struct kernel_table *table;
+    const float *x, *w, *bias;
+    float *y;
+    ptrdiff_t rows, in_dims, out_dims;
+};
+
+static int linear_unit(void *ctx, ptrdiff_t start, ptrdiff_t stop) {
+    const struct linear_job *j = ctx;
+    j->table->linear_cols(j->x, j->w, j->bias, j->y, j->rows, j->in_dims, j->out_dims, start, stop);
+    return 1;
+}
+
 static PyObject *py_linear(PyObject *self, PyObject *args) {
     PyObject *x, *w, *bias, *y;
-    Py_ssize_t rows, in_dims, out_dims, col_start, col_stop;
-    if (!PyArg_ParseTuple(args, "OOOOnnnnn", &x, &w, &bias, &y, &rows, &in_dims, &out_dims, &col_start, &col_stop))
+    Py_ssize_t rows, in_dims, out_dims, col_start, col_stop, unit = 0;
+    if (!PyArg_ParseTuple(args, "OOOOnnnnn|n", &x, &w, &bias, &y, &rows, &in_dims, &out_dims, &col_start, &col_stop,
+                          &unit))
         return NULL;
+    if (!check_unit(unit)) return NULL;
     if (rows < 0 || in_dims <= 0 || out_dims <= 0 || col_start < 0 || col_stop < col_start || col_stop > out_dims) {
         PyErr_SetString(PyExc_ValueError, "bad linear shape or column range");
         return NULL;
@@ -241,8 +256,8 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     int ok = get_buffer(x, &b[0], 0, rows * in_dims, "x") && get_buffer(w, &b[1], 0, out_dims * in_dims, "w") &&
              get_buffer(bias, &b[2], 0, out_dims, "bias") && get_buffer(y, &b[3], 1, rows * out_dims, "y");
     if (ok) {
-        Py_BEGIN_ALLOW_THREADS active->linear_cols(data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]), rows, in_dims,
-                                           out_dims, col_start, col_stop);
+        struct linear_job job = {active, data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]), rows, in_dims, out_dims};
+        Py_BEGIN_ALLOW_THREADS team_run(linear_unit, &job, col_start, col_stop, unit);
         Py_END_ALLOW_THREADS
     }
     release(b, 4);
@@ -490,7 +505,8 @@ static PyMethodDef methods[] = {
      "attention(qkv, out, windows, window_count, tokens, pad|None, bias|None, bias_count, scale, items, heads, "
      "head_dims, pair_start, pair_stop, unit=0)"},
     {"linear", py_linear, METH_VARARGS,
-     "linear(x, w, bias|None, y, rows, in_dims, out_dims, col_start, col_stop): y = x w^T + bias, columns of a range"},
+     "linear(x, w, bias|None, y, rows, in_dims, out_dims, col_start, col_stop, unit=0): y = x w^T + bias, columns of a "
+     "range, split in units of `unit` columns across the helper team (0: the caller alone)"},
     {"dense", py_dense, METH_VARARGS,
      "dense(x, panels, bias|None, y, rows, in_dims, out_dims, flags, row_start, row_stop, unit=0): y (+)= x W^T + bias "
      "(flags: 1 GELU, 2 accumulate), W packed in panels of 16 columns"},

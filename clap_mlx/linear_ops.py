@@ -23,22 +23,23 @@ LINEAR_KERNEL_MAX_ROWS = 64
 Params = tuple[mx.array, mx.array | None]
 
 
+# The few-rows kernel's column units: whole weight blocks of every target (3 or 4 rows).
+LINEAR_UNIT_COLS = 12
+
+
 def _linears_kernels(x: mx.array, params: list[Params]) -> list[mx.array]:
     rows = host_ops.rows_view(x)
     count, in_dims = rows.shape
-    layers = [(host_ops.rows_view(w), host_ops.float32_vector(b)) for w, b in params]
-    outs = [np.empty((count, w.shape[0]), np.float32) for w, _ in layers]
-    firsts = np.cumsum([0, *(w.shape[0] for w, _ in layers)]).tolist()
-
-    def work(start: int, stop: int) -> None:  # columns [start, stop) of the outputs side by side
-        for (w, bias), out, first in zip(layers, outs, firsts):
-            lo, hi = max(start - first, 0), min(stop - first, w.shape[0])
-            if lo < hi:
-                ops._kernels.linear(rows, w, bias, out, count, in_dims, w.shape[0], lo, hi)
-
-    # one split over all the layers' output columns: each core streams its own part of the weights
-    host_ops.split_rows(work, firsts[-1], firsts[-1] * in_dims)
-    return [mx.array(out.reshape(*x.shape[:-1], out.shape[1])) for out in outs]
+    outs = []
+    for w, bias in params:
+        weight = host_ops.rows_view(w)
+        out_dims = weight.shape[0]
+        out = np.empty((count, out_dims), np.float32)
+        # each core of the helper team streams its own columns' part of the weight
+        unit = host_ops.split_unit(out_dims, out_dims * in_dims, LINEAR_UNIT_COLS)
+        ops._kernels.linear(rows, weight, host_ops.float32_vector(bias), out, count, in_dims, out_dims, 0, out_dims, unit)
+        outs.append(mx.array(out.reshape(*x.shape[:-1], out_dims)))
+    return outs
 
 
 def affine(x: mx.array, weight: mx.array, bias: mx.array | None) -> mx.array:

@@ -265,12 +265,13 @@ def test_linear_matches_float64_reference(shape, out_dims, bias, backend, monkey
     rows = x.size // shape[-1]
     assert bool(calls) == (backend == "kernels" and rows <= linear_ops.LINEAR_KERNEL_MAX_ROWS)
     if backend == "kernels" and layer.weight.size >= host_ops.PARALLEL_MIN_ELEMENTS and host_ops._pool is not None:
-        assert len(calls) > 1  # split into column ranges
+        unit = calls[0][9]
+        assert 0 < unit < out_dims and unit % linear_ops.LINEAR_UNIT_COLS == 0  # the team splits the columns
 
 
 def test_linears_equal_each_layer_alone(backend):
-    # unequal widths and a layer without bias: each output is its own layer's, also where the
-    # column ranges split across the threads straddle two layers
+    # unequal widths and a layer without bias: each output is its own layer's, each layer's
+    # columns split across the helper team
     layers = [nn.Linear(512, 700), nn.Linear(512, 333, bias=False), nn.Linear(512, 5)]
     assert sum(layer.weight.size for layer in layers) >= host_ops.PARALLEL_MIN_ELEMENTS
     x = RNG.standard_normal((3, 7, 512)).astype(np.float32)

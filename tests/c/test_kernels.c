@@ -190,7 +190,7 @@ static void test_attention(const struct kernel_table *k, int head_dims) {
  * the range stay untouched. Row counts cover every block of input rows, column counts every
  * block of weight rows, widths the vector body, the scalar tail and the next-block prefetch. */
 static void test_linear(const struct kernel_table *k) {
-    const int shapes[][3] = {{1, 1, 1}, {2, 7, 5}, {3, 8, 4}, {4, 33, 7}, {5, 64, 3}, {8, 768, 13}, {13, 1030, 11}};
+    const int shapes[][3] = {{1, 1, 1}, {2, 7, 5}, {3, 8, 4}, {4, 33, 7}, {5, 64, 3}, {8, 768, 27}, {13, 1030, 11}};
     double error = 0.0;
     int untouched = 1;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
