@@ -250,10 +250,11 @@ static void dense_reference(const float *x, int ldx, const float *w, const float
 }
 
 /* Dense rows against double dot products: row counts cover every tile height and a partial
- * one, widths a partial panel, K past one K block (256); the row range and the strides of
- * a sub-matrix; bias, residual accumulate and GELU. Rows outside the range stay untouched. */
+ * one, widths a partial panel (also as the second panel of a two-panel tile, 20) and a last
+ * tile one panel wide (33, 40), K past one K block (192 or 384); the row range and the strides
+ * of a sub-matrix; bias, residual accumulate and GELU. Rows outside the range stay untouched. */
 static void test_dense(const struct kernel_table *k) {
-    const int shapes[][3] = {{1, 1, 1}, {7, 5, 16}, {13, 96, 40}, {30, 300, 33}, {50, 520, 96}};
+    const int shapes[][3] = {{1, 1, 1}, {7, 5, 16}, {9, 40, 20}, {13, 96, 40}, {30, 300, 33}, {50, 520, 96}};
     double error = 0.0;
     int untouched = 1;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
