@@ -116,18 +116,24 @@ def test_tiny_unfused_matches_transformers(tiny_unfused, pattern):
     compare(*tiny_unfused, LONGER_PATTERNS[pattern], seed=11)
 
 
-@pytest.mark.parametrize("patch_stride", [4, 2])  # 4: patches tile the crops (one GEMM); 2: overlapping, padded
-def test_local_patches_equal_transformers_convolution_of_each_crop(patch_stride):
+@pytest.mark.parametrize("patch_stride", [4, 2])  # 4: patches tile the image (gather + GEMM); 2: overlapping, padded
+def test_patch_projections_equal_transformers_convolutions(patch_stride):
     reference, encoder = build_pair({**TINY, **FUSED, "patch_stride": patch_stride}, seed=4)
     size = encoder.cfg.spec_size
-    crops = np.random.default_rng(4).standard_normal((2, 3, size, size)).astype(np.float32)
-    with torch.no_grad():  # transformers: every crop through mel_conv2d, their columns side by side
-        convolved = reference.audio_encoder.patch_embed.mel_conv2d(torch.from_numpy(crops).reshape(6, 1, size, size))
+    image = np.random.default_rng(4).standard_normal((2, 4, size, size)).astype(np.float32)
+    torch_embed = reference.audio_encoder.patch_embed
+    with torch.no_grad():  # global: channel 0 through proj; local: every crop through mel_conv2d
+        global_expected = torch_embed.proj(torch.from_numpy(image[:, :1])).permute(0, 2, 3, 1)
+        convolved = torch_embed.mel_conv2d(torch.from_numpy(image[:, 1:]).reshape(6, 1, size, size))
     _, channels, height, width = convolved.shape
-    expected = convolved.reshape(2, 3, channels, height, width).permute(0, 3, 1, 4, 2).reshape(2, height, 3 * width, -1)
-    got = np.array(encoder.patch_embed.local_patches(mx.array(crops.transpose(0, 2, 3, 1))))
-    assert got.shape == expected.shape
-    assert np.abs(got - expected.numpy()).max() < 1e-5
+    local_expected = convolved.reshape(2, 3, channels, height, width).permute(0, 3, 1, 4, 2).reshape(2, height, 3 * width, -1)
+    image_nhwc = mx.array(image.transpose(0, 2, 3, 1))
+    for got, expected in [
+        (encoder.patch_embed.global_patches(image_nhwc[..., :1]), global_expected),
+        (encoder.patch_embed.local_patches(image_nhwc[..., 1:]), local_expected),
+    ]:
+        assert got.shape == expected.shape
+        assert np.abs(np.array(got) - expected.numpy()).max() < 1e-5
 
 
 def test_spectrogram_already_1024_frames_skips_the_resize(tiny_fused):
