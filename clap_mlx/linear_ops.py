@@ -69,7 +69,7 @@ def _linears(x: mx.array, params: list[Params]) -> list[mx.array]:
 
 def linears(x: mx.array, layers: list[nn.Linear]) -> list[mx.array]:
     """[layer(x) for layer in layers], e.g. the query, key and value projections: on the kernel
-    path one split across the cores for all of them."""
+    path their input is read back from MLX once, and one path choice covers them all."""
     return _linears(x, [(layer.weight, layer.get("bias")) for layer in layers])
 
 

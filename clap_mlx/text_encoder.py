@@ -112,7 +112,7 @@ class SelfAttention(nn.Module):
             return t.reshape(batch, -1, self.num_heads, head_dims).transpose(0, 2, 1, 3)
 
         first_only = first_tokens is not None
-        # the projections of the same rows run as one op (one split across the cores)
+        # the projections of the same rows run as one op (one evaluation of their input)
         if first_only:
             q, (k, v) = heads(self.query(first_tokens)), linear_ops.linears(x, [self.key, self.value])
         else:
