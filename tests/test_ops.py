@@ -428,6 +428,8 @@ def test_kernels_check_every_buffer_size():
         _kernels.linear(rows, np.zeros(8, np.float32), None, np.zeros((2, 3), np.float32), 2, 8, 3, 0, 3)
     with pytest.raises(ValueError, match="bad linear shape or column range"):
         _kernels.linear(rows, rows, None, rows.copy(), 2, 8, 2, 0, 3)
+    with pytest.raises(ValueError, match="unit must be >= 0, got -1"):
+        _kernels.linear(rows, rows, None, rows.copy(), 2, 8, 2, 0, 2, -1)
     with pytest.raises(ValueError, match="global: buffer of 32 bytes, need 16 float32 values"):
         _kernels.aff_blend(rows, rows, rows, rows[:1], 1, 8, rows.copy(), 0, 2)
     with pytest.raises(ValueError, match="item_rows must be positive"):
