@@ -94,9 +94,6 @@ static void dense_rows(const float *x, ptrdiff_t ldx, const float *panels, const
 #if DENSE_MR > 6
                     DENSE_TILE(7) DENSE_TILE(8) DENSE_TILE(9) DENSE_TILE(10) DENSE_TILE(11) DENSE_TILE(12)
 #endif
-#if DENSE_MR > 12
-                    DENSE_TILE(13) DENSE_TILE(14)
-#endif
 #undef DENSE_TILE
 #undef DENSE_TILE_VECS
                 }

@@ -100,12 +100,6 @@ static void linear_cols(const float *x, const float *w, const float *bias, float
 #if GEMM_X_ROWS >= 6
                 LINEAR_ROW(6)
 #endif
-#if GEMM_X_ROWS >= 7
-                LINEAR_ROW(7)
-#endif
-#if GEMM_X_ROWS >= 8
-                LINEAR_ROW(8)
-#endif
 #undef LINEAR_ROW
 #undef LINEAR_BLOCK_4
 #undef LINEAR_BLOCK
