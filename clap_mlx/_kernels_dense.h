@@ -36,9 +36,12 @@ INLINE void dense_tile(const float *x, ptrdiff_t ldx, const float *panel, ptrdif
                        float *y, ptrdiff_t ldy, const int rows, const int vecs, ptrdiff_t cols, const float *bias,
                        int first, int last, int flags) {
     vf acc[DENSE_MR][DENSE_VECS];
+    /* a full tile (all but a layer's last columns) takes whole-vector loads and stores, which
+     * keep its epilogue straight-line code */
+    const int full = cols >= vecs * SIMD_LANES;
     for (int i = 0; i < rows; i++) {
         for (int v = 0; v < vecs; v++) {
-            const ptrdiff_t n = cols - v * SIMD_LANES;
+            const ptrdiff_t n = full ? SIMD_LANES : cols - v * SIMD_LANES;
             vf start = load_part(y + i * ldy + v * SIMD_LANES, first && !(flags & DENSE_ACCUMULATE) ? 0 : n);
             if (first && bias) start += load_part(bias + v * SIMD_LANES, n);
             acc[i][v] = start;
@@ -53,10 +56,15 @@ INLINE void dense_tile(const float *x, ptrdiff_t ldx, const float *panel, ptrdif
             for (int v = 0; v < vecs; v++) acc[i][v] += xv * w[v];
         }
     }
-    for (int i = 0; i < rows; i++)
-        for (int v = 0; v < vecs; v++)
-            store_part(y + i * ldy + v * SIMD_LANES, last && (flags & DENSE_GELU) ? gelu_vf(acc[i][v]) : acc[i][v],
-                       cols - v * SIMD_LANES);
+    if (last && (flags & DENSE_GELU))
+        for (int i = 0; i < rows; i++)
+            for (int v = 0; v < vecs; v++) acc[i][v] = gelu_vf(acc[i][v]);
+    if (full)
+        for (int i = 0; i < rows; i++)
+            for (int v = 0; v < vecs; v++) store_vf(y + i * ldy + v * SIMD_LANES, acc[i][v]);
+    else
+        for (int i = 0; i < rows; i++)
+            for (int v = 0; v < vecs; v++) store_part(y + i * ldy + v * SIMD_LANES, acc[i][v], cols - v * SIMD_LANES);
 }
 
 /* y[m] = x[m] W^T (+ bias) (+ y[m] with DENSE_ACCUMULATE) (GELU'd with DENSE_GELU) for rows

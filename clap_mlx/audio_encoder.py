@@ -305,9 +305,13 @@ class HTSATAudioEncoder(nn.Module):
     def __call__(self, input_features: mx.array, is_longer: mx.array) -> mx.array:
         """input_features: [B, C, T, mels] float32; is_longer: [B] bool -> [B, num_features]."""
         self.check_inputs(input_features, is_longer)
-        image = self.mel_image(self.batch_norm(input_features))
         # Only clips flagged longer go through fusion, so the row selection is host-side.
         longer_rows = np.flatnonzero(np.array(is_longer).reshape(-1) if self.cfg.enable_fusion else [])
+        if not longer_rows.size:
+            # without fusion only channel 0 (the global mel) is read: the local crops' image
+            # would be three quarters of the resize's work for nothing
+            input_features = input_features[:, :1]
+        image = self.mel_image(self.batch_norm(input_features))
         x = self.patch_embed(image, longer_rows)
         for stage in self.layers:
             x = stage(x)
