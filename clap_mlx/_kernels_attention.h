@@ -21,9 +21,17 @@ INLINE void store_vh(float *p, vh v) { memcpy(p, &v, sizeof v); }
  * the FMA latency that one row's alone would expose. */
 INLINE int row_block(int chunks) { return chunks <= 3 ? 4 : chunks <= 6 ? 2 : 1; }
 
-/* Score vectors per pass over the keys: 8 accumulators for the block, so they, the key
- * vectors and a broadcast query value stay in registers. */
-INLINE int score_vectors(int block) { return 8 / block < ROW_VECTORS ? 8 / block : ROW_VECTORS; }
+/* Score vectors per pass over the keys: SCORE_ACCUMULATORS for the block, so they, the key
+ * vectors and a broadcast query value stay in registers (16 of AVX-512's 32: a row's 64
+ * scores in one pass, each loaded key vector shared by 4 rows). */
+#if SIMD_LANES >= 16
+#define SCORE_ACCUMULATORS 16
+#else
+#define SCORE_ACCUMULATORS 8
+#endif
+INLINE int score_vectors(int block) {
+    return SCORE_ACCUMULATORS / block < ROW_VECTORS ? SCORE_ACCUMULATORS / block : ROW_VECTORS;
+}
 
 /* scores[r] = exp(scale * q_r k^T + bias_r - its max) for `block` query rows q[r]
  * (unnormalised); returns each row's normaliser in inverse[r]. */
@@ -31,9 +39,9 @@ INLINE void score_rows(const float *const *q, const float *keys_t, int head_dims
                        const int block, float scores[][TOKENS], float *inverse) {
     const int vectors = score_vectors(block);
     for (int c0 = 0; c0 < TOKENS; c0 += vectors * SIMD_LANES) {
-        vf s[MAX_ROW_BLOCK][8] = {{{0}}};
+        vf s[MAX_ROW_BLOCK][SCORE_ACCUMULATORS] = {{{0}}};
         for (int d = 0; d < head_dims; d++) {
-            vf k[8];
+            vf k[SCORE_ACCUMULATORS];
             for (int v = 0; v < vectors; v++) k[v] = load_vf(keys_t + d * TOKENS + c0 + v * SIMD_LANES);
             for (int r = 0; r < block; r++) {
                 const float qd = q[r][d];
@@ -55,17 +63,14 @@ INLINE void score_rows(const float *const *q, const float *keys_t, int head_dims
             const vf x = load_vf(scores[r] + v * SIMD_LANES);
             m = select_vf(x > m, x, m);
         }
-        float shift = m[0];
-        for (int l = 1; l < SIMD_LANES; l++) shift = m[l] > shift ? m[l] : shift;
+        const float shift = vf_max(m);
         vf sum = {0};
         for (int v = 0; v < ROW_VECTORS; v++) {
             const vf e = exp_vf(load_vf(scores[r] + v * SIMD_LANES) - shift);
             store_vf(scores[r] + v * SIMD_LANES, e);
             sum += e;
         }
-        float total = 0.0f;
-        for (int l = 0; l < SIMD_LANES; l++) total += sum[l];
-        inverse[r] = 1.0f / total;
+        inverse[r] = 1.0f / vf_sum(sum);
     }
 }
 
@@ -76,21 +81,31 @@ INLINE void score_rows(const float *const *q, const float *keys_t, int head_dims
 INLINE void attention_pair(const float *const *rows, ptrdiff_t dims, const float *bias, float scale,
                            float *const *out_rows, const float *keys_t, const int chunks) {
     const int head_dims = HEAD_LANES * chunks, block = row_block(chunks);
+    /* p.v in native vectors plus, where the width is not a multiple of them (24 lanes on
+     * AVX-512), one head-lane vector: 8-lane vectors alone would run AVX-512 at half width */
+    const int whole = head_dims / SIMD_LANES, rest = head_dims % SIMD_LANES / HEAD_LANES;
     float scores[MAX_ROW_BLOCK][TOKENS];
     float inverse[MAX_ROW_BLOCK];
     for (int i = 0; i < TOKENS; i += block) {
         score_rows(rows + i, keys_t, head_dims, bias ? bias + i * TOKENS : NULL, scale, block, scores, inverse);
-        vh o[MAX_ROW_BLOCK][32 / HEAD_LANES] = {{{0}}};
+        vf o[MAX_ROW_BLOCK][32 / SIMD_LANES] = {{{0}}};
+        vh o_rest[MAX_ROW_BLOCK] = {{0}};
         for (int j = 0; j < TOKENS; j++) {
             const float *v = rows[j] + 2 * dims;
-            vh value[32 / HEAD_LANES];
-            for (int c = 0; c < chunks; c++) value[c] = load_vh(v + c * HEAD_LANES);
-            for (int r = 0; r < block; r++)
-                for (int c = 0; c < chunks; c++) o[r][c] += scores[r][j] * value[c];
+            vf value[32 / SIMD_LANES];
+            for (int c = 0; c < whole; c++) value[c] = load_vf(v + c * SIMD_LANES);
+            const vh value_rest = rest ? load_vh(v + whole * SIMD_LANES) : (vh){0};
+            for (int r = 0; r < block; r++) {
+                for (int c = 0; c < whole; c++) o[r][c] += scores[r][j] * value[c];
+                if (rest) o_rest[r] += scores[r][j] * value_rest;
+            }
         }
-        for (int r = 0; r < block; r++)
-            if (out_rows[i + r])
-                for (int c = 0; c < chunks; c++) store_vh(out_rows[i + r] + c * HEAD_LANES, o[r][c] * inverse[r]);
+        for (int r = 0; r < block; r++) {
+            float *out = out_rows[i + r];
+            if (!out) continue;
+            for (int c = 0; c < whole; c++) store_vf(out + c * SIMD_LANES, o[r][c] * inverse[r]);
+            if (rest) store_vh(out + whole * SIMD_LANES, o_rest[r] * inverse[r]);
+        }
     }
 }
 

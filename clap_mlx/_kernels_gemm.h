@@ -27,14 +27,6 @@
  * level (prefetcht0): a non-temporal prefetch made K = 768 4-5x slower on an AVX-512 Xeon. */
 #define GEMM_PREFETCH_MAX_IN_DIMS 1024
 
-INLINE float vf_sum(vf v) {
-    float lanes[SIMD_LANES];
-    memcpy(lanes, &v, sizeof lanes);
-    for (int width = SIMD_LANES / 2; width >= 1; width /= 2) /* a tree: log2(lanes) dependent adds */
-        for (int l = 0; l < width; l++) lanes[l] += lanes[l + width];
-    return lanes[0];
-}
-
 /* x_rows x w_rows dot products over the lanes-wide part of K: inlined with constant block
  * sizes, so the loops unroll and the accumulators live in registers. */
 INLINE void block_dots(const float *x, const float *w, ptrdiff_t in_dims, int x_rows, int w_rows, const float *next,

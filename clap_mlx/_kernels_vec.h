@@ -40,6 +40,24 @@ INLINE void store_part(float *p, vf v, ptrdiff_t n) {
 
 /* mask ? a : b per lane, for masks from vector comparisons (C has no vector ?:) */
 INLINE vf select_vf(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
+
+/* A vector's lanes summed, or their maximum, as a tree: log2(lanes) dependent steps (a
+ * lane-by-lane loop is a chain of lanes - 1). */
+INLINE float vf_sum(vf v) {
+    float lanes[SIMD_LANES];
+    memcpy(lanes, &v, sizeof lanes);
+    for (int width = SIMD_LANES / 2; width >= 1; width /= 2)
+        for (int l = 0; l < width; l++) lanes[l] += lanes[l + width];
+    return lanes[0];
+}
+INLINE float vf_max(vf v) {
+    float lanes[SIMD_LANES];
+    memcpy(lanes, &v, sizeof lanes);
+    for (int width = SIMD_LANES / 2; width >= 1; width /= 2)
+        for (int l = 0; l < width; l++) lanes[l] = lanes[l + width] > lanes[l] ? lanes[l + width] : lanes[l];
+    return lanes[0];
+}
+
 INLINE int32_t float_bits(float x) {
     int32_t bits;
     memcpy(&bits, &x, sizeof bits);
