@@ -21,7 +21,7 @@ setup(
             "clap_mlx._kernels",
             KERNEL_SOURCES,
             depends=[
-                f"clap_mlx/_kernels_{part}.h" for part in ("impl", "simd", "vec", "rows", "attention", "gemm", "dense", "team")
+                f"clap_mlx/_kernels_{part}.h" for part in ("impl", "simd", "vec", "rows", "attention", "gemm", "dense", "image", "team")
             ],
             extra_compile_args=FLAGS,
             optional=True,

@@ -447,6 +447,68 @@ static PyObject *py_swin_mlp(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+struct mel_image_job {
+    const struct kernel_table *table;
+    const float *src, *norm, *tap_weights;
+    const int32_t *taps;
+    float *dst;
+    ptrdiff_t frames, mels, ratio, width;
+};
+
+static int mel_image_unit(void *ctx, ptrdiff_t start, ptrdiff_t stop) {
+    const struct mel_image_job *j = ctx;
+    return j->table->mel_image_planes(j->src, j->frames, j->mels, j->norm, j->taps, j->tap_weights, j->ratio, j->width,
+                                      j->dst, start, stop);
+}
+
+static PyObject *py_mel_image(PyObject *self, PyObject *args) {
+    PyObject *src, *norm, *taps, *tap_weights, *dst;
+    Py_ssize_t planes, frames, mels, ratio, width, plane_start, plane_stop, unit = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOnnnnnnn|n", &src, &norm, &taps, &tap_weights, &dst, &planes, &frames, &mels,
+                          &ratio, &width, &plane_start, &plane_stop, &unit))
+        return NULL;
+    if (!check_unit(unit)) return NULL;
+    if (frames <= 0 || mels <= 0 || mels > MEL_IMAGE_MAX_MELS || ratio <= 0 || width <= 0) {
+        PyErr_Format(PyExc_ValueError, "mel_image: bad shape (frames %zd, mels %zd of at most %d, ratio %zd, width %zd)",
+                     frames, mels, MEL_IMAGE_MAX_MELS, ratio, width);
+        return NULL;
+    }
+    if ((taps == Py_None) != (tap_weights == Py_None) || (taps == Py_None && frames != ratio * width)) {
+        PyErr_SetString(PyExc_ValueError, "mel_image: taps and tap_weights go together, and without them the planes "
+                                          "need ratio * width frames");
+        return NULL;
+    }
+    if (!check_row_range(planes, plane_start, plane_stop)) return NULL;
+    const Py_ssize_t taps_count = 4 * ratio * width;
+    Buffer b[5] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
+    int ok = get_buffer(src, &b[0], 0, planes * frames * mels, "src") && get_buffer(norm, &b[1], 0, 4 * mels, "norm") &&
+             get_typed_buffer(taps, &b[2], 0, taps_count, 'i', "taps") &&
+             get_buffer(tap_weights, &b[3], 0, taps_count, "tap_weights") &&
+             get_buffer(dst, &b[4], 1, planes * ratio * mels * width, "dst");
+    if (ok && !(b[0].held && b[1].held && b[4].held)) {
+        PyErr_SetString(PyExc_TypeError, "mel_image: src, norm and dst are required, not None");
+        ok = 0;
+    }
+    const int32_t *frame = ok && b[2].held ? (const int32_t *)b[2].view.buf : NULL;
+    for (Py_ssize_t k = 0; frame && k < taps_count; k++) { /* the kernel indexes memory with them */
+        if (frame[k] < 0 || frame[k] >= frames) {
+            PyErr_Format(PyExc_ValueError, "taps: frame %d is not in [0, %zd)", frame[k], frames);
+            ok = 0;
+            break;
+        }
+    }
+    if (ok) {
+        struct mel_image_job job = {active, data(&b[0]), data(&b[1]), data(&b[3]), frame, data(&b[4]), frames, mels,
+                                    ratio, width};
+        Py_BEGIN_ALLOW_THREADS ok = team_run(mel_image_unit, &job, plane_start, plane_stop, unit);
+        Py_END_ALLOW_THREADS
+        if (!ok) PyErr_NoMemory();
+    }
+    release(b, 5);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_team(PyObject *self, PyObject *args) {
     int helpers;
     long spin_us;
@@ -516,6 +578,10 @@ static PyMethodDef methods[] = {
     {"swin_mlp", py_swin_mlp, METH_VARARGS,
      "swin_mlp(weights, eps, dims, hidden, x, attn, rows, row_start, row_stop, unit=0): in place x += attn Wo^T "
      "+ bo, x += MLP(LN_after(x))"},
+    {"mel_image", py_mel_image, METH_VARARGS,
+     "mel_image(src, norm, taps|None, tap_weights|None, dst, planes, frames, mels, ratio, width, plane_start, "
+     "plane_stop, unit=0): the audio tower's batch norm (norm: [4, mels] mean, sqrt(var + eps), weight, bias) and "
+     "mel image, src [planes, frames, mels] -> dst [planes, ratio * mels, width]"},
     {"team", py_team, METH_VARARGS,
      "team(helpers, spin_us) -> helpers in use: the threads that share a split kernel's units (`unit` > 0) with "
      "its caller, and how long they spin between jobs before sleeping"},
@@ -531,6 +597,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "Fused fl
 PyMODINIT_FUNC PyInit__kernels(void) {
     kernels_runnable(&active, 1);
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "DENSE_PANEL_COLS", DENSE_PANEL_COLS) < 0) Py_CLEAR(m);
+    if (m && (PyModule_AddIntConstant(m, "DENSE_PANEL_COLS", DENSE_PANEL_COLS) < 0 ||
+              PyModule_AddIntConstant(m, "MEL_IMAGE_MAX_MELS", MEL_IMAGE_MAX_MELS) < 0))
+        Py_CLEAR(m);
     return m;
 }

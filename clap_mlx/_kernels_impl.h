@@ -1,7 +1,7 @@
 /* Fused float32 kernels for clap_mlx.ops: GELU (+ bias), softmax (+ scale, + additive
  * bias), layer norm (+ residual add), the AFF blend, 64-token multi-head window attention,
- * the few-rows linear layer, and dense layers over many rows with the Swin block halves built
- * on them.
+ * the few-rows linear layer, dense layers over many rows with the Swin block halves built
+ * on them, and the audio tower's mel image.
  *
  * Included once per SIMD target by _kernels_<target>.c, which sets SIMD_LANES (the float32
  * lanes of the target's native vector), KERNEL_TABLE and KERNEL_NAME, and compiles this
@@ -20,8 +20,9 @@
 #include "_kernels_attention.h"
 #include "_kernels_gemm.h"
 #include "_kernels_dense.h"
+#include "_kernels_image.h"
 
 const struct kernel_table KERNEL_TABLE = {
     KERNEL_NAME, SIMD_LANES, gelu_rows, softmax_rows, layer_norm_rows, aff_blend_rows, attention_pairs, linear_cols,
-    dense_rows, norm_dense_rows, swin_mlp_rows,
+    dense_rows, norm_dense_rows, swin_mlp_rows, mel_image_planes,
 };

@@ -23,6 +23,9 @@ struct swin_weights {
  * packed copy serves them all. */
 #define DENSE_PANEL_COLS 16
 
+/* Mel bins the mel image kernel takes (its block of output frames sits on the stack). */
+#define MEL_IMAGE_MAX_MELS 256
+
 struct kernel_table {
     const char *name;
     int lanes; /* float32 lanes of the target's native vector */
@@ -62,6 +65,12 @@ struct kernel_table {
                            ptrdiff_t row_stop);
     int (*swin_mlp_rows)(const struct swin_weights *w, float *x, const float *attn, ptrdiff_t row_start,
                          ptrdiff_t row_stop);
+    /* the audio tower's batch norm and mel image for planes [plane_start, plane_stop) of src
+     * [planes, frames, mels] into dst [planes, ratio * mels, width] (_kernels_image.h); 0 when
+     * out of memory */
+    int (*mel_image_planes)(const float *src, ptrdiff_t frames, ptrdiff_t mels, const float *norm,
+                             const int32_t *taps, const float *tap_weights, ptrdiff_t ratio, ptrdiff_t width,
+                             float *dst, ptrdiff_t plane_start, ptrdiff_t plane_stop);
 };
 
 /* Fills `out` with the variants this CPU can run, fastest first; returns how many (>= 1). */

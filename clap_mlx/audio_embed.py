@@ -10,7 +10,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 import numpy as np
 
-from . import linear_ops, ops
+from . import front_fused, linear_ops, ops, swin_fused
 from .config import AudioConfig
 from .derived import DerivedArrays
 
@@ -76,6 +76,15 @@ class AttentionalFeatureFusion(nn.Module):
         w1, b1, w2, b2 = self.folded(name, layers)
         return linear_ops.affine(mx.maximum(linear_ops.affine(x, w1, b1), 0.0), w2, b2)
 
+    def projections(self) -> tuple[front_fused.Projection, ...]:
+        """The local then the global branch's two GEMMs (BNs folded) for the host front."""
+
+        def projection(weight: mx.array, bias: mx.array) -> front_fused.Projection:
+            return front_fused.Projection(swin_fused.pack_panels(weight), bias, weight.shape[0], (1, 1))
+
+        folded = (*self.folded("local", self.local_att), *self.folded("global", self.global_att[1:]))
+        return tuple(projection(folded[k], folded[k + 1]) for k in range(0, 8, 2))
+
     def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
         """x, residual: [B, H, W, C]."""
         both = x + residual
@@ -89,6 +98,12 @@ def tiles(conv: nn.Conv2d) -> bool:
     config: then it is a gather and one GEMM, the same float32 result as MLX's convolution
     with less copying (the fusion's local crops: b8 ~8 ms instead of ~13 on an AVX-512 Xeon)."""
     return tuple(conv.stride) == tuple(conv.weight.shape[1:3]) and not any(conv.padding)
+
+
+def conv_projection(conv: nn.Conv2d) -> front_fused.Projection:
+    """A one-channel conv whose patches tile its input as the host front's GEMM."""
+    weight = conv.weight.reshape(conv.weight.shape[0], -1)
+    return front_fused.Projection(swin_fused.pack_panels(weight), conv.get("bias"), weight.shape[0], conv.weight.shape[1:3])
 
 
 def patch_grid(x: mx.array, conv: nn.Conv2d) -> mx.array:
@@ -125,6 +140,24 @@ class PatchEmbed(nn.Module):
                 (cfg.patch_stride[0], cfg.patch_stride[1] * 3),
                 padding,
             )
+
+    def host_fusable(self) -> bool:
+        """Whether the host front runs these layers: float32, one input channel, tiling patches."""
+        convs = [self.proj] + ([self.mel_conv2d] if self.enable_fusion else [])
+        return all(tiles(c) and c.weight.shape[3] == 1 for c in convs) and all(
+            a.dtype == mx.float32 for _, a in tree_flatten(self.parameters())
+        )
+
+    def front_layers(self) -> tuple:
+        """(proj, local, bottlenecks, patch norm) for the host front (front_fused.py)."""
+        fusion = self.enable_fusion
+        norm = None if self.norm is None else (self.norm.get("weight"), self.norm.get("bias"), self.norm.eps)
+        return (
+            conv_projection(self.proj),
+            conv_projection(self.mel_conv2d) if fusion else None,
+            self.fusion_model.projections() if fusion else (),
+            norm,
+        )
 
     def global_patches(self, image: mx.array) -> mx.array:
         """[N, H, W, C_in] -> [N, H', W', C]: `proj`, the 4 x 4 patch projection."""

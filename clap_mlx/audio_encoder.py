@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 import numpy as np
 
-from . import linear_ops, ops, swin_fused
+from . import front_fused, linear_ops, ops, swin_fused
 from .audio_embed import FrozenBatchNorm, PatchEmbed
 from .audio_layout import bicubic_resize, relative_position_index, round_up, shifted_window_mask, window_table
 from .config import AudioConfig
@@ -274,6 +275,7 @@ class HTSATAudioEncoder(nn.Module):
         ]
         self.num_features = cfg.patch_embeds_hidden_size * 2 ** (stages - 1)
         self.norm = ops.LayerNorm(self.num_features)
+        self._derived = DerivedArrays()
 
     def mel_image(self, features: mx.array) -> mx.array:
         """[B, C, T, mels] -> [B, spec_size, spec_size, C]: time resized to spec_size * freq_ratio
@@ -286,6 +288,29 @@ class HTSATAudioEncoder(nn.Module):
             features = bicubic_resize(features, chunk * self.freq_ratio)
         features = features.reshape(self.freq_ratio, chunk, batch, channels, mels)
         return features.transpose(2, 0, 4, 1, 3).reshape(batch, self.freq_ratio * mels, chunk, channels)
+
+    def front_per_op(self, features: mx.array, longer_rows: np.ndarray) -> mx.array:
+        """Batch norm, mel image and patch embedding op by op: [B, C, T, mels] -> patch tokens."""
+        if not longer_rows.size:
+            # without fusion only channel 0 (the global mel) is read: the local crops' image
+            # would be three quarters of the resize's work for nothing
+            features = features[:, :1]
+        return self.patch_embed(self.mel_image(self.batch_norm(features)), longer_rows)
+
+    def front_params(self) -> front_fused.FrontParams:
+        """The front for the host kernels (front_fused.py), its weights packed once."""
+
+        def build(*_sources: mx.array) -> front_fused.FrontParams:
+            bn = self.batch_norm
+            norm = mx.stack([bn.running_mean, mx.sqrt(bn.running_var + bn.eps), bn.weight, bn.bias])
+            fusable = self.patch_embed.host_fusable() and norm.dtype == mx.float32
+            mx.eval(norm)
+            return front_fused.FrontParams(
+                norm, self.freq_ratio, self.cfg.spec_size, *self.patch_embed.front_layers(), fusable
+            )
+
+        sources = tuple(a for _, a in tree_flatten([self.batch_norm.parameters(), self.patch_embed.parameters()]))
+        return self._derived.get("front", sources, build, evaluate=False)
 
     def check_inputs(self, input_features: mx.array, is_longer: mx.array) -> None:
         max_frames = self.cfg.spec_size * self.freq_ratio
@@ -307,12 +332,7 @@ class HTSATAudioEncoder(nn.Module):
         self.check_inputs(input_features, is_longer)
         # Only clips flagged longer go through fusion, so the row selection is host-side.
         longer_rows = np.flatnonzero(np.array(is_longer).reshape(-1) if self.cfg.enable_fusion else [])
-        if not longer_rows.size:
-            # without fusion only channel 0 (the global mel) is read: the local crops' image
-            # would be three quarters of the resize's work for nothing
-            input_features = input_features[:, :1]
-        image = self.mel_image(self.batch_norm(input_features))
-        x = self.patch_embed(image, longer_rows)
+        x = front_fused.run_front(input_features, longer_rows, self.front_params, self.front_per_op)
         for stage in self.layers:
             x = stage(x)
         # transformers' pooler regroups the tokens before averaging them all: a plain mean.

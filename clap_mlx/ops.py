@@ -44,6 +44,16 @@ def use_kernels() -> bool:
     return _kernels is not None
 
 
+def fused_path_allowed() -> bool:
+    """Whether a fused host composite (a Swin stage, the audio front) may run: the kernels are
+    built, CLAP_MLX_OPS does not force the per-op paths, and the device is not a GPU."""
+    return (
+        use_kernels()
+        and op_paths.mode() not in ("numpy", "mlx")
+        and mx.default_device().type != mx.DeviceType.gpu
+    )
+
+
 def _host_path(x: mx.array) -> bool:
     return x.dtype == mx.float32 and x.size > 0
 

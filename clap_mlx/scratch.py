@@ -69,3 +69,9 @@ class ScratchPool:
                         kept.append(buffer)
                         total += buffer.nbytes
                 self._free = kept
+
+
+# The fused host paths' buffers (the audio front's image and token maps, a Swin stage's residual
+# stream, q/k/v, attention output and merge buffers), kept across forwards: fresh ones cost a
+# page fault per page at batch sizes past ~4.
+shared_pool = ScratchPool()

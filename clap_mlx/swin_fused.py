@@ -27,7 +27,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import host_ops, op_paths, ops
-from .scratch import ScratchPool
+from .scratch import shared_pool
 
 try:
     from . import _kernels
@@ -40,9 +40,6 @@ except ImportError:  # built without a C compiler: stages run per op
 SUB_ROWS = 48
 TILE_ROWS = 12
 
-# The stages' host buffers (residual stream, q/k/v, attention output, merge input and output),
-# kept across forwards: fresh ones cost a page fault per page at batch sizes past ~4.
-_scratch = ScratchPool()
 
 
 @dataclass(frozen=True)
@@ -160,7 +157,7 @@ def _run_merge(stream: np.ndarray, batch: int, merge: MergeParams, scratch: Call
 
 def _run_fused(x: mx.array, stage: StageParams) -> mx.array:
     batch = x.shape[0]
-    with _scratch.lend() as scratch:
+    with shared_pool.lend() as scratch:
         rows = host_ops.rows_view(x)
         # a copy: the input stays as it was (autotune runs the paths on the same input)
         stream = scratch(*rows.shape)
@@ -178,12 +175,7 @@ def run_stage(x: mx.array, params: Callable[[], StageParams], per_op: Callable[[
     """A Swin stage (its blocks, then its patch merging if any) on x [batch, tokens, dims]:
     fused here, or `per_op(x)`. `params` is called only when the fused path may run (it
     packs the weights on first use)."""
-    if (
-        _kernels is None
-        or not ops.use_kernels()
-        or op_paths.mode() in ("numpy", "mlx")
-        or mx.default_device().type == mx.DeviceType.gpu
-    ):
+    if not ops.fused_path_allowed():
         return per_op(x)
     stage = params()
     if not supported(x, stage):

@@ -55,6 +55,7 @@ def test_kernels_natively(tmp_path):
     assert "baseline" in out.splitlines()[0]  # every CPU runs the portable variant
     assert "lanes16  attention, 64 tokens, heads of 24, bias" in out
     assert "team     every item once, in jobs from 2 callers" in out  # the helper team's checks ran
+    assert "lanes16  mel image without taps" in out
 
 
 def test_kernels_on_aarch64_under_qemu(tmp_path):

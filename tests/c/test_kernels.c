@@ -380,6 +380,42 @@ static void *team_caller(void *arg) {
     return (void *)(ptrdiff_t)wrong;
 }
 
+/* The batch norm and mel image: 2 planes of 7 frames x 5 mels resized to ratio 2 x width 19
+ * (a partial block of frames) with arbitrary taps, and the same planes without taps (14
+ * frames in, 2 x 7 out), against double references. */
+static void test_mel_image(const struct kernel_table *k) {
+    enum { PLANES = 2, FRAMES = 7, MELS = 5, RATIO = 2, WIDTH = 19, OUT = RATIO * WIDTH };
+    float *src = random_floats(PLANES * 14 * MELS, 30.0, -40.0), *norm = random_floats(4 * MELS, 0.5, 1.0);
+    int32_t taps[OUT * 4];
+    float *weights = random_floats(OUT * 4, 1.0, 0.0), *dst = malloc(sizeof(float) * PLANES * OUT * MELS);
+    for (int i = 0; i < OUT * 4; i++) taps[i] = (int32_t)((i * 5 + i / 4) % FRAMES);
+    double error = 0, plain_error = 0;
+    int ok = k->mel_image_planes(src, FRAMES, MELS, norm, taps, weights, RATIO, WIDTH, dst, 0, PLANES);
+    for (int p = 0; p < PLANES; p++)
+        for (int o = 0; o < OUT; o++)
+            for (int m = 0; m < MELS; m++) {
+                double expected = 0;
+                for (int t = 0; t < 4; t++) {
+                    double x = src[(p * FRAMES + taps[o * 4 + t]) * MELS + m];
+                    expected += weights[o * 4 + t] * ((x - norm[m]) / norm[MELS + m] * norm[2 * MELS + m] + norm[3 * MELS + m]);
+                }
+                float got = dst[((p * RATIO + o / WIDTH) * MELS + m) * WIDTH + o % WIDTH];
+                error = fmax(error, fabs(got - expected) / (1.0 + fabs(expected)));
+            }
+    ok = ok && k->mel_image_planes(src, 2 * 7, MELS, norm, NULL, NULL, RATIO, 7, dst, 0, PLANES);
+    for (int p = 0; p < PLANES; p++)
+        for (int o = 0; o < 14; o++)
+            for (int m = 0; m < MELS; m++) {
+                double x = src[(p * 14 + o) * MELS + m];
+                double expected = (x - norm[m]) / norm[MELS + m] * norm[2 * MELS + m] + norm[3 * MELS + m];
+                float got = dst[((p * RATIO + o / 7) * MELS + m) * 7 + o % 7];
+                plain_error = fmax(plain_error, fabs(got - expected) / (1.0 + fabs(expected)));
+            }
+    check(k->name, "mel image (norm, 4-tap resize, layout)", ok ? error : 1.0, 1e-5);
+    check(k->name, "mel image without taps", ok ? plain_error : 1.0, 1e-6);
+    free(src), free(norm), free(weights), free(dst);
+}
+
 static void test_team(void) {
     static struct team_counts c, other;
     int in_use = team_set_helpers(3), wrong = 0, failed_reported = 1, helped = 0;
@@ -425,6 +461,7 @@ int main(void) {
         test_linear(variants[v]);
         test_dense(variants[v]);
         test_swin_halves(variants[v]);
+        test_mel_image(variants[v]);
     }
     test_team();
     printf("%s\n", failures ? "FAILED" : "all kernel checks passed");
