@@ -38,10 +38,13 @@ static void gelu_rows(const float *src, float *dst, const float *bias, ptrdiff_t
     }
 }
 
+/* The two accumulator vectors' lanes as a tree (vf_sum), not a 2 * SIMD_LANES-step chain of
+ * dependent adds: for a 96-wide row the chains of a layer norm's two sums took longer than
+ * its passes over the row. */
 INLINE float lanes_sum(const float *acc) {
-    float total = 0.0f;
-    for (int l = 0; l < ACC_LANES; l++) total += acc[l];
-    return total;
+    vf halves[2];
+    memcpy(halves, acc, sizeof halves);
+    return vf_sum(halves[0] + halves[1]);
 }
 
 INLINE float row_max(const float *x, ptrdiff_t cols) {
@@ -52,8 +55,10 @@ INLINE float row_max(const float *x, ptrdiff_t cols) {
         for (int l = 0; l < ACC_LANES; l++) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
     float m = -__builtin_inff();
     for (; j < cols; j++) m = x[j] > m ? x[j] : m;
-    for (int l = 0; l < ACC_LANES; l++) m = acc[l] > m ? acc[l] : m;
-    return m;
+    vf halves[2];
+    memcpy(halves, acc, sizeof halves);
+    const float lanes = vf_max(select_vf(halves[1] > halves[0], halves[1], halves[0]));
+    return lanes > m ? lanes : m;
 }
 
 /* y = exp(y - shift) in place; returns the sum of the new values. */

@@ -3,7 +3,7 @@ and the patch embedding, with the attentional fusion of clips longer than 10 s.
 
 Per op the front is ~25 small MLX ops (a gather, transposes, pads, two small GEMMs per fusion
 branch), each a pass over memory into a fresh buffer: at batch 1 ~1.7 ms for a 10-s clip and
-~6 ms for a 25-s one on an AVX-512 Xeon, where the whole forward takes ~55. Here one kernel
+~5 ms for a 25-s one on an AVX-512 Xeon, where the whole forward takes ~55. Here one kernel
 builds the normalised, resized image plane by plane (`_kernels.mel_image`), NumPy copies cut it
 into patch rows, the projections and the fusion's bottleneck run on the dense kernels, the
 blend and the patch norm on the row kernels, all in host buffers kept across forwards.
@@ -59,8 +59,11 @@ class FrontParams:
 
     @functools.cached_property
     def host(self) -> tuple:
-        norm = self.patch_norm and (*(host_ops.float32_vector(a) for a in self.patch_norm[:2]), self.patch_norm[2])
-        return host_ops.rows_view(self.norm), norm
+        """(batch norm rows, patch norm (weight, bias, eps) or None) as the kernels' host views."""
+        if self.patch_norm is None:
+            return host_ops.rows_view(self.norm), None
+        weight, bias, eps = self.patch_norm
+        return host_ops.rows_view(self.norm), (host_ops.float32_vector(weight), host_ops.float32_vector(bias), eps)
 
 
 @functools.lru_cache(maxsize=8)
