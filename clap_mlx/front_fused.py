@@ -175,6 +175,6 @@ def run_front(
         return per_op(features, longer_rows)
     batch = features.shape[0]
     op_class = f"audio front b~{1 << (batch.bit_length() - 1)}" + (" fusion" if longer_rows.size else "")
-    runners = {"kernels": lambda d: run_host(features, longer_rows, front), "numpy": lambda d: per_op(features, longer_rows)}
-    runners["mlx"] = runners["numpy"]
-    return op_paths.choose(op_class, [features], runners, warm="numpy")
+    return op_paths.choose_composite(
+        op_class, [features], lambda: run_host(features, longer_rows, front), lambda: per_op(features, longer_rows)
+    )

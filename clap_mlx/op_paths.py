@@ -262,4 +262,17 @@ def choose(
     return runners["numpy"](True)  # "kernels" for an op without a kernel: its host path
 
 
+
+def choose_composite(
+    op_class: str, inputs: list[mx.array], fused: Callable[[], mx.array], per_op: Callable[[], mx.array]
+) -> mx.array:
+    """A fused host composite (a Swin stage, the audio front) against its per-op form: "numpy"
+    and "mlx" are both the per-op path, whose ops each choose their own; auto times it once,
+    after a first untimed per-op run in which those ops make their choices."""
+
+    def per_op_runner(_donate: bool) -> mx.array:
+        return per_op()
+
+    return choose(op_class, inputs, {"kernels": lambda _: fused(), "numpy": per_op_runner, "mlx": per_op_runner}, "numpy")
+
 configure_simd(os.environ.get("CLAP_MLX_SIMD"))

@@ -183,8 +183,4 @@ def run_stage(x: mx.array, params: Callable[[], StageParams], per_op: Callable[[
     rows = x.size // x.shape[-1]
     op_class = f"swin stage {x.shape[-1]} x ~{1 << (rows.bit_length() - 1)} depth {len(stage.blocks)}"
     op_class += " merge" if stage.merge is not None else ""
-    # "numpy" and "mlx" are both the per-op path (whose ops each choose their own): auto
-    # times it once, after a first untimed run in which its ops make their choices.
-    runners = {"kernels": lambda d: _run_fused(x, stage), "numpy": lambda d: per_op(x)}
-    runners["mlx"] = runners["numpy"]
-    return op_paths.choose(op_class, [x], runners, warm="numpy")
+    return op_paths.choose_composite(op_class, [x], lambda: _run_fused(x, stage), lambda: per_op(x))

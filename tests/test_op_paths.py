@@ -133,11 +133,10 @@ def test_auto_times_a_runner_shared_by_two_paths_once_after_the_warm_path(auto, 
     calls = []
 
     def runner(name, value):
-        return lambda d: calls.append(name) or clock.__setitem__(0, clock[0] + 1.0) or mx.full((2,), value)
+        return lambda: calls.append(name) or clock.__setitem__(0, clock[0] + 1.0) or mx.full((2,), value)
 
-    shared = runner("shared", 1.0)
-    runners = {"kernels": runner("kernels", 0.0), "numpy": shared, "mlx": shared}
-    op_paths.choose("composite 2", [mx.ones((2,))], runners, warm="numpy")
+    # a fused composite: its per-op form is both the "numpy" and the "mlx" path
+    op_paths.choose_composite("composite 2", [mx.ones((2,))], runner("kernels", 0.0), runner("shared", 1.0))
     assert calls[0] == "shared"  # the untimed warm run comes first
     timed = calls[1:]
     assert timed.count("kernels") == timed.count("shared") >= 3  # one timing per round each
