@@ -33,10 +33,11 @@ def test_host_front_matches_transformers(host_fronts, tiny_fused, pattern):
     assert host_fronts == [sum(LONGER_PATTERNS[pattern])]
 
 
-def test_host_front_without_resize_and_without_fusion_matches_transformers(host_fronts, tiny_fused):
+def test_host_front_without_resize_fusion_or_patch_norm_matches_transformers(host_fronts, tiny_fused):
     compare(*tiny_fused, [True, False], seed=43, frames=1024)  # 1024 frames: the kernel runs without taps
     compare(*build_pair({**TINY, **UNFUSED}, seed=44), [False, False], seed=45)
-    assert host_fronts == [1, 0]
+    compare(*build_pair({**TINY, **UNFUSED, "enable_patch_layer_norm": False}, seed=54), [False], seed=55)
+    assert host_fronts == [1, 0, 0]
 
 
 @pytest.mark.parametrize("variant", SIMD_VARIANTS)
