@@ -10,7 +10,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 import numpy as np
 
-from . import front_fused, linear_ops, ops, swin_fused
+from . import front_fused, linear_ops, ops
 from .config import AudioConfig
 from .derived import DerivedArrays
 
@@ -79,11 +79,8 @@ class AttentionalFeatureFusion(nn.Module):
     def projections(self) -> tuple[front_fused.Projection, ...]:
         """The local then the global branch's two GEMMs (BNs folded) for the host front."""
 
-        def projection(weight: mx.array, bias: mx.array) -> front_fused.Projection:
-            return front_fused.Projection(swin_fused.pack_panels(weight), bias, weight.shape[0], (1, 1))
-
         folded = (*self.folded("local", self.local_att), *self.folded("global", self.global_att[1:]))
-        return tuple(projection(folded[k], folded[k + 1]) for k in range(0, 8, 2))
+        return tuple(front_fused.Projection.packed(folded[k], folded[k + 1]) for k in range(0, 8, 2))
 
     def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
         """x, residual: [B, H, W, C]."""
@@ -102,8 +99,9 @@ def tiles(conv: nn.Conv2d) -> bool:
 
 def conv_projection(conv: nn.Conv2d) -> front_fused.Projection:
     """A one-channel conv whose patches tile its input as the host front's GEMM."""
-    weight = conv.weight.reshape(conv.weight.shape[0], -1)
-    return front_fused.Projection(swin_fused.pack_panels(weight), conv.get("bias"), weight.shape[0], conv.weight.shape[1:3])
+    return front_fused.Projection.packed(
+        conv.weight.reshape(conv.weight.shape[0], -1), conv.get("bias"), tuple(conv.weight.shape[1:3])
+    )
 
 
 def patch_grid(x: mx.array, conv: nn.Conv2d) -> mx.array:

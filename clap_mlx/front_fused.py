@@ -22,10 +22,9 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from . import host_ops, op_paths, ops
+from . import host_ops, op_paths, ops, swin_fused
 from .audio_layout import bicubic_taps
 from .scratch import shared_pool
-from .swin_fused import SUB_ROWS
 
 _Scratch = Callable[..., np.ndarray]
 
@@ -38,6 +37,11 @@ class Projection:
     bias: mx.array | None
     out_dims: int
     kernel: tuple[int, int]
+
+    @classmethod
+    def packed(cls, weight: mx.array, bias: mx.array | None, kernel: tuple[int, int] = (1, 1)) -> Projection:
+        """From a [out, kh * kw] weight, packed once into the dense kernels' panels."""
+        return cls(swin_fused.pack_panels(weight), bias, weight.shape[0], kernel)
 
     @functools.cached_property
     def host(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -76,7 +80,7 @@ def _dense(x: np.ndarray, projection: Projection, out: np.ndarray) -> np.ndarray
     """out [rows, out_dims] = x [rows, in] W^T + b on the dense kernels, split across the cores."""
     panels, bias = projection.host
     rows, in_dims = x.shape
-    unit = host_ops.split_unit(rows, rows * in_dims * projection.out_dims, SUB_ROWS)
+    unit = host_ops.split_unit(rows, rows * in_dims * projection.out_dims, swin_fused.SUB_ROWS)
     ops._kernels.dense(x, panels, bias, out, rows, in_dims, projection.out_dims, 0, 0, rows, unit)
     return out
 

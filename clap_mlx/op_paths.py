@@ -262,7 +262,6 @@ def choose(
     return runners["numpy"](True)  # "kernels" for an op without a kernel: its host path
 
 
-
 def choose_composite(
     op_class: str, inputs: list[mx.array], fused: Callable[[], mx.array], per_op: Callable[[], mx.array]
 ) -> mx.array:
@@ -274,5 +273,6 @@ def choose_composite(
         return per_op()
 
     return choose(op_class, inputs, {"kernels": lambda _: fused(), "numpy": per_op_runner, "mlx": per_op_runner}, "numpy")
+
 
 configure_simd(os.environ.get("CLAP_MLX_SIMD"))

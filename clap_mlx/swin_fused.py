@@ -41,7 +41,6 @@ SUB_ROWS = 48
 TILE_ROWS = 12
 
 
-
 @dataclass(frozen=True)
 class BlockParams:
     """What the fused kernels need of one pre-norm Swin block."""
