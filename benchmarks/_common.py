@@ -17,6 +17,28 @@ RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 sys.path.insert(0, str(ROOT))  # run as `python benchmarks/x.py` from a checkout
 
+# BENCH_ISA=avx2 on an AVX-512 machine stands in for an AVX2-only CPU: every side must run AVX2
+# code, not only clap_mlx's kernels (CLAP_MLX_SIMD alone leaves torch's MKL GEMMs on AVX-512).
+# Each library's own switch, set before any of them loads; onnxruntime has none (see bench_model).
+ISA_SWITCHES = {
+    "avx2": {
+        "CLAP_MLX_SIMD": "avx2",  # clap_mlx's kernels
+        "OPENBLAS_CORETYPE": "Haswell",  # MLX's matmuls and NumPy's bundled OpenBLAS
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy's own loops
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # torch's GEMMs
+        "ONEDNN_MAX_CPU_ISA": "AVX2",  # torch's oneDNN convolutions
+        "ATEN_CPU_CAPABILITY": "avx2",  # torch's vectorised elementwise kernels
+    },
+}
+BENCH_ISA = os.environ.get("BENCH_ISA", "").strip().lower()
+if BENCH_ISA:
+    if BENCH_ISA not in ISA_SWITCHES:
+        raise SystemExit(f"BENCH_ISA={BENCH_ISA!r}: allowed values are {', '.join(ISA_SWITCHES)}")
+    clash = {k: os.environ[k] for k, v in ISA_SWITCHES[BENCH_ISA].items() if os.environ.get(k, v) != v}
+    if clash:
+        raise SystemExit(f"BENCH_ISA={BENCH_ISA} sets {', '.join(clash)}, already set otherwise: {clash}")
+    os.environ.update(ISA_SWITCHES[BENCH_ISA])
+
 from clap_mlx import _blas, op_paths  # noqa: E402  (every benchmark imports this module before mlx)
 from workers import peak_rss_mb, time_once  # noqa: E402, F401  (re-exported for the benchmarks)
 
@@ -60,9 +82,14 @@ def _cpuinfo() -> tuple[str, list[str]]:
 def cpu_class() -> str:
     """What a speed result is valid for: "avx512", "avx2", else the architecture (e.g. "aarch64").
     A kernel variant forced below the CPU's own (CLAP_MLX_SIMD) is its own class, e.g.
-    "avx512-simd-avx2", so its numbers never stand in for the machine's default path."""
+    "avx512-simd-avx2", so its numbers never stand in for the machine's default path; every side
+    restricted (BENCH_ISA) is "avx512-as-avx2"."""
     flags = set(_cpuinfo()[1])
     name = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else platform.machine().lower()
+    if BENCH_ISA:
+        if name != "avx512":
+            raise SystemExit(f"BENCH_ISA={BENCH_ISA} restricts an AVX-512 CPU; this one is {name}: run without it")
+        return f"{name}-as-{BENCH_ISA}"
     forced = os.environ.get("CLAP_MLX_SIMD", "").strip().lower()
     return f"{name}-simd-{forced}" if forced and forced != name else name
 
@@ -91,6 +118,7 @@ def machine_info() -> dict:
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "kernel_simd": op_paths.simd(),  # the clap_mlx.ops kernel variant in use
         "ops_mode": op_paths.mode(),  # CLAP_MLX_OPS: auto, kernels, numpy or mlx
+        "isa_switches": ISA_SWITCHES.get(BENCH_ISA),  # every side held to this ISA (BENCH_ISA)
         "load_average_at_start": LOAD_AT_START,
         "load_average_at_end": os.getloadavg(),
     }

@@ -3,6 +3,7 @@ random weights, plus the audio forward's achieved GFLOPS against the machine's s
 GEMM floor (its linear layers timed alone on each side).
 
     python benchmarks/bench_model.py [--runs 7] [--min-seconds 3] [--no-onnx] [--checkpoint FOLDER]
+    BENCH_ISA=avx2 python benchmarks/bench_model.py ...   # an AVX-512 CPU held to AVX2 on every side
 
 Each side runs in its own worker process (so neither side's spinning BLAS/OpenMP threads
 steal cores from the other), driven by this process in interleaved rounds (mlx, torch,
@@ -31,7 +32,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import full_checkpoint, print_table, summary, time_once, write_results
+from _common import BENCH_ISA, full_checkpoint, print_table, summary, time_once, write_results
 from workers import Worker, interleaved_rounds, serve_workloads
 from workloads import EMBED_SECONDS, LABELS, clips, embed_run, tower_inputs
 
@@ -226,7 +227,10 @@ def serve(side: str, folder: Path) -> None:
         if side == "mlx":
             fns = mlx_side(folder)
         elif side == "torch":
+            import torch
+
             fns = torch_side(folder)
+            ready["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # BENCH_ISA's proof
         else:
             from onnx_side import onnx_side
 
@@ -309,7 +313,10 @@ def main() -> None:
         serve(args.worker, folder)
         return
     sides = ["mlx", "torch"]
-    if not args.no_onnx:
+    if BENCH_ISA and not args.no_onnx:
+        # its MLAS kernels pick their ISA from cpuid alone: they would run AVX-512 beside AVX2 sides
+        print(f"BENCH_ISA={BENCH_ISA}: onnxruntime has no switch to hold it to {BENCH_ISA} code, left out")
+    elif not args.no_onnx:
         if importlib.util.find_spec("onnxruntime") is None:
             raise SystemExit("onnxruntime is not installed: pip install 'clap-mlx[bench]', or pass --no-onnx")
         sides.append("onnxruntime")
@@ -360,6 +367,7 @@ def main() -> None:
         "statistic": "median ms after 1 warm-up, each side in its own worker process, rounds interleaved; "
                      "<side>_over_mlx > 1 means mlx is faster (<side>_over_mlx_min: the same from each side's fastest run)",
         "ops_workers": host_ops._WORKERS,
+        "torch_cpu_capability": workers["torch"].loaded["cpu_capability"],
         "sgemm_peak_gflops": peak,
         "sgemm_gflops_measurements": peaks,
         "flops": "torch.utils.flop_counter on the torch forward; gflops = flops / median time (text: torch's "
