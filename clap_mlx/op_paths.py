@@ -10,10 +10,10 @@ ops: lazy, one graph, any device). Which is fastest depends on the CPU class and
 * `CLAP_MLX_OPS=auto` (the default) picks per op and shape class by timing the paths on
   the first input of that class (the result of that first call is the measured run's): the
   kernels' path unless another is more than 10 % faster, in two measurements on separate
-  calls (the second call measures again before such a choice is kept),
-  cached in `$CLAP_MLX_CACHE/ops_autotune.json` per CPU model, SIMD variant, library
-  versions and build of the compiled kernels. On a GPU device auto always picks "mlx": a
-  host path would stop the GPU.
+  calls (the second call measures again before such a choice is kept), cached in
+  `$CLAP_MLX_CACHE/ops_autotune.json` per CPU model, SIMD variant, library versions, build
+  of the compiled kernels and BLAS under MLX's matmuls. On a GPU device auto always picks
+  "mlx": a host path would stop the GPU.
 * `CLAP_MLX_SIMD=avx512|avx2|baseline` picks the kernel variant (default: the fastest the
   CPU runs), e.g. to test the AVX2 code on an AVX-512 machine.
 """
@@ -33,6 +33,8 @@ from importlib import metadata
 from pathlib import Path
 
 import mlx.core as mx
+
+from . import _blas
 
 try:
     from . import _kernels
@@ -127,11 +129,20 @@ def _kernels_build() -> str:
         return hashlib.sha256(f.read()).hexdigest()[:12]
 
 
+def _blas_in_use() -> str:
+    """The BLAS under MLX's matmuls (the per-op paths' GEMMs): OpenBLAS and its kernel family
+    (OPENBLAS_CORETYPE), or MLX's own."""
+    if not _blas.loaded_blas:
+        return "mlx's own"
+    return f"{Path(_blas.loaded_blas).name} {os.environ.get('OPENBLAS_CORETYPE', 'detected')}"
+
+
 @functools.cache
 def _machine() -> tuple[str, str]:
     # read once: /proc/cpuinfo, package metadata and the kernels' digest take a few ms, an op
     # call must not pay that
-    versions = f"clap-mlx {_version('clap-mlx')} | mlx {_version('mlx')} | kernels {_kernels_build()}"
+    versions = (f"clap-mlx {_version('clap-mlx')} | mlx {_version('mlx')} | kernels {_kernels_build()} | "
+                f"blas {_blas_in_use()}")
     return _cpu_model(), versions
 
 
@@ -141,8 +152,8 @@ def _variant() -> str:
 
 
 def machine_key() -> str:
-    """What a cached choice is valid for: CPU model, kernel variant, library versions and the
-    kernels' build."""
+    """What a cached choice is valid for: CPU model, kernel variant, library versions, the
+    kernels' build and the BLAS the per-op paths' matmuls run on."""
     return _variant() + _machine()[1]
 
 

@@ -242,3 +242,18 @@ def test_cached_choices_belong_to_one_build_of_the_kernels(monkeypatch, tmp_path
     op_paths._machine.cache_clear()  # the real build's key again for the tests after this one
     assert keys[0] != keys[1] and keys[0] == keys[2]
     assert all(key.startswith(f"{op_paths._cpu_model()} | simd avx2 | clap-mlx ") for key in keys)
+
+
+def test_cached_choices_belong_to_one_blas(monkeypatch):
+    """The per-op paths' matmuls run on the BLAS under MLX: a Swin stage measured per op on
+    OpenBLAS's SkylakeX kernels says nothing of its Haswell kernels or of MLX's own BLAS."""
+    keys = []
+    for loaded, coretype in (("/usr/lib/libopenblas.so.0", "SkylakeX"), ("/usr/lib/libopenblas.so.0", "Haswell"),
+                             (None, "Haswell"), ("/usr/lib/libopenblas.so.0", "SkylakeX")):
+        monkeypatch.setattr(op_paths._blas, "loaded_blas", loaded)
+        monkeypatch.setenv("OPENBLAS_CORETYPE", coretype)
+        op_paths._machine.cache_clear()
+        keys.append(op_paths.machine_key())
+    op_paths._machine.cache_clear()  # the real BLAS's key again for the tests after this one
+    assert len(set(keys[:3])) == 3 and keys[0] == keys[3]
+    assert keys[0].endswith("| blas libopenblas.so.0 SkylakeX") and keys[2].endswith("| blas mlx's own")
