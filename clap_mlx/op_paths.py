@@ -10,7 +10,8 @@ ops: lazy, one graph, any device). Which is fastest depends on the CPU class and
 * `CLAP_MLX_OPS=auto` (the default) picks per op and shape class by timing the paths on
   the first input of that class (the result of that first call is the measured run's): the
   kernels' path unless another is more than 10 % faster, in two measurements on separate
-  calls (the second call measures again before such a choice is kept), cached in
+  calls (the next call of that class, in this process or a later one, measures again before
+  such a choice is kept; until then the file holds it as "path?"), cached in
   `$CLAP_MLX_CACHE/ops_autotune.json` per CPU model, SIMD variant, library versions, build
   of the compiled kernels and BLAS under MLX's matmuls. On a GPU device auto always picks
   "mlx": a host path would stop the GPU.
@@ -172,6 +173,7 @@ class Autotuner:
         self._choices: dict[str, str] | None = None
         self._key = ""
         # op class -> a path that beat the first runner's once, awaiting a second measurement
+        # (in this process or a later one: kept in the file as "path?")
         self._pending: dict[str, str] = {}
 
     def _load(self) -> dict[str, str]:
@@ -182,7 +184,9 @@ class Autotuner:
             except (OSError, ValueError):
                 stored = {}
             choices = stored.get(key) if isinstance(stored, dict) else None
-            self._choices = {k: v for k, v in (choices or {}).items() if v in PATHS}
+            choices = {k: v for k, v in (choices or {}).items() if isinstance(v, str)}
+            self._choices = {k: v for k, v in choices.items() if v in PATHS}
+            self._pending = {k: v[:-1] for k, v in choices.items() if v.endswith("?") and v[:-1] in PATHS}
             self._key = key
         return self._choices
 
@@ -194,7 +198,7 @@ class Autotuner:
         except (OSError, ValueError):
             stored = {}
         stored.pop(self._key, None)  # re-inserted last: the file lists each variant's builds oldest first
-        stored[self._key] = dict(sorted(self._choices.items()))
+        stored[self._key] = dict(sorted({**{k: f"{v}?" for k, v in self._pending.items()}, **self._choices}.items()))
         variant = _variant()
         builds = [key for key in stored if key.startswith(variant)]
         for key in builds[:-KEEP_BUILDS]:
@@ -259,6 +263,7 @@ class Autotuner:
             earlier = self._pending.pop(op_class, None)
             if chosen != first and earlier is None:
                 self._pending[op_class] = chosen
+                self._save()
                 return results[chosen]
             if chosen != earlier:
                 chosen = first
