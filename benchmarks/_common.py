@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -99,6 +100,18 @@ def results_dir() -> Path:
     return RESULTS / cpu_class()
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (with "+changes" for a dirty tree): which code a result measured."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        changed = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout
+
+
 def machine_info() -> dict:
     model, flags = _cpuinfo()
     simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
@@ -118,6 +131,7 @@ def machine_info() -> dict:
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "kernel_simd": op_paths.simd(),  # the clap_mlx.ops kernel variant in use
         "ops_mode": op_paths.mode(),  # CLAP_MLX_OPS: auto, kernels, numpy or mlx
+        "git_commit": git_commit(),
         "isa_switches": ISA_SWITCHES.get(BENCH_ISA),  # every side held to this ISA (BENCH_ISA)
         "load_average_at_start": LOAD_AT_START,
         "load_average_at_end": os.getloadavg(),

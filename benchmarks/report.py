@@ -48,12 +48,17 @@ def machine_line(machine: dict) -> str:
         kernels = f", ops {machine['ops_mode']}, kernel variant {machine['kernel_simd'] or 'none (not built)'}"
     ort = f", onnxruntime {machine['onnxruntime']}" if machine.get("onnxruntime") else ""
     held = machine.get("isa_switches")
-    held = (f"; every side held to AVX2 code ({', '.join(f'{k}={v}' for k, v in held.items())}; onnxruntime has "
-            "no such switch and is left out)") if held else ""
+    held = (f"; every side held to AVX2 code ({', '.join(f'{k}={v}' for k, v in held.items())}; "
+            "onnxruntime has no such switch and is left out)") if held else ""
     return (
         f"{machine['cpu']} ({simd}), {machine['cores']} cores, no GPU, Linux VM; mlx {machine['mlx']} ({blas}{kernels}), "
         f"torch {machine['torch']}, transformers {machine['transformers']}{ort}{held}"
     )
+
+
+def code_note(machine: dict) -> str:
+    commit = machine.get("git_commit")  # recorded since #13's twelfth round
+    return f" at {commit}" if commit else ""
 
 
 def load_note(result: dict) -> str:
@@ -183,7 +188,8 @@ def render_class(cpu_class: str) -> list[str]:
     lines = [
         f"### {TITLES.get(cpu_class, cpu_class)}",
         "",
-        f"Measured {model['date_utc'][:10]} on {machine_line(model['machine'])}; {load_note(model)}. "
+        f"Measured {model['date_utc'][:10]}{code_note(model['machine'])} on {machine_line(model['machine'])}; "
+        f"{load_note(model)}. "
         f"Medians of {runs_line(model)}, each side in its own process, on the same full-size random "
         f"weights; ratios = {sides} (above 1: clap_mlx is faster).",
         "",
