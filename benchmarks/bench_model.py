@@ -196,34 +196,36 @@ def dense_runner(x: mx.array, w: mx.array) -> Callable[[], None] | None:
     return lambda: _kernels.dense(rows, panels, None, out, m, k, n, 0, 0, m, swin_fused._unit(m, k))
 
 
-def gemm_runs(m: int, k: int, n: int, side: str) -> dict[str, Callable[[], object] | None]:
-    """x @ w.T of one shape on each of `side`'s GEMMs."""
-    if side == "mlx":
-        x, w = mx.random.normal((m, k)), mx.random.normal((n, k))
-        mx.eval(x, w)
-        return {"seconds": lambda: mx.eval(x @ w.T), "dense_seconds": dense_runner(x, w)}
-    import torch
+def gemm_run(m: int, k: int, n: int, gemm: str) -> Callable[[], object] | None:
+    """x @ w.T of one shape on `gemm`: "matmul" (mx.matmul on OpenBLAS), "dense" (clap_mlx's dense
+    kernels; None without them) or "torch"."""
+    if gemm == "torch":
+        import torch
 
-    x, w = torch.randn(m, k), torch.randn(n, k)
-    return {"seconds": lambda: torch.nn.functional.linear(x, w)}
+        x, w = torch.randn(m, k), torch.randn(n, k)
+        return lambda: torch.nn.functional.linear(x, w)
+    x, w = mx.random.normal((m, k)), mx.random.normal((n, k))
+    mx.eval(x, w)
+    return dense_runner(x, w) if gemm == "dense" else lambda: mx.eval(x @ w.T)
 
 
 def gemm_time(shapes: list[list[int]], side: str, repeats: int = 3) -> dict[str, float]:
     """Seconds the GEMMs of `shapes` take alone on `side` (mlx: OpenBLAS through mx.matmul, and
     clap_mlx's dense kernels; torch: its own sgemm), each shape's best of `repeats` times its count.
-    Each GEMM runs over every shape in turn, then a pause: OpenBLAS's threads spin ~0.1 s after
-    its last call, and took a core from dense kernels timed right after it (shape by shape, their
-    floor read ~10 ms high for b1 on the AVX2 kernels)."""
-    runs = [(count, gemm_runs(m, k, n, side)) for m, k, n, count in shapes]
+    Each GEMM runs over every shape in turn, after a pause: OpenBLAS's threads spin ~0.1 s after
+    its last call, and took a core from dense kernels timed right after it (shape by shape, the
+    AVX2 kernels' b1 floor read 65 ms, this way 60). One shape's buffers at a time: the worker's
+    peak RSS stays the forwards'."""
+    gemms = {"seconds": "matmul", "dense_seconds": "dense"} if side == "mlx" else {"seconds": "torch"}
     totals = {}
-    for key, run in runs[0][1].items():
-        if run is None:
-            continue
+    for key, gemm in gemms.items():
         time.sleep(0.2)
-        totals[key] = 0.0
-        for count, shape_runs in runs:
-            shape_runs[key]()
-            totals[key] += count * min(time_once(shape_runs[key]) for _ in range(repeats))
+        for m, k, n, count in shapes:
+            run = gemm_run(m, k, n, gemm)
+            if run is None:  # clap_mlx built without its kernels
+                break
+            run()
+            totals[key] = totals.get(key, 0.0) + count * min(time_once(run) for _ in range(repeats))
     return totals
 
 
