@@ -209,9 +209,10 @@ def gemm_run(m: int, k: int, n: int, gemm: str) -> Callable[[], object] | None:
     return dense_runner(x, w) if gemm == "dense" else lambda: mx.eval(x @ w.T)
 
 
-def gemm_time(shapes: list[list[int]], side: str, repeats: int = 3) -> dict[str, float]:
+def gemm_time(shapes: list[list[int]], side: str, repeats: int = 5, warmup: int = 3) -> dict[str, float]:
     """Seconds the GEMMs of `shapes` take alone on `side` (mlx: OpenBLAS through mx.matmul, and
-    clap_mlx's dense kernels; torch: its own sgemm), each shape's best of `repeats` times its count.
+    clap_mlx's dense kernels; torch: its own sgemm), each shape's best of `repeats` after `warmup`
+    runs (a core woken from idle runs its first few calls slower), times its count.
     Each GEMM runs over every shape in turn, after a pause: OpenBLAS's threads spin ~0.1 s after
     its last call, and took a core from dense kernels timed right after it (shape by shape, the
     AVX2 kernels' b1 floor read 65 ms, this way 60). One shape's buffers at a time: the worker's
@@ -224,7 +225,8 @@ def gemm_time(shapes: list[list[int]], side: str, repeats: int = 3) -> dict[str,
             run = gemm_run(m, k, n, gemm)
             if run is None:  # clap_mlx built without its kernels
                 break
-            run()
+            for _ in range(warmup):
+                run()
             totals[key] = totals.get(key, 0.0) + count * min(time_once(run) for _ in range(repeats))
     return totals
 
