@@ -101,12 +101,13 @@ def results_dir() -> Path:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit (with "+changes" for a dirty tree): which code a result measured."""
+    """The checkout's commit (with "+changes" when its code differs from it; results files left
+    out, a run rewrites them): which code a result measured."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
-        changed = git("status", "--porcelain", "--untracked-files=no")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
         return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None  # not a git checkout
