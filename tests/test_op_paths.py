@@ -95,7 +95,7 @@ def test_auto_follows_the_cached_choice(auto, monkeypatch):
     np.testing.assert_allclose(got, 1 / (1 + np.exp(-np.asarray(x, np.float64))), atol=2e-7)
     # a new choice is added next to the others, other machines' entries are kept
     ops.tanh(x)
-    ops.tanh(x)  # kept after this call at the latest (see test_auto_keeps_a_path_that_beat_the_first_twice)
+    ops.tanh(x)  # kept by this second call at the latest (a choice leaving the kernels is measured twice)
     stored = json.loads(auto.read_text())
     assert set(stored) == {op_paths.machine_key(), "other machine"}
     assert set(stored[op_paths.machine_key()]) == {"sigmoid 100 x ~8", "tanh 100 x ~8"}
