@@ -155,15 +155,9 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
             ok = 0;
         }
     }
-    if (ok) {
-        struct attention_job job = {kernels_active, data(&b[0]), data(&b[3]), data(&b[4]), data(&b[1]), rows, window_count,
-                                    tokens, bias_count, heads, head_dims, scale};
-        Py_BEGIN_ALLOW_THREADS team_run(attention_unit, &job, pair_start, pair_stop, unit);
-        Py_END_ALLOW_THREADS
-    }
-    release(b, 5);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    struct attention_job job = {kernels_active, data(&b[0]), data(&b[3]), data(&b[4]), data(&b[1]), rows, window_count,
+                                tokens, bias_count, heads, head_dims, scale};
+    return run_on_team(ok, attention_unit, &job, pair_start, pair_stop, unit, b, 5);
 }
 
 struct linear_job {
@@ -193,14 +187,8 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     Buffer b[4] = {0}; /* zeroed: release() runs even when an earlier buffer failed */
     int ok = get_buffer(x, &b[0], 0, rows * in_dims, "x") && get_buffer(w, &b[1], 0, out_dims * in_dims, "w") &&
              get_buffer(bias, &b[2], 0, out_dims, "bias") && get_buffer(y, &b[3], 1, rows * out_dims, "y");
-    if (ok) {
-        struct linear_job job = {kernels_active, data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]), rows, in_dims, out_dims};
-        Py_BEGIN_ALLOW_THREADS team_run(linear_unit, &job, col_start, col_stop, unit);
-        Py_END_ALLOW_THREADS
-    }
-    release(b, 4);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    struct linear_job job = {kernels_active, data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]), rows, in_dims, out_dims};
+    return run_on_team(ok, linear_unit, &job, col_start, col_stop, unit, b, 4);
 }
 
 static PyObject *py_team(PyObject *self, PyObject *args) {

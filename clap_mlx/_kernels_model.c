@@ -43,14 +43,8 @@ static PyObject *py_dense(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "panels: expected float32 packed weights, got None");
         ok = 0;
     }
-    if (ok) {
-        struct dense_job job = {kernels_active, data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]), in_dims, out_dims, flags};
-        Py_BEGIN_ALLOW_THREADS team_run(dense_unit, &job, row_start, row_stop, unit);
-        Py_END_ALLOW_THREADS
-    }
-    release(b, 4);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    struct dense_job job = {kernels_active, data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]), in_dims, out_dims, flags};
+    return run_on_team(ok, dense_unit, &job, row_start, row_stop, unit, b, 4);
 }
 
 /* A Swin block's 12 parameters (see struct swin_weights; the 4 packed weights required). */
@@ -124,16 +118,9 @@ static PyObject *py_norm_dense(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "norm_dense: x, panels and y must be float32 buffers, not None");
         ok = 0;
     }
-    if (ok) {
-        struct norm_dense_job job = {kernels_active,      data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]),
-                                     data(&b[4]), data(&b[5]), in_dims,     out_dims,    eps};
-        Py_BEGIN_ALLOW_THREADS ok = team_run(norm_dense_unit, &job, row_start, row_stop, unit);
-        Py_END_ALLOW_THREADS
-        if (!ok) PyErr_NoMemory();
-    }
-    release(b, 6);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    struct norm_dense_job job = {kernels_active, data(&b[0]), data(&b[1]), data(&b[2]), data(&b[3]),
+                                 data(&b[4]),    data(&b[5]), in_dims,     out_dims,    eps};
+    return run_on_team(ok, norm_dense_unit, &job, row_start, row_stop, unit, b, 6);
 }
 
 struct swin_mlp_job {
@@ -166,15 +153,8 @@ static PyObject *py_swin_mlp(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "swin_mlp: x and attn must be float32 buffers, not None");
         ok = 0;
     }
-    if (ok) {
-        struct swin_mlp_job job = {kernels_active, &w, data(&b[SWIN_PARAMS]), data(&b[SWIN_PARAMS + 1])};
-        Py_BEGIN_ALLOW_THREADS ok = team_run(swin_mlp_unit, &job, row_start, row_stop, unit);
-        Py_END_ALLOW_THREADS
-        if (!ok) PyErr_NoMemory();
-    }
-    release(b, SWIN_PARAMS + 2);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    struct swin_mlp_job job = {kernels_active, &w, data(&b[SWIN_PARAMS]), data(&b[SWIN_PARAMS + 1])};
+    return run_on_team(ok, swin_mlp_unit, &job, row_start, row_stop, unit, b, SWIN_PARAMS + 2);
 }
 
 struct mel_image_job {
@@ -227,16 +207,9 @@ static PyObject *py_mel_image(PyObject *self, PyObject *args) {
             break;
         }
     }
-    if (ok) {
-        struct mel_image_job job = {kernels_active, data(&b[0]), data(&b[1]), data(&b[3]), frame, data(&b[4]), frames, mels,
-                                    ratio, width};
-        Py_BEGIN_ALLOW_THREADS ok = team_run(mel_image_unit, &job, plane_start, plane_stop, unit);
-        Py_END_ALLOW_THREADS
-        if (!ok) PyErr_NoMemory();
-    }
-    release(b, 5);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
+    struct mel_image_job job = {kernels_active, data(&b[0]), data(&b[1]), data(&b[3]), frame, data(&b[4]), frames, mels,
+                                ratio, width};
+    return run_on_team(ok, mel_image_unit, &job, plane_start, plane_stop, unit, b, 5);
 }
 
 PyMethodDef kernels_model_methods[] = {

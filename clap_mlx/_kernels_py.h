@@ -80,6 +80,21 @@ static inline int check_row_range(Py_ssize_t rows, Py_ssize_t row_start, Py_ssiz
     return 1;
 }
 
+/* The end of a binding whose job the helper team splits: runs `work` over [start, stop) in
+ * units of `unit` if every check passed (`ok`; a unit out of memory raises MemoryError),
+ * releases the buffers, and returns None, or NULL with the error set. */
+static inline PyObject *run_on_team(int ok, team_work work, void *job, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t unit,
+                                    Buffer *buffers, int count) {
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS ok = team_run(work, job, start, stop, unit);
+        Py_END_ALLOW_THREADS
+        if (!ok) PyErr_NoMemory();
+    }
+    release(buffers, count);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* The model kernels' bindings (_kernels_model.c), added to the module by _kernels.c. */
 extern PyMethodDef kernels_model_methods[];
 
