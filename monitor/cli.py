@@ -58,7 +58,8 @@ def summary(cfg: MonitorConfig) -> str:
 
 
 def check_config(args) -> int:
-    print(f"OK {args.file}\n{summary(load_config(args.file))}")
+    path = args.config or args.file
+    print(f"OK {path}\n{summary(load_config(path))}")
     return 0
 
 
@@ -108,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="model name or local folder (overrides detector.model)")
     p.set_defaults(func=run)
     p = commands.add_parser("check-config", help="validate a config file and print a summary")
-    p.add_argument("file")
+    # `--config` as `run` and `calibrate` spell it, or the bare path
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("file", nargs="?", help="YAML config file")
+    given.add_argument("--config", help="the same, spelled as for run")
     p.set_defaults(func=check_config)
     p = commands.add_parser("devices", help="list audio input devices")
     p.set_defaults(func=devices)

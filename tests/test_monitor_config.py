@@ -149,6 +149,15 @@ def test_check_config_cli_exit_codes(tmp_path, capsys):
     assert f"{bad}:3: labels[0].threshold" in capsys.readouterr().err
 
 
+def test_check_config_takes_the_path_as_run_spells_it(capsys):
+    assert main(["check-config", "--config", str(CONFIGS[0])]) == 0
+    assert capsys.readouterr().out.startswith(f"OK {CONFIGS[0]}")
+    for argv in (["check-config"], ["check-config", str(CONFIGS[0]), "--config", str(CONFIGS[0])]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2 and "check-config" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "data, line, words",
     [
