@@ -86,6 +86,7 @@ def main() -> None:
         parser.error("--base is required")
 
     from _common import ROOT, full_checkpoint, print_table, summary, write_results
+    from paired import interval, paired_ratio
     from workers import Worker, interleaved_rounds
 
     folder = args.checkpoint or full_checkpoint()
@@ -97,11 +98,14 @@ def main() -> None:
         workers[side] = Worker([sys.executable, __file__, "--worker", str(path), "--checkpoint", str(folder)], env)
     records, rows = [], []
     for index, name in enumerate(WORKLOAD_NAMES):
-        times = {side: summary(t) for side, t in interleaved_rounds(workers, index, args.runs).items()}
+        rounds = interleaved_rounds(workers, index, args.runs)
+        times = {side: summary(t) for side, t in rounds.items()}
         ratio = times["base"]["median_ms"] / times["head"]["median_ms"]
         ratio_min = times["base"]["min_ms"] / times["head"]["min_ms"]
-        records.append({"workload": name, "times": times, "base_over_head": ratio, "base_over_head_min": ratio_min})
-        rows.append([name, times["base"]["median_ms"], times["head"]["median_ms"], ratio, ratio_min])
+        paired = paired_ratio(rounds["base"], rounds["head"])
+        records.append({"workload": name, "times": times, "base_over_head": ratio, "base_over_head_min": ratio_min,
+                        "base_over_head_paired": paired})
+        rows.append([name, times["base"]["median_ms"], times["head"]["median_ms"], ratio, ratio_min, interval(paired)])
         print(f"  {name}: base {times['base']['median_ms']:.1f} ms, head {times['head']['median_ms']:.1f} ms", flush=True)
     for w in workers.values():
         w.close()
@@ -110,13 +114,15 @@ def main() -> None:
             git("worktree", "remove", "--force", str(path), cwd=ROOT)
             shutil.rmtree(WORKTREES / f"cache-{commit}", ignore_errors=True)
     print()
-    print_table(["workload", f"base {args.base} ms", f"head {args.head} ms", "base/head", "base/head of mins"], rows)
+    print_table(["workload", f"base {args.base} ms", f"head {args.head} ms", "base/head", "base/head of mins",
+                 "base/head per round [95 %]"], rows)
     write_results("bench_ab", {
         **{side: {"revision": getattr(args, side), "commit": sides[side][0], "clap_mlx": workers[side].loaded["clap_mlx"]}
            for side in sides},
         "runs": args.runs,
         "statistic": "median ms after 1 warm-up, each revision in its own worker process, rounds interleaved; "
-                     "base_over_head > 1 means head is faster",
+                     "base_over_head > 1 means head is faster (base_over_head_paired: the median of the rounds' "
+                     "ratios and its 95 % bootstrap interval)",
         "workloads": records,
     })
 

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from _common import BENCH_ISA, full_checkpoint, print_table, summary, time_once, write_results
+from paired import interval, paired_ratio
 from workers import Worker, interleaved_rounds, serve_workloads
 from workloads import EMBED_SECONDS, LABELS, clips, embed_run, tower_inputs
 
@@ -282,6 +283,7 @@ def measure(workers: dict[str, Worker], index: int, name: str, runs: int, min_se
     for side in sides.keys() - {"mlx"}:
         record[f"{side}_over_mlx"] = times[side]["median_ms"] / times["mlx"]["median_ms"]
         record[f"{side}_over_mlx_min"] = times[side]["min_ms"] / times["mlx"]["min_ms"]
+        record[f"{side}_over_mlx_paired"] = paired_ratio(rounds[side], rounds["mlx"])
     if not name.startswith("features"):
         outputs = {side: output_of(w, side, index, scratch) for side, w in sides.items()}
         record["min_cosine_mlx_vs_torch"] = cosine(outputs["mlx"], outputs["torch"])
@@ -351,14 +353,16 @@ def main() -> None:
 
     rows = []
     for r in records:
-        ratio = {s: (f"{r[f'{s}_over_mlx']:.2f}" if f"{s}_over_mlx" in r else "") for s in sides[1:]}
+        ratio = {s: (f"{r[f'{s}_over_mlx']:.2f} ({interval(r[f'{s}_over_mlx_paired'])})" if f"{s}_over_mlx" in r else "")
+                 for s in sides[1:]}
         # audio only: the text FLOPs are torch's, padding included, which clap_mlx does not compute
         gflops = f"{r['gflops']['mlx']:.0f} ({100 * r['gflops']['mlx'] / peak:.0f} %)" if r["workload"].startswith("audio") else ""
         rows.append([r["workload"], *(f"{r['times'][s]['median_ms']:.1f}" if s in r["times"] else "" for s in sides),
                      *ratio.values(), gflops, f"{r['min_cosine_mlx_vs_torch']:.6f}" if "flops" in r else ""])
     print()
-    print_table(["workload", *(f"{s} ms" for s in sides), *(f"{s}/mlx" for s in sides[1:]),
+    print_table(["workload", *(f"{s} ms" for s in sides), *(f"{s}/mlx (per round)" for s in sides[1:]),
                  "mlx GFLOPS (% of peak)", "min cos"], rows)
+    print("per round: the median of the rounds' ratios [its 95 % bootstrap interval] (benchmarks/paired.py)")
     print("\nGEMM floor (audio): the forward's linear layers timed alone on each side (mlx: OpenBLAS through")
     print("mx.matmul and clap_mlx's dense kernels, the faster counts); torch's forward over mlx's GEMMs is the")
     print("highest torch/mlx ratio reachable with every other op free:")
@@ -378,7 +382,8 @@ def main() -> None:
         "max_runs": MAX_RUNS_FACTOR * args.runs,
         "checkpoint": "full-size random weights" if args.checkpoint is None else str(args.checkpoint),
         "statistic": "median ms after 1 warm-up, each side in its own worker process, rounds interleaved; "
-                     "<side>_over_mlx > 1 means mlx is faster (<side>_over_mlx_min: the same from each side's fastest run)",
+                     "<side>_over_mlx > 1 means mlx is faster (<side>_over_mlx_min: the same from each side's fastest run; "
+                     "<side>_over_mlx_paired: the median of the rounds' ratios and its 95 % bootstrap interval)",
         "ops_workers": host_ops._WORKERS,
         "torch_cpu_capability": workers["torch"].loaded["cpu_capability"],
         "sgemm_peak_gflops": peak,
