@@ -47,6 +47,31 @@ CHECKPOINT = CACHE / "clap-htsat-fused"
 LOAD_AT_START = os.getloadavg()  # other processes' load skews every timing: record it
 
 
+def _cpu_ticks() -> list[int] | None:
+    """/proc/stat's machine-wide CPU time (user, nice, system, idle, iowait, irq, softirq, steal), or None."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(t) for t in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+TICKS_AT_START = _cpu_ticks()
+
+
+def cpu_time_shares() -> dict | None:
+    """Shares of the machine's CPU time since this process started: busy (every process of this
+    machine), and stolen, the time the hypervisor ran other guests on our vCPUs. A VM whose run
+    was slow and noisy shows whether its host took the cores (steal) or another process did."""
+    end = _cpu_ticks()
+    if TICKS_AT_START is None or end is None or len(end) < 8:
+        return None
+    spent = [e - s for s, e in zip(TICKS_AT_START, end)]
+    total = sum(spent) or 1
+    idle = spent[3] + spent[4]
+    return {"busy_percent": 100 * (total - idle - spent[7]) / total, "steal_percent": 100 * spent[7] / total}
+
+
 def full_checkpoint() -> Path:
     """The full-size random-weight checkpoint, generated once into benchmarks/.cache."""
     if not (CHECKPOINT / "config.json").is_file():
@@ -136,6 +161,7 @@ def machine_info() -> dict:
         "isa_switches": ISA_SWITCHES.get(BENCH_ISA),  # every side held to this ISA (BENCH_ISA)
         "load_average_at_start": LOAD_AT_START,
         "load_average_at_end": os.getloadavg(),
+        "cpu_time_during_run": cpu_time_shares(),
     }
 
 

@@ -65,7 +65,9 @@ def code_note(machine: dict) -> str:
 
 def load_note(result: dict) -> str:
     start, end = result["machine"]["load_average_at_start"][0], result["machine"]["load_average_at_end"][0]
-    return f"load average {start:.1f} at start, {end:.1f} at end"
+    shares = result["machine"].get("cpu_time_during_run")  # recorded since #13's thirteenth round
+    stolen = f", {shares['steal_percent']:.1f} % of the CPU time stolen by the hypervisor" if shares else ""
+    return f"load average {start:.1f} at start, {end:.1f} at end{stolen}"
 
 
 def per_round(workload: dict, side: str) -> dict:
