@@ -71,7 +71,7 @@ def load_note(result: dict) -> str:
 
 
 def per_round(workload: dict, side: str) -> dict:
-    """The per-round ratio and its interval, from the runs themselves (results older than it have them too)."""
+    """The per-round ratio and its interval, from the recorded runs (so older results get them too)."""
     return paired_ratio(workload["times"][side]["runs_ms"], workload["times"]["mlx"]["runs_ms"])
 
 
