@@ -27,18 +27,22 @@ Params = tuple[mx.array, mx.array | None]
 LINEAR_UNIT_COLS = 12
 
 
+def host_linear(rows: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """rows [count, in] @ weight.T (+ bias) on the few-rows kernel, weight [out, in] as stored."""
+    (count, in_dims), out_dims = rows.shape, weight.shape[0]
+    out = np.empty((count, out_dims), np.float32)
+    # each core of the helper team streams its own columns' part of the weight
+    unit = host_ops.split_unit(out_dims, out_dims * in_dims, LINEAR_UNIT_COLS)
+    ops._kernels.linear(rows, weight, bias, out, count, in_dims, out_dims, 0, out_dims, unit)
+    return out
+
+
 def _linears_kernels(x: mx.array, params: list[Params]) -> list[mx.array]:
     rows = host_ops.rows_view(x)
-    count, in_dims = rows.shape
     outs = []
     for w, bias in params:
-        weight = host_ops.rows_view(w)
-        out_dims = weight.shape[0]
-        out = np.empty((count, out_dims), np.float32)
-        # each core of the helper team streams its own columns' part of the weight
-        unit = host_ops.split_unit(out_dims, out_dims * in_dims, LINEAR_UNIT_COLS)
-        ops._kernels.linear(rows, weight, host_ops.float32_vector(bias), out, count, in_dims, out_dims, 0, out_dims, unit)
-        outs.append(mx.array(out.reshape(*x.shape[:-1], out_dims)))
+        out = host_linear(rows, host_ops.rows_view(w), host_ops.float32_vector(bias))
+        outs.append(mx.array(out.reshape(*x.shape[:-1], out.shape[1])))
     return outs
 
 

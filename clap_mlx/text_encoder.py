@@ -16,8 +16,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from . import linear_ops, ops
+from . import linear_ops, ops, text_fused
 from .config import TextConfig
+from .derived import DerivedArrays
 
 
 def position_ids_from_input_ids(input_ids: mx.array, padding_idx: int) -> mx.array:
@@ -175,13 +176,35 @@ class Encoder(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.layer = [TransformerLayer(cfg) for _ in range(cfg.num_hidden_layers)]
+        self._derived = DerivedArrays()
 
-    def __call__(self, x: mx.array, layout: TokenLayout) -> mx.array:
-        """Packed token states [N, D] -> final states of each sequence's first token [B, D]: all
-        the pooler reads, so the last layer computes only those rows."""
+    def fused_params(self) -> text_fused.EncoderParams:
+        """The layers for the host path (text_fused.py), built once per set of weights."""
+
+        def arrays(layer: TransformerLayer) -> tuple[mx.array | None, ...]:
+            attention, output = layer.attention, layer.output
+            modules = (attention.self.query, attention.self.key, attention.self.value, attention.output.dense,
+                       attention.output.LayerNorm, layer.intermediate.dense, output.dense, output.LayerNorm)
+            return tuple(m.get(name) for m in modules for name in ("weight", "bias"))
+
+        sources = tuple(a for layer in self.layer for a in arrays(layer) if a is not None)
+        heads, eps = self.layer[0].attention.self.num_heads, self.layer[0].output.LayerNorm.eps
+        return self._derived.get(
+            "host", sources,
+            lambda *_: text_fused.EncoderParams(tuple(text_fused.LayerParams(arrays(lay), heads, eps) for lay in self.layer)),
+            evaluate=False,
+        )
+
+    def per_op(self, x: mx.array, layout: TokenLayout) -> mx.array:
         for layer in self.layer[:-1]:
             x = layer(x, layout)
         return self.layer[-1](x, layout, first_only=True)
+
+    def __call__(self, x: mx.array, layout: TokenLayout) -> mx.array:
+        """Packed token states [N, D] -> final states of each sequence's first token [B, D]: all
+        the pooler reads, so the last layer computes only those rows. A few rows run on the host
+        kernels (text_fused.py), others op by op."""
+        return text_fused.run_encoder(x, layout, self.fused_params, lambda: self.per_op(x, layout))
 
 
 class Pooler(nn.Module):
