@@ -187,15 +187,15 @@ class Encoder(nn.Module):
                        attention.output.LayerNorm, layer.intermediate.dense, output.dense, output.LayerNorm)
             return tuple(m.get(name) for m in modules for name in ("weight", "bias"))
 
+        def build(*_sources: mx.array) -> text_fused.EncoderParams:
+            heads, eps = self.layer[0].attention.self.num_heads, self.layer[0].output.LayerNorm.eps
+            return text_fused.EncoderParams(tuple(text_fused.LayerParams(arrays(lay), heads, eps) for lay in self.layer))
+
         sources = tuple(a for layer in self.layer for a in arrays(layer) if a is not None)
-        heads, eps = self.layer[0].attention.self.num_heads, self.layer[0].output.LayerNorm.eps
-        return self._derived.get(
-            "host", sources,
-            lambda *_: text_fused.EncoderParams(tuple(text_fused.LayerParams(arrays(lay), heads, eps) for lay in self.layer)),
-            evaluate=False,
-        )
+        return self._derived.get("host", sources, build, evaluate=False)
 
     def per_op(self, x: mx.array, layout: TokenLayout) -> mx.array:
+        """The encoder op by op (each op on its own path): the path of a GPU and of many rows."""
         for layer in self.layer[:-1]:
             x = layer(x, layout)
         return self.layer[-1](x, layout, first_only=True)

@@ -96,7 +96,10 @@ def _attention(x: np.ndarray, layout: HostLayout, layer: LayerParams, first_only
     queries *= scale
     k = layout.heads(host_linear(x, k_w, k_b), heads)
     v = layout.heads(host_linear(x, v_w, v_b), heads)
-    q = queries.reshape(layout.batch, 1, heads, -1).transpose(0, 2, 1, 3) if first_only else layout.heads(queries, heads)
+    if first_only:
+        q = queries.reshape(layout.batch, 1, heads, -1).transpose(0, 2, 1, 3)
+    else:
+        q = layout.heads(queries, heads)
     scores = np.matmul(q, k.transpose(0, 1, 3, 2))  # [batch, heads, queries, length]
     scores += layout.mask[:, None, None, :]
     flat = scores.reshape(-1, layout.length)
