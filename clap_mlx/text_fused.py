@@ -86,14 +86,15 @@ def _norm(x: np.ndarray, residual: np.ndarray, weight: np.ndarray | None, bias: 
     return x
 
 
-def _attention(x: np.ndarray, layout: HostLayout, layer: LayerParams, first_only: bool) -> np.ndarray:
-    """Self-attention of packed rows x [N, D] for every row, or each sequence's first token only
-    ([batch, D]), as text_encoder.SelfAttention: scaled queries, the additive mask, softmax."""
+def _attention(x: np.ndarray, query_rows: np.ndarray, layout: HostLayout, layer: LayerParams,
+               first_only: bool) -> np.ndarray:
+    """Self-attention of packed rows x [N, D] for every row (query_rows is x), or each sequence's
+    first token only (query_rows: those rows, [batch, D]), as text_encoder.SelfAttention: scaled
+    queries, the additive mask, softmax."""
     q_w, q_b, k_w, k_b, v_w, v_b = layer.host[:6]
     dims, heads = x.shape[1], layer.heads
-    scale = (dims // heads) ** -0.5
-    queries = host_linear(np.ascontiguousarray(x[layout.first_rows]) if first_only else x, q_w, q_b)
-    queries *= scale
+    queries = host_linear(query_rows, q_w, q_b)
+    queries *= (dims // heads) ** -0.5
     k = layout.heads(host_linear(x, k_w, k_b), heads)
     v = layout.heads(host_linear(x, v_w, v_b), heads)
     if first_only:
@@ -114,8 +115,9 @@ def _attention(x: np.ndarray, layout: HostLayout, layer: LayerParams, first_only
 def _layer(x: np.ndarray, layout: HostLayout, layer: LayerParams, first_only: bool) -> np.ndarray:
     """One post-LN layer: h = LN(attention(x) Wo + x); LN(GELU(h W1) W2 + h)."""
     o_w, o_b, norm1_w, norm1_b, fc1_w, fc1_b, fc2_w, fc2_b, norm2_w, norm2_b = layer.host[6:]
-    residual = np.ascontiguousarray(x[layout.first_rows]) if first_only else x
-    h = _norm(host_linear(_attention(x, layout, layer, first_only), o_w, o_b), residual, norm1_w, norm1_b, layer.eps)
+    residual = x[layout.first_rows] if first_only else x  # the queries' rows too
+    attended = _attention(x, residual, layout, layer, first_only)
+    h = _norm(host_linear(attended, o_w, o_b), residual, norm1_w, norm1_b, layer.eps)
     inner = host_linear(h, fc1_w, None)
     cols = inner.shape[1]
     host_ops.split_rows(lambda start, stop: ops._kernels.gelu(inner, inner, fc1_b, cols, start, stop),
