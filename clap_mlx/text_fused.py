@@ -26,9 +26,6 @@ import numpy as np
 from . import host_ops, op_paths, ops
 from .linear_ops import LINEAR_KERNEL_MAX_ROWS, host_linear
 
-# A linear layer's host views: weight [out, in] as stored, bias [out] or None.
-Linear = tuple[np.ndarray, np.ndarray | None]
-
 
 @dataclass(frozen=True)
 class LayerParams:
