@@ -65,7 +65,8 @@ def test_many_rows_run_per_op(tiny_bundle, monkeypatch, host_runs):
     assert not host_runs
 
 
-def test_a_half_precision_encoder_runs_per_op(tiny_bundle):
+def test_half_precision_parameters_are_not_fusable(tiny_bundle):
+    """run_encoder leaves an encoder that is not fusable to its per-op path."""
     layer = tiny_bundle.model.text_model.encoder.fused_params().layers[0]
     assert tiny_bundle.model.text_model.encoder.fused_params().fusable
     half = text_fused.LayerParams(tuple(None if a is None else a.astype(mx.float16) for a in layer.arrays),
