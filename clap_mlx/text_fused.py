@@ -125,7 +125,7 @@ def _layer(x: np.ndarray, layout: HostLayout, layer: LayerParams, first_only: bo
 def run_host(x: mx.array, layout, encoder: EncoderParams) -> mx.array:
     """Packed token states x [N, D] -> final states of each sequence's first token [batch, D]."""
     host = HostLayout.of(layout)
-    rows = np.array(host_ops.rows_view(x))  # a copy: the input stays as it was (autotune reruns it)
+    rows = host_ops.rows_view(x)  # read only: every layer writes new buffers (autotune reruns the input)
     for layer in encoder.layers[:-1]:
         rows = _layer(rows, host, layer, first_only=False)
     return mx.array(_layer(rows, host, encoder.layers[-1], first_only=True))
