@@ -34,8 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from _common import BENCH_ISA, full_checkpoint, print_table, summary, time_once, write_results
-from paired import interval, paired_ratio
-from workers import Worker, interleaved_rounds, serve_workloads
+from paired import interval, paired_ratio, target_for, until_decided
+from workers import Worker, interleaved_rounds, more_rounds, serve_workloads
 from workloads import EMBED_SECONDS, LABELS, clips, embed_run, tower_inputs
 
 import mlx.core as mx
@@ -275,11 +275,15 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))))
 
 
-def measure(workers: dict[str, Worker], index: int, name: str, runs: int, min_seconds: float, scratch: Path) -> dict:
+def measure(workers: dict[str, Worker], index: int, name: str, runs: int, min_seconds: float, scratch: Path,
+            max_rounds: int | None) -> dict:
     sides = {side: w for side, w in workers.items() if name in w.loaded["workloads"]}
     rounds = interleaved_rounds(sides, index, runs, min_seconds, MAX_RUNS_FACTOR * runs)
-    times = {side: summary(t) for side, t in rounds.items()}
-    record = {"workload": name, "times": times}
+    record = {"workload": name}
+    if max_rounds and (target := target_for(name)):
+        record["until_decided"] = until_decided(rounds["torch"], rounds["mlx"], target, runs, max_rounds,
+                                                lambda count: more_rounds(sides, index, rounds, count))
+    record["times"] = times = {side: summary(t) for side, t in rounds.items()}
     for side in sides.keys() - {"mlx"}:
         record[f"{side}_over_mlx"] = times[side]["median_ms"] / times["mlx"]["median_ms"]
         record[f"{side}_over_mlx_min"] = times[side]["min_ms"] / times["mlx"]["min_ms"]
@@ -319,6 +323,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="timed runs per side after one warm-up (default 7)")
     parser.add_argument("--min-seconds", type=float, default=3.0,
                         help=f"more runs (up to {MAX_RUNS_FACTOR}x --runs) until each side has run this long (default 3)")
+    parser.add_argument("--until-decided", type=int, metavar="MAX_ROUNDS",
+                        help="rounds of --runs more while a targeted workload cannot tell which side of its target "
+                             "it lies, up to MAX_ROUNDS in all (benchmarks/paired.py's until_decided)")
     parser.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime side")
     parser.add_argument("--checkpoint", type=Path, help="another hub-layout folder (default: the full-size random one)")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
@@ -341,7 +348,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp())
     records = []
     for index, name in enumerate(WORKLOAD_NAMES):
-        records.append(measure(workers, index, name, args.runs, args.min_seconds, scratch))
+        records.append(measure(workers, index, name, args.runs, args.min_seconds, scratch, args.until_decided))
         peaks.append(workers["mlx"].ask("peak")["sgemm_gflops"])
         print(f"  {name}: " + ", ".join(f"{s} {t['median_ms']:.1f} ms" for s, t in records[-1]["times"].items()))
     peak = max(g for p in peaks for g in p.values())
@@ -363,6 +370,10 @@ def main() -> None:
     print_table(["workload", *(f"{s} ms" for s in sides), *(f"{s}/mlx (per round)" for s in sides[1:]),
                  "mlx GFLOPS (% of peak)", "min cos"], rows)
     print("per round: the median of the rounds' ratios [its 95 % bootstrap interval] (benchmarks/paired.py)")
+    for r in records:
+        if d := r.get("until_decided"):
+            print(f"  {r['workload']}: {d['verdict']} against {d['target']}x after {d['rounds']} rounds "
+                  f"(each look at a {100 * d['interval_level']:.1f} % interval)")
     print("\nGEMM floor (audio): the forward's linear layers timed alone on each side (mlx: OpenBLAS through")
     print("mx.matmul and clap_mlx's dense kernels, the faster counts); torch's forward over mlx's GEMMs is the")
     print("highest torch/mlx ratio reachable with every other op free:")
@@ -380,6 +391,7 @@ def main() -> None:
         "runs": args.runs,
         "min_seconds": args.min_seconds,
         "max_runs": MAX_RUNS_FACTOR * args.runs,
+        "until_decided": args.until_decided,
         "checkpoint": "full-size random weights" if args.checkpoint is None else str(args.checkpoint),
         "statistic": "median ms after 1 warm-up, each side in its own worker process, rounds interleaved; "
                      "<side>_over_mlx > 1 means mlx is faster (<side>_over_mlx_min: the same from each side's fastest run; "

@@ -94,11 +94,15 @@ def interleaved_rounds(
     for worker in workers.values():
         worker.ask("run", str(index))
     times: dict[str, list[float]] = {side: [] for side in workers}
-    limit = max(runs, max_runs or runs)
-    for done in range(limit):
-        if done >= runs and min(sum(t) for t in times.values()) >= min_seconds:
-            break
+    more_rounds(workers, index, times, runs)
+    while len(times[next(iter(times))]) < (max_runs or runs) and min(sum(t) for t in times.values()) < min_seconds:
+        more_rounds(workers, index, times, 1)
+    return times
+
+
+def more_rounds(workers: dict[str, Worker], index: int, times: dict[str, list[float]], count: int) -> None:
+    """`count` more interleaved rounds of workload `index`, each side's seconds appended to `times`."""
+    for _ in range(count):
         for side, worker in workers.items():
             time.sleep(SETTLE_S)
             times[side].append(worker.ask("run", str(index))["seconds"])
-    return times
