@@ -395,7 +395,8 @@ def main() -> None:
         "checkpoint": "full-size random weights" if args.checkpoint is None else str(args.checkpoint),
         "statistic": "median ms after 1 warm-up, each side in its own worker process, rounds interleaved; "
                      "<side>_over_mlx > 1 means mlx is faster (<side>_over_mlx_min: the same from each side's fastest run; "
-                     "<side>_over_mlx_paired: the median of the rounds' ratios and its 95 % bootstrap interval)",
+                     "<side>_over_mlx_paired: the median of the rounds' ratios and its 95 % bootstrap interval; until_decided: "
+                     "a targeted workload's verdict, rounds and interval level after --until-decided's added rounds)",
         "ops_workers": host_ops._WORKERS,
         "torch_cpu_capability": workers["torch"].loaded["cpu_capability"],
         "sgemm_peak_gflops": peak,
