@@ -105,6 +105,23 @@ def _cpuinfo() -> tuple[str, list[str]]:
     return model, flags
 
 
+def cpu_topology(cpu: Path = Path("/sys/devices/system/cpu/cpu0")) -> dict | None:
+    """Hardware threads per core and cache sizes as the kernel reports them for CPU 0 (Linux
+    /sys): two vCPUs that are one core's SMT siblings share its FMA units, which halves what
+    the second thread of a forward can add; None where /sys does not say."""
+    try:
+        siblings = (cpu / "topology/thread_siblings_list").read_text().strip()
+        caches = {}
+        for index in sorted((cpu / "cache").glob("index*")):
+            kind = (index / "type").read_text().strip()
+            name = f"L{(index / 'level').read_text().strip()}" + {"Data": "d", "Instruction": "i"}.get(kind, "")
+            caches[name] = (index / "size").read_text().strip()
+    except OSError:
+        return None
+    threads = sum(int(b) - int(a) + 1 if b else 1 for a, _, b in (part.partition("-") for part in siblings.split(",")))
+    return {"threads_per_core": threads, "caches": caches}
+
+
 def cpu_class() -> str:
     """What a speed result is valid for: "avx512", "avx2", else the architecture (e.g. "aarch64").
     A kernel variant forced below the CPU's own (CLAP_MLX_SIMD) is its own class, e.g.
@@ -145,6 +162,7 @@ def machine_info() -> dict:
         "cpu": model or platform.processor(),
         "cpu_class": cpu_class(),
         "cores": os.cpu_count(),
+        "topology": cpu_topology(),
         "simd_flags": simd,
         "platform": platform.platform(),
         "python": platform.python_version(),

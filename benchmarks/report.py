@@ -51,8 +51,16 @@ def machine_line(machine: dict) -> str:
     held = machine.get("isa_switches")
     held = (f"; every side held to AVX2 code ({', '.join(f'{k}={v}' for k, v in held.items())}; "
             "onnxruntime has no such switch and is left out)") if held else ""
+    topology = machine.get("topology")  # recorded since #13's fourteenth round
+    cores = f"{machine['cores']} cores"
+    if topology:
+        caches = ", ".join(f"{level} {topology['caches'][level]}" for level in ("L2", "L3") if level in topology["caches"])
+        smt = topology["threads_per_core"]
+        # SMT siblings share a core's FMA units: say so, a forward's second thread adds far less there
+        cores = (f"{machine['cores']} cores ({caches})" if smt == 1 else
+                 f"{machine['cores']} CPUs, {smt} hardware threads per core ({caches})")
     return (
-        f"{machine['cpu']} ({simd}), {machine['cores']} cores, no GPU, Linux VM; mlx {machine['mlx']} ({blas}{kernels}), "
+        f"{machine['cpu']} ({simd}), {cores}, no GPU, Linux VM; mlx {machine['mlx']} ({blas}{kernels}), "
         f"torch {machine['torch']}, transformers {machine['transformers']}{ort}{held}"
     )
 
