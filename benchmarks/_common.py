@@ -144,12 +144,13 @@ def results_dir() -> Path:
 
 def git_commit() -> str | None:
     """The checkout's commit (with "+changes" when its code differs from it; results files left
-    out, a run rewrites them): which code a result measured."""
+    out, a run rewrites them, and so is prose, edited while a run goes on): which code a result
+    measured."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!*.md")
         return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None  # not a git checkout
