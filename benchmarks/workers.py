@@ -95,7 +95,9 @@ def interleaved_rounds(
         worker.ask("run", str(index))
     times: dict[str, list[float]] = {side: [] for side in workers}
     more_rounds(workers, index, times, runs)
-    while len(times[next(iter(times))]) < (max_runs or runs) and min(sum(t) for t in times.values()) < min_seconds:
+    for _ in range(runs, max_runs or runs):
+        if min(sum(t) for t in times.values()) >= min_seconds:
+            break
         more_rounds(workers, index, times, 1)
     return times
 
