@@ -92,7 +92,7 @@ def until_decided(over: list[float], under: list[float], target: float, batch: i
     to `max_rounds` rounds in all. Every look at the rounds is a chance to stop on a wrong
     verdict, so each reads an interval of level 1 - 5 % / looks, the looks this cap allows
     (Bonferroni): the chance that any look decides wrongly stays within one 95 % interval's."""
-    looks = 1 + max(0, -(-(max_rounds - len(under)) // batch))
+    looks = 1 + max(0, math.ceil((max_rounds - len(under)) / batch))
     level = 1 - (1 - LEVEL) / looks
     while True:
         word, _ = judge(over, under, target, level)
