@@ -31,7 +31,7 @@ BACKGROUND = ("a sound.", "This is a sound.", "an audio recording.", "background
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="registry name or checkpoint folder (default: full-size random weights)")
     parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "audio" / "urbansound8k-subset"))
     args = parser.parse_args()

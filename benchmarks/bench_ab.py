@@ -71,7 +71,7 @@ def checkout(root: Path, revision: str) -> tuple[str, Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", help="the revision to compare against (e.g. c7a994f); required")
     parser.add_argument("--head", default="HEAD", help="the revision under test (default HEAD)")
     parser.add_argument("--runs", type=int, default=7, help="timed runs per side after one warm-up (default 7)")

@@ -208,7 +208,7 @@ def measure(workers: dict[str, Worker], index: int, name: str, runs: int, min_se
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs per side after one warm-up (default 7)")
     parser.add_argument("--min-seconds", type=float, default=3.0,
                         help=f"more runs (up to {MAX_RUNS_FACTOR}x --runs) until each side has run this long (default 3)")

@@ -27,7 +27,7 @@ PAYLOAD = json.dumps({"id": "dog_bark-1700000001500", "label": "dog bark", "phas
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--dir", type=Path, default=CACHE)
     args = parser.parse_args()

@@ -100,7 +100,7 @@ def trial(side: str, count: int, seconds: float, folder: Path, workdir: Path) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each trial's streams")
     parser.add_argument("--max-streams", type=int, default=6, help="most streams tried per side")
     parser.add_argument("--checkpoint", type=Path, help="another hub-layout folder (default: the full-size random one)")

@@ -254,7 +254,7 @@ def alert_latency(clap, folder: Path, workdir: Path, cycles: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rtf-seconds", type=float, default=60.0, help="audio replayed at full speed")
     parser.add_argument("--stream-seconds", type=float, default=30.0, help="length of each live-streams trial")
     parser.add_argument("--cycles", type=int, default=8, help="sound onsets in the latency stream (12 s each)")

@@ -166,7 +166,7 @@ def unprofiled_ms(run: Callable[[], mx.array], runs: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     bundle = clap_mlx.loading.load(full_checkpoint())
